@@ -1,0 +1,365 @@
+//! Envoy/Istio JSON access-log entries: the waypoint's keys, Istio's 24 default keys and the
+//! ≤1.7 untyped variant, in any key order.
+//!
+//! Envoy writes the same field as a number on one replica and a string on another (Istio ≤1.7
+//! prints every value as a string, `"-"` for missing; the walkthrough's waypoint prints
+//! `"upstream_service_time": "23"`), so numeric fields accept a JSON number or a numeric string,
+//! and `null`, `"-"`, `""` and an absent key all mean missing.
+
+use std::borrow::Cow;
+
+use super::derived::normalize_authority;
+use super::json::{JsonError, JsonStr, ObjectScanner, Value};
+use super::time::parse_rfc3339_ns;
+use super::{Entry, LogFormat, RejectReason};
+use crate::schema::key;
+
+/// Known keys, in the order of the slots that hold their values while a line is scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    StartTime,
+    Authority,
+    AuthorityFor,
+    Method,
+    Path,
+    Protocol,
+    ResponseCode,
+    ResponseFlags,
+    ResponseCodeDetails,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    UpstreamServiceTime,
+    UpstreamResponseTime,
+    UpstreamCluster,
+    UpstreamHost,
+    UpstreamLocalAddress,
+    DownstreamRemoteAddress,
+    DownstreamLocalAddress,
+    DownstreamPeerUriSan,
+    RouteName,
+    UserAgent,
+    RequestId,
+    XForwardedFor,
+    RequestedServerName,
+    UpstreamTransportFailureReason,
+    ConnectionTerminationDetails,
+    IstioPolicyStatus,
+}
+
+const KEY_COUNT: usize = Key::IstioPolicyStatus as usize + 1;
+
+impl Key {
+    fn from_name(name: &str) -> Option<Key> {
+        Some(match name {
+            key::START_TIME => Key::StartTime,
+            key::AUTHORITY => Key::Authority,
+            key::AUTHORITY_FOR => Key::AuthorityFor,
+            key::METHOD => Key::Method,
+            key::PATH => Key::Path,
+            key::PROTOCOL => Key::Protocol,
+            key::RESPONSE_CODE => Key::ResponseCode,
+            key::RESPONSE_FLAGS => Key::ResponseFlags,
+            key::RESPONSE_CODE_DETAILS => Key::ResponseCodeDetails,
+            key::BYTES_RECEIVED => Key::BytesReceived,
+            key::BYTES_SENT => Key::BytesSent,
+            key::DURATION => Key::Duration,
+            key::UPSTREAM_SERVICE_TIME => Key::UpstreamServiceTime,
+            key::UPSTREAM_RESPONSE_TIME => Key::UpstreamResponseTime,
+            key::UPSTREAM_CLUSTER => Key::UpstreamCluster,
+            key::UPSTREAM_HOST => Key::UpstreamHost,
+            key::UPSTREAM_LOCAL_ADDRESS => Key::UpstreamLocalAddress,
+            key::DOWNSTREAM_REMOTE_ADDRESS => Key::DownstreamRemoteAddress,
+            key::DOWNSTREAM_LOCAL_ADDRESS => Key::DownstreamLocalAddress,
+            key::DOWNSTREAM_PEER_URI_SAN => Key::DownstreamPeerUriSan,
+            key::ROUTE_NAME => Key::RouteName,
+            key::USER_AGENT => Key::UserAgent,
+            key::REQUEST_ID => Key::RequestId,
+            key::X_FORWARDED_FOR => Key::XForwardedFor,
+            key::REQUESTED_SERVER_NAME => Key::RequestedServerName,
+            key::UPSTREAM_TRANSPORT_FAILURE_REASON => Key::UpstreamTransportFailureReason,
+            key::CONNECTION_TERMINATION_DETAILS => Key::ConnectionTerminationDetails,
+            key::ISTIO_POLICY_STATUS => Key::IstioPolicyStatus,
+            _ => return None,
+        })
+    }
+}
+
+/// Values of the known keys of one line, before their types are checked.
+struct Slots<'a>([Option<Value<'a>>; KEY_COUNT]);
+
+impl<'a> Slots<'a> {
+    fn take(&mut self, key: Key) -> Option<Value<'a>> {
+        self.0[key as usize].take()
+    }
+
+    fn text(&mut self, key: Key, name: &'static str) -> Result<Option<Cow<'a, str>>, RejectReason> {
+        text_value(self.take(key), name)
+    }
+
+    fn number<T: std::str::FromStr>(
+        &mut self,
+        key: Key,
+        name: &'static str,
+    ) -> Result<Option<T>, RejectReason> {
+        let text = match self.take(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n,
+            Some(Value::Str(s)) if is_missing(s.raw()) => return Ok(None),
+            Some(Value::Str(s)) => s.raw().trim(),
+            Some(_) => return Err(RejectReason::WrongType(name)),
+        };
+        text.parse()
+            .map(Some)
+            .map_err(|_| RejectReason::WrongType(name))
+    }
+
+    /// Milliseconds: finite and not negative.
+    fn millis(&mut self, key: Key, name: &'static str) -> Result<Option<f64>, RejectReason> {
+        match self.number::<f64>(key, name)? {
+            Some(ms) if !(ms.is_finite() && ms >= 0.0) => Err(RejectReason::WrongType(name)),
+            ms => Ok(ms),
+        }
+    }
+}
+
+fn is_missing(raw: &str) -> bool {
+    raw.is_empty() || raw == "-"
+}
+
+/// A string field; numbers and booleans are kept as their text, containers are wrong.
+fn text_value<'a>(
+    value: Option<Value<'a>>,
+    name: &'static str,
+) -> Result<Option<Cow<'a, str>>, RejectReason> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Str(s)) if is_missing(s.raw()) => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s.decode())),
+        Some(Value::Number(n)) => Ok(Some(Cow::Borrowed(n))),
+        Some(Value::Bool(b)) => Ok(Some(Cow::Borrowed(if b { "true" } else { "false" }))),
+        Some(Value::Object(_) | Value::Array(_)) => Err(RejectReason::WrongType(name)),
+    }
+}
+
+/// Parses one JSON access-log line (already valid UTF-8, prefixes stripped).
+pub fn parse(text: &str) -> Result<Entry<'_>, RejectReason> {
+    let mut slots = Slots([None; KEY_COUNT]);
+    let mut extra: Option<String> = None;
+    let mut scanner = ObjectScanner::new(text).map_err(json_reason)?;
+    while let Some((name, value)) = scanner.next_member().map_err(json_reason)? {
+        let known = if name.raw().contains('\\') {
+            Key::from_name(&name.decode())
+        } else {
+            Key::from_name(name.raw())
+        };
+        match known {
+            Some(k) => slots.0[k as usize] = Some(value),
+            None => push_extra(&mut extra, name, value),
+        }
+    }
+    if let Some(extra) = extra.as_mut() {
+        extra.push('}');
+    }
+    entry_from_slots(slots, extra)
+}
+
+fn json_reason(error: JsonError) -> RejectReason {
+    match error {
+        JsonError::Truncated => RejectReason::Truncated,
+        JsonError::Syntax(_) | JsonError::TooDeep => RejectReason::InvalidJson,
+    }
+}
+
+/// Appends an unknown member to the `extra` JSON object, verbatim (the scanner validated it).
+fn push_extra(extra: &mut Option<String>, name: JsonStr<'_>, value: Value<'_>) {
+    let out = extra.get_or_insert_with(|| String::from("{"));
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push('"');
+    out.push_str(name.raw());
+    out.push_str("\":");
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Value::Number(raw) | Value::Object(raw) | Value::Array(raw) => out.push_str(raw),
+        Value::Str(s) => {
+            out.push('"');
+            out.push_str(s.raw());
+            out.push('"');
+        }
+    }
+}
+
+fn entry_from_slots(mut s: Slots<'_>, extra: Option<String>) -> Result<Entry<'_>, RejectReason> {
+    let start_time_ns = match s.text(Key::StartTime, key::START_TIME)? {
+        None => None,
+        Some(text) => {
+            Some(parse_rfc3339_ns(&text).ok_or(RejectReason::WrongType(key::START_TIME))?)
+        }
+    };
+    let authority_for = s.text(Key::AuthorityFor, key::AUTHORITY_FOR)?;
+    let authority = s.text(Key::Authority, key::AUTHORITY)?;
+    let response_code = s.number::<u16>(Key::ResponseCode, key::RESPONSE_CODE)?;
+    if response_code.is_some_and(|code| code > 999) {
+        return Err(RejectReason::WrongType(key::RESPONSE_CODE));
+    }
+    let upstream_cluster = s
+        .text(Key::UpstreamCluster, key::UPSTREAM_CLUSTER)?
+        .map(strip_semicolon);
+    Ok(Entry {
+        format: Some(LogFormat::EnvoyJson),
+        start_time_ns,
+        authority: authority_for.or(authority).and_then(normalize_authority),
+        method: s.text(Key::Method, key::METHOD)?,
+        path: s.text(Key::Path, key::PATH)?,
+        protocol: s.text(Key::Protocol, key::PROTOCOL)?,
+        response_code,
+        response_flags: s.text(Key::ResponseFlags, key::RESPONSE_FLAGS)?,
+        response_code_details: s.text(Key::ResponseCodeDetails, key::RESPONSE_CODE_DETAILS)?,
+        bytes_received: s.number(Key::BytesReceived, key::BYTES_RECEIVED)?,
+        bytes_sent: s.number(Key::BytesSent, key::BYTES_SENT)?,
+        duration_ms: s.millis(Key::Duration, key::DURATION)?,
+        upstream_service_time_ms: s.millis(Key::UpstreamServiceTime, key::UPSTREAM_SERVICE_TIME)?,
+        upstream_response_time_ms: s
+            .millis(Key::UpstreamResponseTime, key::UPSTREAM_RESPONSE_TIME)?,
+        upstream_cluster,
+        upstream_host: s.text(Key::UpstreamHost, key::UPSTREAM_HOST)?,
+        upstream_local_address: s.text(Key::UpstreamLocalAddress, key::UPSTREAM_LOCAL_ADDRESS)?,
+        downstream_remote_address: s
+            .text(Key::DownstreamRemoteAddress, key::DOWNSTREAM_REMOTE_ADDRESS)?,
+        downstream_local_address: s
+            .text(Key::DownstreamLocalAddress, key::DOWNSTREAM_LOCAL_ADDRESS)?,
+        downstream_peer_uri_san: s.text(Key::DownstreamPeerUriSan, key::DOWNSTREAM_PEER_URI_SAN)?,
+        route_name: s.text(Key::RouteName, key::ROUTE_NAME)?,
+        user_agent: s.text(Key::UserAgent, key::USER_AGENT)?,
+        request_id: s.text(Key::RequestId, key::REQUEST_ID)?,
+        x_forwarded_for: s.text(Key::XForwardedFor, key::X_FORWARDED_FOR)?,
+        requested_server_name: s.text(Key::RequestedServerName, key::REQUESTED_SERVER_NAME)?,
+        upstream_transport_failure_reason: s.text(
+            Key::UpstreamTransportFailureReason,
+            key::UPSTREAM_TRANSPORT_FAILURE_REASON,
+        )?,
+        connection_termination_details: s.text(
+            Key::ConnectionTerminationDetails,
+            key::CONNECTION_TERMINATION_DETAILS,
+        )?,
+        istio_policy_status: s.text(Key::IstioPolicyStatus, key::ISTIO_POLICY_STATUS)?,
+        extra,
+    })
+}
+
+/// Istio 1.23–1.24 and ASM print `inbound-vip|80|http|aliyun.com;`: one trailing `;` goes.
+fn strip_semicolon(cluster: Cow<'_, str>) -> Cow<'_, str> {
+    match cluster {
+        Cow::Borrowed(s) => Cow::Borrowed(s.strip_suffix(';').unwrap_or(s)),
+        Cow::Owned(mut s) => {
+            if s.ends_with(';') {
+                s.pop();
+            }
+            Cow::Owned(s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The walkthrough's Step 3 entry, as `kubectl logs deployments/waypoint` prints it.
+    const WALKTHROUGH: &str = r#"{"authority_for":"aliyun.com","bytes_received":0,"bytes_sent":239,"downstream_local_address":"240.240.0.7:80","downstream_remote_address":"172.16.5.26:33356","duration":24,"method":"GET","path":"/","protocol":"HTTP/1.1","response_code":301,"route_name":"default","upstream_cluster":"inbound-vip|80|http|aliyun.com;","upstream_host":"140.205.135.3:80","upstream_response_time":"23","upstream_service_time":"23","user_agent":"curl/8.8.0"}"#;
+
+    #[test]
+    fn walkthrough_entry_reads_every_field() {
+        let e = parse(WALKTHROUGH).unwrap();
+        assert_eq!(e.authority.as_deref(), Some("aliyun.com"));
+        assert_eq!(e.response_code, Some(301));
+        assert_eq!(e.bytes_sent, Some(239));
+        assert_eq!(e.bytes_received, Some(0));
+        assert_eq!(e.duration_ms, Some(24.0));
+        assert_eq!(e.upstream_service_time_ms, Some(23.0));
+        assert_eq!(e.upstream_response_time_ms, Some(23.0));
+        assert_eq!(
+            e.upstream_cluster.as_deref(),
+            Some("inbound-vip|80|http|aliyun.com")
+        );
+        assert_eq!(e.upstream_host.as_deref(), Some("140.205.135.3:80"));
+        assert_eq!(e.user_agent.as_deref(), Some("curl/8.8.0"));
+        assert_eq!(e.start_time_ns, None);
+        assert_eq!(e.extra, None);
+    }
+
+    #[test]
+    fn dash_null_empty_and_absent_all_mean_missing() {
+        for line in [
+            r#"{"authority":"a.com","bytes_sent":null,"method":null}"#,
+            r#"{"authority":"a.com","bytes_sent":"-","method":"-"}"#,
+            r#"{"authority":"a.com","bytes_sent":"","method":""}"#,
+            r#"{"authority":"a.com"}"#,
+        ] {
+            let e = parse(line).unwrap();
+            assert_eq!((e.bytes_sent, e.method), (None, None), "{line}");
+        }
+    }
+
+    #[test]
+    fn numbers_as_json_numbers_or_numeric_strings() {
+        let typed = parse(r#"{"response_code":503,"bytes_sent":19,"duration":11959.5}"#).unwrap();
+        let untyped =
+            parse(r#"{"response_code":"503","bytes_sent":"19","duration":"11959.5"}"#).unwrap();
+        assert_eq!(typed, untyped);
+        assert_eq!(typed.duration_ms, Some(11959.5));
+    }
+
+    #[test]
+    fn wrong_types_name_their_field() {
+        for (line, field) in [
+            (r#"{"bytes_sent":"12kB"}"#, "bytes_sent"),
+            (r#"{"bytes_received":[1]}"#, "bytes_received"),
+            (r#"{"response_code":true}"#, "response_code"),
+            (r#"{"response_code":1000}"#, "response_code"),
+            (r#"{"duration":{"ms":3}}"#, "duration"),
+            (r#"{"duration":-1}"#, "duration"),
+            (r#"{"bytes_sent":-5}"#, "bytes_sent"),
+            (r#"{"authority_for":["a.com"]}"#, "authority_for"),
+            (r#"{"start_time":"yesterday"}"#, "start_time"),
+        ] {
+            assert_eq!(
+                parse(line).unwrap_err(),
+                RejectReason::WrongType(field),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn authority_for_wins_and_loses_its_port() {
+        let e = parse(r#"{"authority":"other:80","authority_for":"Aliyun.COM:80"}"#).unwrap();
+        assert_eq!(e.authority.as_deref(), Some("aliyun.com"));
+        let e = parse(r#"{"authority":"httpbin:8000","authority_for":"-"}"#).unwrap();
+        assert_eq!(e.authority.as_deref(), Some("httpbin"));
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_verbatim_in_extra() {
+        let e = parse(r#"{"x":{"a":[1,"b"]},"authority":"a.com","y":"q\"z","z":null}"#).unwrap();
+        let extra = e.extra.unwrap();
+        assert_eq!(extra, r#"{"x":{"a":[1,"b"]},"y":"q\"z","z":null}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(&extra).is_ok());
+    }
+
+    #[test]
+    fn key_order_does_not_matter() {
+        let a = parse(r#"{"authority":"a.com","response_code":200,"path":"/x"}"#).unwrap();
+        let b = parse(r#"{"path":"/x","response_code":200,"authority":"a.com"}"#).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn escaped_strings_decode() {
+        let e = parse(r#"{"path":"/a\u0020b","user_agent":"x\"y"}"#).unwrap();
+        assert_eq!(e.path.as_deref(), Some("/a b"));
+        assert_eq!(e.user_agent.as_deref(), Some("x\"y"));
+    }
+}

@@ -1,0 +1,215 @@
+//! Bytes of one log line to exactly one [`Entry`] or one [`RejectReason`].
+//!
+//! `prefix` strips what Kubernetes and log tools put in front of a line (CRI, `kubectl
+//! --timestamps`, `[pod/name/container] `); `envoy_json` and `envoy_text` read the waypoint's
+//! access-log entry; `derived` computes the columns Envoy does not print. Nothing here knows
+//! where lines come from or where records go.
+
+pub mod derived;
+pub mod envoy_json;
+pub mod envoy_text;
+pub mod json;
+pub mod prefix;
+pub mod time;
+
+use std::borrow::Cow;
+use std::fmt;
+
+pub use prefix::{CriTag, Framed, frame};
+
+/// Which access-log encoding an entry was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    EnvoyJson,
+    EnvoyText,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::EnvoyJson => "envoy_json",
+            LogFormat::EnvoyText => "envoy_text",
+        }
+    }
+}
+
+/// One waypoint access-log entry, borrowed from its line where it can be.
+///
+/// Missing values (`null`, `"-"`, `""`, an absent key) are `None`. `authority` is the requested
+/// host without port, lower-cased, from `authority_for` when present, else `authority`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entry<'a> {
+    pub format: Option<LogFormat>,
+    pub start_time_ns: Option<i64>,
+    pub authority: Option<Cow<'a, str>>,
+    pub method: Option<Cow<'a, str>>,
+    pub path: Option<Cow<'a, str>>,
+    pub protocol: Option<Cow<'a, str>>,
+    pub response_code: Option<u16>,
+    pub response_flags: Option<Cow<'a, str>>,
+    pub response_code_details: Option<Cow<'a, str>>,
+    pub bytes_received: Option<u64>,
+    pub bytes_sent: Option<u64>,
+    pub duration_ms: Option<f64>,
+    pub upstream_service_time_ms: Option<f64>,
+    pub upstream_response_time_ms: Option<f64>,
+    pub upstream_cluster: Option<Cow<'a, str>>,
+    pub upstream_host: Option<Cow<'a, str>>,
+    pub upstream_local_address: Option<Cow<'a, str>>,
+    pub downstream_remote_address: Option<Cow<'a, str>>,
+    pub downstream_local_address: Option<Cow<'a, str>>,
+    pub downstream_peer_uri_san: Option<Cow<'a, str>>,
+    pub route_name: Option<Cow<'a, str>>,
+    pub user_agent: Option<Cow<'a, str>>,
+    pub request_id: Option<Cow<'a, str>>,
+    pub x_forwarded_for: Option<Cow<'a, str>>,
+    pub requested_server_name: Option<Cow<'a, str>>,
+    pub upstream_transport_failure_reason: Option<Cow<'a, str>>,
+    pub connection_termination_details: Option<Cow<'a, str>>,
+    pub istio_policy_status: Option<Cow<'a, str>>,
+    /// Unknown JSON keys as one JSON object, kept verbatim.
+    pub extra: Option<String>,
+}
+
+impl Entry<'_> {
+    /// The external host this entry is counted under: the authority, else the TLS SNI, else
+    /// the host of the upstream cluster (TCP passthrough entries carry no authority).
+    pub fn host(&self) -> Option<&str> {
+        self.authority
+            .as_deref()
+            .or(self.requested_server_name.as_deref())
+            .or_else(|| derived::ClusterName::parse(self.upstream_cluster.as_deref()?)?.host)
+    }
+}
+
+/// Why a line did not become an [`Entry`]. `as_str` is the `reason` column of `rejects`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// An empty or whitespace-only line.
+    Empty,
+    /// Control bytes that no text log line carries.
+    Binary,
+    InvalidUtf8,
+    /// Longer than the configured line cap; only the head was kept.
+    TooLong,
+    /// JSON cut off before the object closed.
+    Truncated,
+    /// JSON with a syntax error (or nested too deep).
+    InvalidJson,
+    /// Valid JSON whose field has a type that cannot hold its value.
+    WrongType(&'static str),
+    /// An Envoy TEXT entry whose fields could not be read.
+    BadText,
+    /// An operational line of the proxy container (pilot-agent or Envoy): expected noise.
+    EnvoyLog,
+    /// None of the known formats.
+    NotJson,
+}
+
+impl RejectReason {
+    /// Noise that a waypoint container is expected to write, reported apart from errors.
+    pub fn is_expected_noise(self) -> bool {
+        matches!(self, RejectReason::EnvoyLog | RejectReason::Empty)
+    }
+
+    pub fn as_str(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            RejectReason::Empty => "empty",
+            RejectReason::Binary => "binary",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::TooLong => "too_long",
+            RejectReason::Truncated => "truncated",
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::WrongType(field) => return Cow::Owned(format!("wrong_type:{field}")),
+            RejectReason::BadText => "bad_text",
+            RejectReason::EnvoyLog => "envoy_log",
+            RejectReason::NotJson => "not_json",
+        })
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// Parses the message of a framed line (prefixes already stripped).
+pub fn parse_message(msg: &[u8]) -> Result<Entry<'_>, RejectReason> {
+    let first = msg.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(first) = first else {
+        return Err(RejectReason::Empty);
+    };
+    let text = match std::str::from_utf8(msg) {
+        Ok(text) => text,
+        Err(_) if looks_binary(msg) => return Err(RejectReason::Binary),
+        Err(_) => return Err(RejectReason::InvalidUtf8),
+    };
+    let result = if msg[first] == b'{' {
+        envoy_json::parse(text)
+    } else if let Some(entry) = envoy_text::find_entry(text) {
+        envoy_text::parse(entry)
+    } else if envoy_text::is_operational_log(text) {
+        Err(RejectReason::EnvoyLog)
+    } else {
+        Err(RejectReason::NotJson)
+    };
+    // Garbage can happen to be valid UTF-8; name it for what it is.
+    result.map_err(|reason| match reason {
+        RejectReason::NotJson | RejectReason::InvalidJson if looks_binary(msg) => {
+            RejectReason::Binary
+        }
+        other => other,
+    })
+}
+
+/// Bytes no text line holds: NUL and the C0 controls other than tab, CR and ESC (colour codes).
+fn looks_binary(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n' | 0x1b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_bad_message_gets_its_reason() {
+        let cases: [(&[u8], &str); 10] = [
+            (b"", "empty"),
+            (b"   \t", "empty"),
+            (b"\x00\x01\x02\xff\xfe", "binary"),
+            (b"{\"a\":\"caf\xe9\"}", "invalid_utf8"),
+            (br#"{"authority":"a.com","bytes_sent":12"#, "truncated"),
+            (br#"{"authority":"a.com",,}"#, "invalid_json"),
+            (
+                br#"{"authority":"a.com","bytes_sent":"12kB"}"#,
+                "wrong_type:bytes_sent",
+            ),
+            (
+                b"2025-08-18T09:36:30.123Z\tinfo\tEnvoy proxy is ready",
+                "envoy_log",
+            ),
+            (b"hello world", "not_json"),
+            (b"\x01\x02garbage\x03", "binary"),
+        ];
+        for (msg, want) in cases {
+            let got = parse_message(msg).map(|_| ()).unwrap_err();
+            assert_eq!(got.as_str(), want, "{:?}", String::from_utf8_lossy(msg));
+        }
+    }
+
+    #[test]
+    fn host_falls_back_to_sni_then_cluster() {
+        let mut entry = Entry {
+            upstream_cluster: Some("inbound-vip|443|tcp|sts.amazonaws.com;".into()),
+            ..Entry::default()
+        };
+        assert_eq!(entry.host(), Some("sts.amazonaws.com"));
+        entry.requested_server_name = Some("sni.example".into());
+        assert_eq!(entry.host(), Some("sni.example"));
+        entry.authority = Some("aliyun.com".into());
+        assert_eq!(entry.host(), Some("aliyun.com"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Arrow schemas, column names and the waypoint's JSON keys: the one source of truth.
+//!
+//! Every other module names columns through these constants, so a rename happens here or
+//! nowhere. The README's "Schema" section documents the same columns for users.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Column names of the `access_log` table.
+pub mod col {
+    pub const TS: &str = "ts";
+    pub const CLUSTER: &str = "cluster";
+    pub const NAMESPACE: &str = "namespace";
+    pub const POD: &str = "pod";
+    pub const LOG_FORMAT: &str = "log_format";
+    pub const AUTHORITY: &str = "authority";
+    pub const METHOD: &str = "method";
+    pub const PATH: &str = "path";
+    pub const PROTOCOL: &str = "protocol";
+    pub const RESPONSE_CODE: &str = "response_code";
+    pub const RESPONSE_FLAGS: &str = "response_flags";
+    pub const RESPONSE_CODE_DETAILS: &str = "response_code_details";
+    pub const BYTES_RECEIVED: &str = "bytes_received";
+    pub const BYTES_SENT: &str = "bytes_sent";
+    pub const DURATION_MS: &str = "duration_ms";
+    pub const UPSTREAM_SERVICE_TIME_MS: &str = "upstream_service_time_ms";
+    pub const UPSTREAM_RESPONSE_TIME_MS: &str = "upstream_response_time_ms";
+    pub const UPSTREAM_CLUSTER: &str = "upstream_cluster";
+    pub const UPSTREAM_HOST: &str = "upstream_host";
+    pub const UPSTREAM_LOCAL_ADDRESS: &str = "upstream_local_address";
+    pub const DOWNSTREAM_REMOTE_ADDRESS: &str = "downstream_remote_address";
+    pub const DOWNSTREAM_LOCAL_ADDRESS: &str = "downstream_local_address";
+    pub const DOWNSTREAM_PEER_URI_SAN: &str = "downstream_peer_uri_san";
+    pub const ROUTE_NAME: &str = "route_name";
+    pub const USER_AGENT: &str = "user_agent";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const X_FORWARDED_FOR: &str = "x_forwarded_for";
+    pub const REQUESTED_SERVER_NAME: &str = "requested_server_name";
+    pub const UPSTREAM_TRANSPORT_FAILURE_REASON: &str = "upstream_transport_failure_reason";
+    pub const CONNECTION_TERMINATION_DETAILS: &str = "connection_termination_details";
+    pub const ISTIO_POLICY_STATUS: &str = "istio_policy_status";
+    pub const CLUSTER_KIND: &str = "cluster_kind";
+    pub const SERVICE_PORT: &str = "service_port";
+    pub const SERVICE_HOST: &str = "service_host";
+    pub const UPSTREAM_PORT: &str = "upstream_port";
+    pub const TLS_ORIGINATED: &str = "tls_originated";
+    pub const SOURCE_IP: &str = "source_ip";
+    pub const EXTRA: &str = "extra";
+}
+
+/// Column names of the `rejects` table.
+pub mod reject_col {
+    pub const TS: &str = "ts";
+    pub const ORIGIN: &str = "origin";
+    pub const LINE: &str = "line";
+    pub const REASON: &str = "reason";
+    pub const RAW_LEN: &str = "raw_len";
+    pub const RAW: &str = "raw";
+}
+
+/// Keys of the waypoint's JSON access-log entry: Istio's 24 default JSON keys, the walkthrough's
+/// waypoint keys (`authority_for`, `upstream_response_time`), the ≤1.7 `istio_policy_status` and
+/// the peer SAN some waypoint replicas add. Any other key lands in the `extra` column.
+pub mod key {
+    pub const START_TIME: &str = "start_time";
+    pub const AUTHORITY: &str = "authority";
+    /// Alibaba ASM writes the requested host here; it wins over `authority`.
+    pub const AUTHORITY_FOR: &str = "authority_for";
+    pub const METHOD: &str = "method";
+    pub const PATH: &str = "path";
+    pub const PROTOCOL: &str = "protocol";
+    pub const RESPONSE_CODE: &str = "response_code";
+    pub const RESPONSE_FLAGS: &str = "response_flags";
+    pub const RESPONSE_CODE_DETAILS: &str = "response_code_details";
+    pub const BYTES_RECEIVED: &str = "bytes_received";
+    pub const BYTES_SENT: &str = "bytes_sent";
+    pub const DURATION: &str = "duration";
+    pub const UPSTREAM_SERVICE_TIME: &str = "upstream_service_time";
+    pub const UPSTREAM_RESPONSE_TIME: &str = "upstream_response_time";
+    pub const UPSTREAM_CLUSTER: &str = "upstream_cluster";
+    pub const UPSTREAM_HOST: &str = "upstream_host";
+    pub const UPSTREAM_LOCAL_ADDRESS: &str = "upstream_local_address";
+    pub const DOWNSTREAM_REMOTE_ADDRESS: &str = "downstream_remote_address";
+    pub const DOWNSTREAM_LOCAL_ADDRESS: &str = "downstream_local_address";
+    pub const DOWNSTREAM_PEER_URI_SAN: &str = "downstream_peer_uri_san";
+    pub const ROUTE_NAME: &str = "route_name";
+    pub const USER_AGENT: &str = "user_agent";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const X_FORWARDED_FOR: &str = "x_forwarded_for";
+    pub const REQUESTED_SERVER_NAME: &str = "requested_server_name";
+    pub const UPSTREAM_TRANSPORT_FAILURE_REASON: &str = "upstream_transport_failure_reason";
+    pub const CONNECTION_TERMINATION_DETAILS: &str = "connection_termination_details";
+    pub const ISTIO_POLICY_STATUS: &str = "istio_policy_status";
+}
+
+fn utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn timestamp(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    )
+}
+
+/// Schema of the `access_log` table: one row per waypoint request.
+pub fn access_log() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use col::*;
+            Arc::new(Schema::new(vec![
+                timestamp(TS),
+                utf8(CLUSTER),
+                utf8(NAMESPACE),
+                utf8(POD),
+                utf8(LOG_FORMAT),
+                utf8(AUTHORITY),
+                utf8(METHOD),
+                utf8(PATH),
+                utf8(PROTOCOL),
+                Field::new(RESPONSE_CODE, DataType::UInt16, true),
+                utf8(RESPONSE_FLAGS),
+                utf8(RESPONSE_CODE_DETAILS),
+                Field::new(BYTES_RECEIVED, DataType::UInt64, true),
+                Field::new(BYTES_SENT, DataType::UInt64, true),
+                Field::new(DURATION_MS, DataType::Float64, true),
+                Field::new(UPSTREAM_SERVICE_TIME_MS, DataType::Float64, true),
+                Field::new(UPSTREAM_RESPONSE_TIME_MS, DataType::Float64, true),
+                utf8(UPSTREAM_CLUSTER),
+                utf8(UPSTREAM_HOST),
+                utf8(UPSTREAM_LOCAL_ADDRESS),
+                utf8(DOWNSTREAM_REMOTE_ADDRESS),
+                utf8(DOWNSTREAM_LOCAL_ADDRESS),
+                utf8(DOWNSTREAM_PEER_URI_SAN),
+                utf8(ROUTE_NAME),
+                utf8(USER_AGENT),
+                utf8(REQUEST_ID),
+                utf8(X_FORWARDED_FOR),
+                utf8(REQUESTED_SERVER_NAME),
+                utf8(UPSTREAM_TRANSPORT_FAILURE_REASON),
+                utf8(CONNECTION_TERMINATION_DETAILS),
+                utf8(ISTIO_POLICY_STATUS),
+                utf8(CLUSTER_KIND),
+                Field::new(SERVICE_PORT, DataType::UInt16, true),
+                utf8(SERVICE_HOST),
+                Field::new(UPSTREAM_PORT, DataType::UInt16, true),
+                Field::new(TLS_ORIGINATED, DataType::Boolean, false),
+                utf8(SOURCE_IP),
+                utf8(EXTRA),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of the `rejects` table: one row per line that did not become a record.
+pub fn rejects() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use reject_col::*;
+            Arc::new(Schema::new(vec![
+                timestamp(TS),
+                Field::new(ORIGIN, DataType::Utf8, false),
+                Field::new(LINE, DataType::UInt64, false),
+                Field::new(REASON, DataType::Utf8, false),
+                Field::new(RAW_LEN, DataType::UInt64, false),
+                Field::new(RAW, DataType::Binary, false),
+            ]))
+        })
+        .clone()
+}

@@ -1,0 +1,245 @@
+//! Recent-traffic windows by the log's own clock: a ring of 10-second slots covering one hour,
+//! each holding counters and a latency sketch per active host. Slots are sparse (only hosts
+//! seen in that slot), and a slot is reused when the clock moves an hour past it.
+
+use std::collections::HashMap;
+
+use super::{LatencySketch, STATUS_CLASSES, status_class};
+use foldhash::fast::RandomState;
+
+const SLOT_NS: i64 = 10_000_000_000;
+/// One hour of 10-second slots, plus the partly covered slot at each end.
+pub const SLOTS: usize = 362;
+
+/// A time window a report can cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Window {
+    OneMinute,
+    FiveMinutes,
+    OneHour,
+    /// Everything since the collector started.
+    All,
+}
+
+impl Window {
+    /// The window's length, `None` for [`Window::All`].
+    pub fn seconds(self) -> Option<i64> {
+        match self {
+            Window::OneMinute => Some(60),
+            Window::FiveMinutes => Some(300),
+            Window::OneHour => Some(3600),
+            Window::All => None,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Window> {
+        Some(match text {
+            "1m" => Window::OneMinute,
+            "5m" => Window::FiveMinutes,
+            "1h" => Window::OneHour,
+            "all" => Window::All,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::OneMinute => "1m",
+            Window::FiveMinutes => "5m",
+            Window::OneHour => "1h",
+            Window::All => "all",
+        }
+    }
+}
+
+/// What a window knows about one host.
+#[derive(Debug, Clone)]
+pub struct WindowCell {
+    pub requests: u64,
+    pub errors: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub status: [u64; STATUS_CLASSES],
+    pub tls_originated: u64,
+    pub duration: LatencySketch,
+}
+
+impl WindowCell {
+    fn new() -> Self {
+        WindowCell {
+            requests: 0,
+            errors: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            status: [0; STATUS_CLASSES],
+            tls_originated: 0,
+            duration: LatencySketch::default(),
+        }
+    }
+
+    pub fn merge(&mut self, other: &WindowCell) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        for (a, b) in self.status.iter_mut().zip(other.status) {
+            *a += b;
+        }
+        self.tls_originated += other.tls_originated;
+        self.duration.merge(&other.duration);
+    }
+}
+
+/// The facts of one record that windows count.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation {
+    pub ts_ns: i64,
+    pub response_code: Option<u16>,
+    pub error: bool,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub tls_originated: bool,
+    pub duration_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    index: i64,
+    hosts: HashMap<u32, WindowCell, RandomState>,
+}
+
+/// The ring of slots; hosts are numbered by the caller.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    slots: Vec<Slot>,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        let empty = Slot {
+            index: i64::MIN,
+            hosts: HashMap::default(),
+        };
+        Windows {
+            slots: vec![empty; SLOTS],
+        }
+    }
+}
+
+impl Windows {
+    pub fn record(&mut self, host: u32, obs: &Observation) {
+        let index = obs.ts_ns.div_euclid(SLOT_NS);
+        let slot = &mut self.slots[index.rem_euclid(SLOTS as i64) as usize];
+        if slot.index > index {
+            // Older than the ring's horizon: counted since start, not in any window.
+            return;
+        }
+        if slot.index < index {
+            slot.index = index;
+            slot.hosts.clear();
+        }
+        let cell = slot.hosts.entry(host).or_insert_with(WindowCell::new);
+        cell.requests += 1;
+        cell.errors += u64::from(obs.error);
+        cell.bytes_sent += obs.bytes_sent;
+        cell.bytes_received += obs.bytes_received;
+        cell.status[status_class(obs.response_code)] += 1;
+        cell.tls_originated += u64::from(obs.tls_originated);
+        if let Some(ms) = obs.duration_ms {
+            cell.duration.add(ms);
+        }
+    }
+
+    /// Per-host totals over the slots overlapping `(now_ns - seconds, now_ns]`: the window's
+    /// edges are rounded out to whole slots, so it may cover up to one slot more than asked.
+    pub fn collect(&self, now_ns: i64, seconds: i64) -> HashMap<u32, WindowCell, RandomState> {
+        let now = now_ns.div_euclid(SLOT_NS);
+        let oldest = (now_ns - seconds * 1_000_000_000).div_euclid(SLOT_NS);
+        let mut out: HashMap<u32, WindowCell, RandomState> = HashMap::default();
+        for slot in self
+            .slots
+            .iter()
+            .filter(|s| (oldest..=now).contains(&s.index))
+        {
+            for (host, cell) in &slot.hosts {
+                out.entry(*host).or_insert_with(WindowCell::new).merge(cell);
+            }
+        }
+        out
+    }
+
+    /// Adds another ring's slots; `remap` turns the other side's host numbers into ours.
+    pub fn merge(&mut self, other: &Windows, remap: &[u32]) {
+        for theirs in other.slots.iter().filter(|s| s.index != i64::MIN) {
+            let ours = &mut self.slots[theirs.index.rem_euclid(SLOTS as i64) as usize];
+            if ours.index > theirs.index {
+                continue;
+            }
+            if ours.index < theirs.index {
+                ours.index = theirs.index;
+                ours.hosts.clear();
+            }
+            for (host, cell) in &theirs.hosts {
+                let host = remap[*host as usize];
+                ours.hosts
+                    .entry(host)
+                    .or_insert_with(WindowCell::new)
+                    .merge(cell);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(ts_s: i64) -> Observation {
+        Observation {
+            ts_ns: ts_s * 1_000_000_000,
+            response_code: Some(200),
+            error: false,
+            bytes_sent: 10,
+            bytes_received: 1,
+            tls_originated: false,
+            duration_ms: Some(5.0),
+        }
+    }
+
+    #[test]
+    fn windows_count_only_recent_slots() {
+        let mut w = Windows::default();
+        let now = 10_000;
+        for age in [0, 30, 59, 200, 1000, 3599, 3700] {
+            w.record(0, &obs(now - age));
+        }
+        let count = |secs| {
+            w.collect(now * 1_000_000_000, secs)
+                .get(&0)
+                .map_or(0, |c| c.requests)
+        };
+        assert_eq!(count(60), 3);
+        assert_eq!(count(300), 4);
+        assert_eq!(count(3600), 6);
+    }
+
+    #[test]
+    fn late_records_beyond_the_horizon_do_not_wipe_newer_slots() {
+        let mut w = Windows::default();
+        w.record(0, &obs(10_000));
+        w.record(0, &obs(10_000 - 3600));
+        assert_eq!(w.collect(10_000_000_000_000, 60)[&0].requests, 1);
+    }
+
+    #[test]
+    fn merge_remaps_hosts() {
+        let mut a = Windows::default();
+        let mut b = Windows::default();
+        a.record(0, &obs(100));
+        b.record(0, &obs(100));
+        b.record(1, &obs(100));
+        a.merge(&b, &[1, 0]);
+        let cells = a.collect(100_000_000_000, 60);
+        assert_eq!((cells[&0].requests, cells[&1].requests), (2, 1));
+    }
+}
