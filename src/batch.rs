@@ -14,7 +14,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 
 use crate::parse::derived::{ClusterName, ip_of, port_of, tls_originated};
-use crate::parse::{Entry, RejectReason};
+use crate::parse::{Entry, LogFormat, RejectReason};
 use crate::schema;
 
 /// Where a line came from and when, as known outside the entry itself.
@@ -31,15 +31,15 @@ pub struct LineContext<'a> {
     pub cluster: Option<&'a str>,
     pub namespace: Option<&'a str>,
     pub pod: Option<&'a str>,
+    /// The access-log encoding of this line's stream, once known: entries in the other
+    /// encoding are rejected as `mixed_encoding`.
+    pub encoding: Option<LogFormat>,
 }
 
 impl LineContext<'_> {
     /// The record's time: the entry's `start_time`, else the prefix, else ingest time.
     pub fn record_ts(&self, entry: &Entry<'_>) -> i64 {
-        entry
-            .start_time_ns
-            .or(self.prefix_ts_ns)
-            .unwrap_or(self.ingest_ts_ns)
+        entry.start_time_ns.or(self.prefix_ts_ns).unwrap_or(self.ingest_ts_ns)
     }
 }
 
@@ -152,73 +152,51 @@ impl AccessLogBatcher {
         self.cluster.append_option(ctx.cluster);
         self.namespace.append_option(ctx.namespace);
         self.pod.append_option(ctx.pod);
-        self.log_format
-            .append_option(entry.format.map(|f| f.as_str()));
+        self.log_format.append_option(entry.format.map(|f| f.as_str()));
         self.authority.append_option(entry.authority.as_deref());
         self.method.append_option(entry.method.as_deref());
         self.path.append_option(entry.path.as_deref());
         self.protocol.append_option(entry.protocol.as_deref());
         self.response_code.append_option(entry.response_code);
-        self.response_flags
-            .append_option(entry.response_flags.as_deref());
-        self.response_code_details
-            .append_option(entry.response_code_details.as_deref());
+        self.response_flags.append_option(entry.response_flags.as_deref());
+        self.response_code_details.append_option(entry.response_code_details.as_deref());
         self.bytes_received.append_option(entry.bytes_received);
         self.bytes_sent.append_option(entry.bytes_sent);
         self.duration_ms.append_option(entry.duration_ms);
-        self.upstream_service_time_ms
-            .append_option(entry.upstream_service_time_ms);
-        self.upstream_response_time_ms
-            .append_option(entry.upstream_response_time_ms);
-        self.upstream_cluster
-            .append_option(entry.upstream_cluster.as_deref());
-        self.upstream_host
-            .append_option(entry.upstream_host.as_deref());
-        self.upstream_local_address
-            .append_option(entry.upstream_local_address.as_deref());
-        self.downstream_remote_address
-            .append_option(entry.downstream_remote_address.as_deref());
-        self.downstream_local_address
-            .append_option(entry.downstream_local_address.as_deref());
-        self.downstream_peer_uri_san
-            .append_option(entry.downstream_peer_uri_san.as_deref());
+        self.upstream_service_time_ms.append_option(entry.upstream_service_time_ms);
+        self.upstream_response_time_ms.append_option(entry.upstream_response_time_ms);
+        self.upstream_cluster.append_option(entry.upstream_cluster.as_deref());
+        self.upstream_host.append_option(entry.upstream_host.as_deref());
+        self.upstream_local_address.append_option(entry.upstream_local_address.as_deref());
+        self.downstream_remote_address.append_option(entry.downstream_remote_address.as_deref());
+        self.downstream_local_address.append_option(entry.downstream_local_address.as_deref());
+        self.downstream_peer_uri_san.append_option(entry.downstream_peer_uri_san.as_deref());
         self.route_name.append_option(entry.route_name.as_deref());
         self.user_agent.append_option(entry.user_agent.as_deref());
         self.request_id.append_option(entry.request_id.as_deref());
-        self.x_forwarded_for
-            .append_option(entry.x_forwarded_for.as_deref());
-        self.requested_server_name
-            .append_option(entry.requested_server_name.as_deref());
+        self.x_forwarded_for.append_option(entry.x_forwarded_for.as_deref());
+        self.requested_server_name.append_option(entry.requested_server_name.as_deref());
         self.upstream_transport_failure_reason
             .append_option(entry.upstream_transport_failure_reason.as_deref());
         self.connection_termination_details
             .append_option(entry.connection_termination_details.as_deref());
-        self.istio_policy_status
-            .append_option(entry.istio_policy_status.as_deref());
-        let cluster = entry
-            .upstream_cluster
-            .as_deref()
-            .and_then(ClusterName::parse);
+        self.istio_policy_status.append_option(entry.istio_policy_status.as_deref());
+        let cluster = entry.upstream_cluster.as_deref().and_then(ClusterName::parse);
         let service_port = cluster.and_then(|c| c.port);
         let upstream_port = entry.upstream_host.as_deref().and_then(port_of);
         self.cluster_kind.append_option(cluster.map(|c| c.kind));
         self.service_port.append_option(service_port);
-        self.service_host
-            .append_option(cluster.and_then(|c| c.host));
+        self.service_host.append_option(cluster.and_then(|c| c.host));
         self.upstream_port.append_option(upstream_port);
-        self.tls_originated
-            .append_value(tls_originated(service_port, upstream_port));
-        self.source_ip
-            .append_option(entry.downstream_remote_address.as_deref().and_then(ip_of));
+        self.tls_originated.append_value(tls_originated(service_port, upstream_port));
+        self.source_ip.append_option(entry.downstream_remote_address.as_deref().and_then(ip_of));
         self.extra.append_option(entry.extra.as_deref());
         (self.len() >= self.capacity).then(|| self.finish())
     }
 
     /// Takes the rows so far if the oldest is older than `max_age`.
     pub fn take_if_older(&mut self, now: Instant, max_age: Duration) -> Option<RecordBatch> {
-        let due = self
-            .oldest
-            .is_some_and(|t| now.duration_since(t) >= max_age);
+        let due = self.oldest.is_some_and(|t| now.duration_since(t) >= max_age);
         (due && !self.is_empty()).then(|| self.finish())
     }
 
@@ -317,8 +295,7 @@ impl RejectBatcher {
         ctx: &LineContext<'_>,
     ) -> Option<RecordBatch> {
         self.oldest.get_or_insert_with(Instant::now);
-        self.ts
-            .append_value(ctx.prefix_ts_ns.unwrap_or(ctx.ingest_ts_ns));
+        self.ts.append_value(ctx.prefix_ts_ns.unwrap_or(ctx.ingest_ts_ns));
         self.origin.append_value(ctx.origin);
         self.line.append_value(ctx.line);
         self.reason.append_value(reason.as_str());
@@ -328,9 +305,7 @@ impl RejectBatcher {
     }
 
     pub fn take_if_older(&mut self, now: Instant, max_age: Duration) -> Option<RecordBatch> {
-        let due = self
-            .oldest
-            .is_some_and(|t| now.duration_since(t) >= max_age);
+        let due = self.oldest.is_some_and(|t| now.duration_since(t) >= max_age);
         (due && !self.is_empty()).then(|| self.finish())
     }
 
@@ -362,42 +337,19 @@ mod tests {
     fn walkthrough_entry_becomes_one_row_with_derived_columns() {
         let line = br#"{"authority_for":"aliyun.com","bytes_sent":239,"duration":24,"upstream_cluster":"inbound-vip|80|http|aliyun.com;","upstream_host":"140.205.135.3:443","downstream_remote_address":"172.16.5.26:33356","response_code":301}"#;
         let entry = parse_message(line).unwrap();
-        let ctx = LineContext {
-            ingest_ts_ns: 7,
-            ..LineContext::default()
-        };
+        let ctx = LineContext { ingest_ts_ns: 7, ..LineContext::default() };
         let mut batcher = AccessLogBatcher::new(10);
         assert!(batcher.push(&entry, &ctx).is_none());
         let batch = batcher.finish();
         assert_eq!(batch.num_rows(), 1);
         let col = |name| batch.column_by_name(name).unwrap();
-        assert_eq!(
-            col(col::AUTHORITY).as_string::<i32>().value(0),
-            "aliyun.com"
-        );
-        assert_eq!(
-            col(col::CLUSTER_KIND).as_string::<i32>().value(0),
-            "inbound-vip"
-        );
-        assert_eq!(
-            col(col::SERVICE_PORT).as_primitive::<UInt16Type>().value(0),
-            80
-        );
-        assert_eq!(
-            col(col::UPSTREAM_PORT)
-                .as_primitive::<UInt16Type>()
-                .value(0),
-            443
-        );
+        assert_eq!(col(col::AUTHORITY).as_string::<i32>().value(0), "aliyun.com");
+        assert_eq!(col(col::CLUSTER_KIND).as_string::<i32>().value(0), "inbound-vip");
+        assert_eq!(col(col::SERVICE_PORT).as_primitive::<UInt16Type>().value(0), 80);
+        assert_eq!(col(col::UPSTREAM_PORT).as_primitive::<UInt16Type>().value(0), 443);
         assert!(col(col::TLS_ORIGINATED).as_boolean().value(0));
-        assert_eq!(
-            col(col::SOURCE_IP).as_string::<i32>().value(0),
-            "172.16.5.26"
-        );
-        assert_eq!(
-            col(col::DURATION_MS).as_primitive::<Float64Type>().value(0),
-            24.0
-        );
+        assert_eq!(col(col::SOURCE_IP).as_string::<i32>().value(0), "172.16.5.26");
+        assert_eq!(col(col::DURATION_MS).as_primitive::<Float64Type>().value(0), 24.0);
         assert!(col(col::UPSTREAM_SERVICE_TIME_MS).is_null(0));
         assert!(col(col::POD).is_null(0));
     }
@@ -418,16 +370,10 @@ mod tests {
         let mut batcher = AccessLogBatcher::new(100);
         batcher.push(&entry, &LineContext::default());
         let now = Instant::now();
-        assert!(
-            batcher
-                .take_if_older(now, Duration::from_secs(3600))
-                .is_none()
-        );
+        assert!(batcher.take_if_older(now, Duration::from_secs(3600)).is_none());
         let later = now + Duration::from_secs(2);
         assert_eq!(
-            batcher
-                .take_if_older(later, Duration::from_secs(1))
-                .map(|b| b.num_rows()),
+            batcher.take_if_older(later, Duration::from_secs(1)).map(|b| b.num_rows()),
             Some(1)
         );
     }
@@ -436,22 +382,11 @@ mod tests {
     fn rejects_keep_a_capped_head_and_the_full_length() {
         let mut batcher = RejectBatcher::new(10);
         let raw = vec![b'x'; REJECT_RAW_CAP * 2];
-        let ctx = LineContext {
-            origin: "f.log",
-            line: 3,
-            ..LineContext::default()
-        };
+        let ctx = LineContext { origin: "f.log", line: 3, ..LineContext::default() };
         batcher.push(RejectReason::TooLong, &raw, 2 << 20, &ctx);
         let batch = batcher.finish();
         let raw_col = batch.column_by_name("raw").unwrap().as_binary::<i32>();
         assert_eq!(raw_col.value(0).len(), REJECT_RAW_CAP);
-        assert_eq!(
-            batch
-                .column_by_name("reason")
-                .unwrap()
-                .as_string::<i32>()
-                .value(0),
-            "too_long"
-        );
+        assert_eq!(batch.column_by_name("reason").unwrap().as_string::<i32>().value(0), "too_long");
     }
 }

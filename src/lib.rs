@@ -1,12 +1,20 @@
 //! egresslens: egress observability for Istio ambient mode.
 //!
 //! Layout, in the order data flows:
+//! - [`source`]: where lines come from (files, gzip, stdin, memory) and how they are split
 //! - [`parse`]: bytes of one log line to an [`parse::Entry`] or a [`parse::RejectReason`]
 //! - [`schema`]: Arrow schemas and column names, the one source of truth
 //! - [`batch`]: entries and rejects to Arrow `RecordBatch`es
 //! - [`stats`]: per-external-host egress statistics with time windows
+//! - [`traffic`]: realistic waypoint traffic with an exact ground truth, for the demo and tests
+//! - [`report`]: stats reports as table, CSV or JSON
+//! - [`ingest`]: one-shot runs that wire sources, parsing and a sink together
 
 pub mod batch;
+pub mod ingest;
 pub mod parse;
+pub mod report;
 pub mod schema;
+pub mod source;
 pub mod stats;
+pub mod traffic;

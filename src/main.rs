@@ -1,1 +1,326 @@
-fn main() {}
+//! The `egresslens` command line: parse arguments, validate them into library configs once,
+//! run the command, print the error chain once and map it to an exit code.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use egresslens::ingest::{self, IngestConfig};
+use egresslens::parse::time::parse_rfc3339_ns;
+use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_report};
+use egresslens::source::Input;
+use egresslens::stats::Window;
+use egresslens::traffic::{GenConfig, GenFormat, generate};
+
+const EXAMPLES: &str = "\
+Examples:
+  egresslens demo                                   simulated waypoint traffic, per-host report
+  kubectl -n istio-egress logs deploy/waypoint | egresslens stats -
+  egresslens stats waypoint.log.gz --sort error_rate --top 20
+  egresslens stats /var/log/pods/istio-egress_waypoint-*/istio-proxy/*.log -o json
+  egresslens gen --lines 100000 --seed 7 --bad 0.02 --truth truth.json > egress.log";
+
+/// Egress observability for Istio ambient mode: what leaves the mesh through the waypoint.
+#[derive(Debug, Parser)]
+#[command(name = "egresslens", version, about, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Per-external-host egress stats from waypoint access logs (files, .gz, or - for stdin).
+    Stats(StatsArgs),
+    /// Write realistic waypoint access-log lines with an exact ground truth.
+    Gen(GenArgs),
+    /// Run the pipeline on built-in simulated traffic and show the report (no cluster needed).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// Log files (plain or gzip) or - for stdin; stdin when none is given.
+    inputs: Vec<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: FormatArg,
+    /// Order of hosts: requests, host, errors, error_rate, bytes, p50, p99, tls.
+    #[arg(long, default_value = "requests")]
+    sort: String,
+    /// Time window by the log's own clock, ending at the newest entry: 1m, 5m, 1h or all.
+    #[arg(long, default_value = "all")]
+    window: String,
+    /// Show only the first N hosts (table and CSV).
+    #[arg(long)]
+    top: Option<usize>,
+    #[command(flatten)]
+    ingest: IngestArgs,
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// Lines longer than this many bytes are rejected as too_long.
+    #[arg(long, default_value_t = egresslens::source::lines::DEFAULT_MAX_LINE)]
+    max_line: usize,
+    /// Parsing threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Distinct hosts tracked; the rest are counted under _other.
+    #[arg(long, default_value_t = 20_000)]
+    max_hosts: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GenFormatArg {
+    Json,
+    Text,
+    Cri,
+    Kubectl,
+}
+
+#[derive(Debug, Args)]
+struct GenArgs {
+    /// Records to write (good and bad).
+    #[arg(long, default_value_t = 1000)]
+    lines: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraction of malformed records (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    bad: f64,
+    #[arg(long, value_enum, default_value = "json")]
+    format: GenFormatArg,
+    /// Write the exact per-host ground truth (JSON) here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Output file (gzip when it ends in .gz); stdout when absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Distinct external hosts.
+    #[arg(long, default_value_t = 50)]
+    hosts: usize,
+    /// Mean records per second of log time.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// RFC 3339 time of the first record.
+    #[arg(long, default_value = "2025-08-18T09:36:30Z")]
+    start: String,
+    /// Fraction of hosts whose port-80 traffic the waypoint sends to 443.
+    #[arg(long, default_value_t = 0.2)]
+    tls_origination: f64,
+    /// Fraction of TCP (TLS passthrough) entries.
+    #[arg(long, default_value_t = 0.02)]
+    passthrough: f64,
+    /// Fraction of entries in Istio's untyped all-string JSON.
+    #[arg(long, default_value_t = 0.1)]
+    untyped: f64,
+    /// Keep keys in one fixed order instead of varying it per line.
+    #[arg(long)]
+    fixed_key_order: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Simulated records.
+    #[arg(long, default_value_t = 200_000)]
+    lines: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Host rows to show.
+    #[arg(long, default_value_t = 15)]
+    top: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Stats(args) => run_stats(args),
+        Command::Gen(args) => run_gen(args),
+        Command::Demo(args) => run_demo(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = writeln!(io::stderr(), "egresslens: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `egresslens stats … | head` closing the pipe early is not an error.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn fraction(name: &str, value: f64) -> Result<f64> {
+    if !(0.0..=1.0).contains(&value) {
+        bail!("--{name} must be between 0 and 1, got {value}");
+    }
+    Ok(value)
+}
+
+impl IngestArgs {
+    fn config(&self) -> Result<IngestConfig> {
+        if self.max_line < 1024 {
+            bail!("--max-line must be at least 1024 bytes, got {}", self.max_line);
+        }
+        if self.threads == Some(0) || self.max_hosts == 0 {
+            bail!("--threads and --max-hosts must be at least 1");
+        }
+        let mut config = IngestConfig { max_line: self.max_line, ..IngestConfig::default() };
+        if let Some(threads) = self.threads {
+            config.workers = threads;
+        }
+        config.stats.max_hosts = self.max_hosts;
+        Ok(config)
+    }
+}
+
+fn run_stats(args: StatsArgs) -> Result<()> {
+    let config = args.ingest.config()?;
+    let sort = SortKey::parse(&args.sort).with_context(|| {
+        format!("unknown --sort {:?}; one of {}", args.sort, SortKey::NAMES.join(", "))
+    })?;
+    let window = Window::parse(&args.window)
+        .with_context(|| format!("unknown --window {:?}; one of 1m, 5m, 1h, all", args.window))?;
+    let inputs: Vec<Input> = if args.inputs.is_empty() {
+        vec![Input::Stdin]
+    } else {
+        args.inputs.iter().map(|a| Input::from_arg(a)).collect()
+    };
+    let stats = ingest::stats(&inputs, &config)?;
+    let mut report = stats.report(window, None);
+    sort_hosts(&mut report.hosts, sort);
+    let format = match args.output {
+        FormatArg::Table => OutputFormat::Table,
+        FormatArg::Json => OutputFormat::Json,
+        FormatArg::Csv => OutputFormat::Csv,
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    write_report(&mut out, &report, format, args.top)?;
+    out.flush()?;
+    Ok(())
+}
+
+impl GenArgs {
+    fn config(&self) -> Result<GenConfig> {
+        if self.hosts == 0 || !self.rate.is_finite() || self.rate <= 0.0 {
+            bail!("--hosts and --rate must be positive");
+        }
+        Ok(GenConfig {
+            lines: self.lines,
+            seed: self.seed,
+            hosts: self.hosts,
+            format: match self.format {
+                GenFormatArg::Json => GenFormat::Json,
+                GenFormatArg::Text => GenFormat::Text,
+                GenFormatArg::Cri => GenFormat::Cri,
+                GenFormatArg::Kubectl => GenFormat::Kubectl,
+            },
+            bad: fraction("bad", self.bad)?,
+            start_ns: parse_rfc3339_ns(&self.start)
+                .with_context(|| format!("--start {:?} is not an RFC 3339 time", self.start))?,
+            rate: self.rate,
+            tls_origination: fraction("tls-origination", self.tls_origination)?,
+            passthrough: fraction("passthrough", self.passthrough)?,
+            untyped: fraction("untyped", self.untyped)?,
+            shuffle_keys: !self.fixed_key_order,
+        })
+    }
+}
+
+fn run_gen(args: GenArgs) -> Result<()> {
+    let config = args.config()?;
+    let truth = match &args.out {
+        None => {
+            let mut out = BufWriter::new(io::stdout().lock());
+            let truth = generate(&config, &mut out)?;
+            out.flush()?;
+            truth
+        }
+        Some(path) => {
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut out = BufWriter::new(file);
+            let truth = if path.extension().is_some_and(|e| e == "gz") {
+                let mut gz = GzEncoder::new(out, Compression::fast());
+                let truth = generate(&config, &mut gz)?;
+                out = gz.finish()?;
+                truth
+            } else {
+                generate(&config, &mut out)?
+            };
+            out.flush().with_context(|| format!("cannot write {}", path.display()))?;
+            truth
+        }
+    };
+    if let Some(path) = &args.truth {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        serde_json::to_writer_pretty(BufWriter::new(file), &truth)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_demo(args: DemoArgs) -> Result<()> {
+    let config =
+        GenConfig { lines: args.lines, seed: args.seed, bad: 0.01, ..GenConfig::default() };
+    let mut bytes = Vec::with_capacity(args.lines as usize * 900);
+    let truth = generate(&config, &mut bytes)?;
+    let input = Input::Memory { name: "demo".to_owned(), bytes: bytes.into() };
+    let stats = ingest::stats(&[input], &IngestConfig::default())?;
+    let mut report = stats.report(Window::All, None);
+    sort_hosts(&mut report.hosts, SortKey::Requests);
+    let mut out = BufWriter::new(io::stdout().lock());
+    writeln!(
+        out,
+        "egresslens demo: {} simulated waypoint access-log lines from {} external hosts \
+         (seed {}), with 1% damaged lines mixed in.\n",
+        truth.records,
+        truth.hosts.len(),
+        args.seed
+    )?;
+    write_report(&mut out, &report, OutputFormat::Table, Some(args.top))?;
+    let tls: Vec<&str> = report
+        .hosts
+        .iter()
+        .filter(|h| h.tls_originated > 0)
+        .map(|h| h.host.as_str())
+        .take(5)
+        .collect();
+    let failing = report
+        .hosts
+        .iter()
+        .filter(|h| h.requests >= 100)
+        .max_by(|a, b| a.error_rate.total_cmp(&b.error_rate));
+    writeln!(out)?;
+    if !tls.is_empty() {
+        writeln!(out, "TLS originated at the waypoint for: {}", tls.join(", "))?;
+    }
+    if let Some(h) = failing {
+        writeln!(out, "Most failing busy host: {} ({:.1}% errors)", h.host, h.error_rate * 100.0)?;
+    }
+    writeln!(
+        out,
+        "On your own logs: kubectl -n istio-egress logs deploy/waypoint | egresslens stats -"
+    )?;
+    out.flush()?;
+    Ok(())
+}

@@ -99,11 +99,7 @@ fn utf8(name: &str) -> Field {
 }
 
 fn timestamp(name: &str) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-        false,
-    )
+    Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false)
 }
 
 /// Schema of the `access_log` table: one row per waypoint request.

@@ -101,18 +101,8 @@ mod tests {
     #[test]
     fn cluster_names_split_into_kind_port_host() {
         let cases = [
-            (
-                "inbound-vip|80|http|aliyun.com;",
-                "inbound-vip",
-                Some(80),
-                Some("aliyun.com"),
-            ),
-            (
-                "outbound|443||www.google.com",
-                "outbound",
-                Some(443),
-                Some("www.google.com"),
-            ),
+            ("inbound-vip|80|http|aliyun.com;", "inbound-vip", Some(80), Some("aliyun.com")),
+            ("outbound|443||www.google.com", "outbound", Some(443), Some("www.google.com")),
             (
                 "outbound|443|wildcard|egw.istio-egress",
                 "outbound",
@@ -126,11 +116,7 @@ mod tests {
             ("dynamic_forward_proxy_cluster", "other", None, None),
         ];
         for (name, kind, port, host) in cases {
-            assert_eq!(
-                ClusterName::parse(name),
-                Some(ClusterName { kind, port, host }),
-                "{name}"
-            );
+            assert_eq!(ClusterName::parse(name), Some(ClusterName { kind, port, host }), "{name}");
         }
         assert_eq!(ClusterName::parse(";"), None);
     }
@@ -145,11 +131,7 @@ mod tests {
             ("2001:db8::1", "2001:db8::1"),
             ("172.18.0.101", "172.18.0.101"),
         ] {
-            assert_eq!(
-                normalize_authority(input.into()).as_deref(),
-                Some(want),
-                "{input}"
-            );
+            assert_eq!(normalize_authority(input.into()).as_deref(), Some(want), "{input}");
         }
         assert_eq!(normalize_authority(":80".into()), None);
     }
@@ -158,10 +140,7 @@ mod tests {
     fn addresses_give_ports_and_ips() {
         assert_eq!(port_of("140.205.135.3:80"), Some(80));
         assert_eq!(port_of("[2001:db8::1]:443"), Some(443));
-        assert_eq!(
-            port_of("envoy://connect_originate/10.244.0.22:9080"),
-            Some(9080)
-        );
+        assert_eq!(port_of("envoy://connect_originate/10.244.0.22:9080"), Some(9080));
         assert_eq!(port_of("envoy://sni_listener/"), None);
         assert_eq!(ip_of("172.16.5.26:33356"), Some("172.16.5.26"));
         assert_eq!(ip_of("[fd00::5]:33356"), Some("fd00::5"));

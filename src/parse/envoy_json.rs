@@ -109,9 +109,7 @@ impl<'a> Slots<'a> {
             Some(Value::Str(s)) => s.raw().trim(),
             Some(_) => return Err(RejectReason::WrongType(name)),
         };
-        text.parse()
-            .map(Some)
-            .map_err(|_| RejectReason::WrongType(name))
+        text.parse().map(Some).map_err(|_| RejectReason::WrongType(name))
     }
 
     /// Milliseconds: finite and not negative.
@@ -205,9 +203,8 @@ fn entry_from_slots(mut s: Slots<'_>, extra: Option<String>) -> Result<Entry<'_>
     if response_code.is_some_and(|code| code > 999) {
         return Err(RejectReason::WrongType(key::RESPONSE_CODE));
     }
-    let upstream_cluster = s
-        .text(Key::UpstreamCluster, key::UPSTREAM_CLUSTER)?
-        .map(strip_semicolon);
+    let upstream_cluster =
+        s.text(Key::UpstreamCluster, key::UPSTREAM_CLUSTER)?.map(strip_semicolon);
     Ok(Entry {
         format: Some(LogFormat::EnvoyJson),
         start_time_ns,
@@ -237,14 +234,10 @@ fn entry_from_slots(mut s: Slots<'_>, extra: Option<String>) -> Result<Entry<'_>
         request_id: s.text(Key::RequestId, key::REQUEST_ID)?,
         x_forwarded_for: s.text(Key::XForwardedFor, key::X_FORWARDED_FOR)?,
         requested_server_name: s.text(Key::RequestedServerName, key::REQUESTED_SERVER_NAME)?,
-        upstream_transport_failure_reason: s.text(
-            Key::UpstreamTransportFailureReason,
-            key::UPSTREAM_TRANSPORT_FAILURE_REASON,
-        )?,
-        connection_termination_details: s.text(
-            Key::ConnectionTerminationDetails,
-            key::CONNECTION_TERMINATION_DETAILS,
-        )?,
+        upstream_transport_failure_reason: s
+            .text(Key::UpstreamTransportFailureReason, key::UPSTREAM_TRANSPORT_FAILURE_REASON)?,
+        connection_termination_details: s
+            .text(Key::ConnectionTerminationDetails, key::CONNECTION_TERMINATION_DETAILS)?,
         istio_policy_status: s.text(Key::IstioPolicyStatus, key::ISTIO_POLICY_STATUS)?,
         extra,
     })
@@ -280,10 +273,7 @@ mod tests {
         assert_eq!(e.duration_ms, Some(24.0));
         assert_eq!(e.upstream_service_time_ms, Some(23.0));
         assert_eq!(e.upstream_response_time_ms, Some(23.0));
-        assert_eq!(
-            e.upstream_cluster.as_deref(),
-            Some("inbound-vip|80|http|aliyun.com")
-        );
+        assert_eq!(e.upstream_cluster.as_deref(), Some("inbound-vip|80|http|aliyun.com"));
         assert_eq!(e.upstream_host.as_deref(), Some("140.205.135.3:80"));
         assert_eq!(e.user_agent.as_deref(), Some("curl/8.8.0"));
         assert_eq!(e.start_time_ns, None);
@@ -325,11 +315,7 @@ mod tests {
             (r#"{"authority_for":["a.com"]}"#, "authority_for"),
             (r#"{"start_time":"yesterday"}"#, "start_time"),
         ] {
-            assert_eq!(
-                parse(line).unwrap_err(),
-                RejectReason::WrongType(field),
-                "{line}"
-            );
+            assert_eq!(parse(line).unwrap_err(), RejectReason::WrongType(field), "{line}");
         }
     }
 

@@ -30,10 +30,7 @@ pub fn find_entry(text: &str) -> Option<&str> {
         return Some(text);
     }
     let window = &text[..floor_char_boundary(text, MAX_SHIPPER_PREFIX)];
-    window
-        .match_indices(" [")
-        .map(|(i, _)| &text[i + 1..])
-        .find(|rest| entry_start(rest))
+    window.match_indices(" [").map(|(i, _)| &text[i + 1..]).find(|rest| entry_start(rest))
 }
 
 fn floor_char_boundary(text: &str, max: usize) -> usize {
@@ -57,9 +54,8 @@ fn entry_start(text: &str) -> bool {
 /// Lines pilot-agent (`2025-08-18T09:36:30.123Z\tinfo\tEnvoy proxy is ready`) and Envoy
 /// (`[2025-08-18 09:36:30.123][15][info][main] …`) write to the same container log.
 pub fn is_operational_log(text: &str) -> bool {
-    const LEVELS: [&str; 8] = [
-        "trace", "debug", "info", "warn", "warning", "error", "critical", "fatal",
-    ];
+    const LEVELS: [&str; 8] =
+        ["trace", "debug", "info", "warn", "warning", "error", "critical", "fatal"];
     if let Some(rest) = text.strip_prefix('[') {
         // Envoy's default log format: [%Y-%m-%d %T.%e][%t][%l][%n] %v
         return rest.len() > 24
@@ -91,31 +87,15 @@ fn tokenize(text: &str) -> Vec<Token<'_>> {
             Some(q) => {
                 let body = &rest[q.len_utf8()..];
                 match closing_quote(body) {
-                    Some((end, close_len)) => (
-                        Token {
-                            text: &body[..end],
-                            quoted: true,
-                        },
-                        &body[end + close_len..],
-                    ),
-                    None => (
-                        Token {
-                            text: body,
-                            quoted: true,
-                        },
-                        "",
-                    ),
+                    Some((end, close_len)) => {
+                        (Token { text: &body[..end], quoted: true }, &body[end + close_len..])
+                    }
+                    None => (Token { text: body, quoted: true }, ""),
                 }
             }
             None => {
                 let end = rest.find(' ').unwrap_or(rest.len());
-                (
-                    Token {
-                        text: &rest[..end],
-                        quoted: false,
-                    },
-                    &rest[end..],
-                )
+                (Token { text: &rest[..end], quoted: false }, &rest[end..])
             }
         };
         tokens.push(token);
@@ -221,9 +201,7 @@ fn number<T: std::str::FromStr>(
     field: Option<&str>,
     name: &'static str,
 ) -> Result<Option<T>, RejectReason> {
-    field
-        .map(|f| f.parse().map_err(|_| RejectReason::WrongType(name)))
-        .transpose()
+    field.map(|f| f.parse().map_err(|_| RejectReason::WrongType(name))).transpose()
 }
 
 /// `GET /path HTTP/1.1` → parts; `- - -` (TCP) → nothing. Envoy 2018 glued an empty path to
@@ -265,10 +243,7 @@ mod tests {
         assert_eq!(e.response_code, Some(418));
         assert_eq!(e.response_code_details.as_deref(), Some("via_upstream"));
         assert_eq!((e.bytes_received, e.bytes_sent), (Some(0), Some(135)));
-        assert_eq!(
-            (e.duration_ms, e.upstream_service_time_ms),
-            (Some(4.0), Some(4.0))
-        );
+        assert_eq!((e.duration_ms, e.upstream_service_time_ms), (Some(4.0), Some(4.0)));
         assert_eq!(e.user_agent.as_deref(), Some("curl/7.73.0-DEV"));
         assert_eq!(e.authority.as_deref(), Some("httpbin"));
         assert_eq!(e.upstream_host.as_deref(), Some("10.44.1.27:80"));
@@ -276,10 +251,7 @@ mod tests {
             e.upstream_cluster.as_deref(),
             Some("outbound|8000||httpbin.foo.svc.cluster.local")
         );
-        assert_eq!(
-            e.downstream_remote_address.as_deref(),
-            Some("10.44.1.23:46520")
-        );
+        assert_eq!(e.downstream_remote_address.as_deref(), Some("10.44.1.23:46520"));
         assert_eq!(e.requested_server_name, None);
         assert_eq!(e.route_name.as_deref(), Some("default"));
     }
@@ -317,11 +289,7 @@ mod tests {
             let tokens = tokenize(line.split_once(']').unwrap().1);
             assert_eq!(detect_layout(&tokens[3..]), layout, "{line}");
             let e = parse_line(line);
-            assert_eq!(
-                (e.bytes_received, e.bytes_sent),
-                (Some(received), Some(sent)),
-                "{line}"
-            );
+            assert_eq!((e.bytes_received, e.bytes_sent), (Some(received), Some(sent)), "{line}");
             assert_eq!(e.authority.as_deref(), authority, "{line}");
             assert_eq!(e.route_name.as_deref(), route, "{line}");
         }
@@ -340,10 +308,7 @@ mod tests {
         let e = parse_line(
             r#"[2018-08-16T06:44:41.143Z] "GET /apis HTTP/1.1" 503 NR 0 0 0 - "10.132.0.8" "FxVersion/4.7 OSName/Windows7" "3cbd" "mns.example" "-""#,
         );
-        assert_eq!(
-            e.user_agent.as_deref(),
-            Some("FxVersion/4.7 OSName/Windows7")
-        );
+        assert_eq!(e.user_agent.as_deref(), Some("FxVersion/4.7 OSName/Windows7"));
         assert_eq!(e.authority.as_deref(), Some("mns.example"));
         assert_eq!(e.response_flags.as_deref(), Some("NR"));
         assert_eq!(e.upstream_cluster, None);
@@ -359,10 +324,7 @@ mod tests {
         let e = parse_line(
             r#"[2018-12-17T07:32:46.204Z] "GET /HTTP/1.1" 503 UH 0 19 0 - "-" "curl/7.52.1" "9026" "test.xxx.com" "-" - - 123.125.115.110:80 10.40.190.180:59570"#,
         );
-        assert_eq!(
-            (e.path.as_deref(), e.protocol.as_deref()),
-            (Some("/"), Some("HTTP/1.1"))
-        );
+        assert_eq!((e.path.as_deref(), e.protocol.as_deref()), (Some("/"), Some("HTTP/1.1")));
     }
 
     #[test]
@@ -376,10 +338,7 @@ mod tests {
     #[test]
     fn non_numeric_counters_are_wrong_types() {
         let line = r#"[2020-11-25T21:26:18.409Z] "GET / HTTP/1.1" 200 - via_upstream - "-" 0 12kB 4 4 "-""#;
-        assert_eq!(
-            parse(line).unwrap_err(),
-            RejectReason::WrongType("bytes_sent")
-        );
+        assert_eq!(parse(line).unwrap_err(), RejectReason::WrongType("bytes_sent"));
     }
 
     #[test]

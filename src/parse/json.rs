@@ -36,11 +36,7 @@ impl<'a> JsonStr<'a> {
 
     /// The decoded text; borrows unless the string holds an escape.
     pub fn decode(&self) -> Cow<'a, str> {
-        if self.escaped {
-            Cow::Owned(unescape(self.raw))
-        } else {
-            Cow::Borrowed(self.raw)
-        }
+        if self.escaped { Cow::Owned(unescape(self.raw)) } else { Cow::Borrowed(self.raw) }
     }
 }
 
@@ -83,11 +79,7 @@ pub struct ObjectScanner<'a> {
 impl<'a> ObjectScanner<'a> {
     /// Starts at the opening brace (leading whitespace allowed).
     pub fn new(text: &'a str) -> Result<Self, JsonError> {
-        let mut scanner = ObjectScanner {
-            text,
-            pos: 0,
-            first: true,
-        };
+        let mut scanner = ObjectScanner { text, pos: 0, first: true };
         scanner.skip_ws();
         scanner.expect(b'{')?;
         Ok(scanner)
@@ -99,11 +91,7 @@ impl<'a> ObjectScanner<'a> {
         if self.peek()? == b'}' {
             self.pos += 1;
             self.skip_ws();
-            return if self.pos == self.text.len() {
-                Ok(None)
-            } else {
-                Err(self.syntax())
-            };
+            return if self.pos == self.text.len() { Ok(None) } else { Err(self.syntax()) };
         }
         if !self.first {
             self.expect(b',')?;
@@ -124,10 +112,7 @@ impl<'a> ObjectScanner<'a> {
     }
 
     fn peek(&self) -> Result<u8, JsonError> {
-        self.bytes()
-            .get(self.pos)
-            .copied()
-            .ok_or(JsonError::Truncated)
+        self.bytes().get(self.pos).copied().ok_or(JsonError::Truncated)
     }
 
     fn syntax(&self) -> JsonError {
@@ -371,9 +356,7 @@ mod tests {
         let keys: Vec<_> = got.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "b", "c", "d", "e", "g"]);
         assert_eq!(got[0].1, Value::Number("1"));
-        let Value::Str(s) = got[1].1 else {
-            panic!("not a string")
-        };
+        let Value::Str(s) = got[1].1 else { panic!("not a string") };
         assert_eq!(s.decode(), "x\"y");
         assert_eq!(got[4].1, Value::Array(r#"[1,{"f":2}]"#));
         assert_eq!(got[5].1, Value::Object("{}"));
@@ -423,9 +406,7 @@ mod tests {
     #[test]
     fn unicode_escapes_decode_including_surrogate_pairs() {
         let got = members(r#"{"a":"caf\u00e9 \ud83d\ude00 \ud800x"}"#).unwrap();
-        let Value::Str(s) = got[0].1 else {
-            panic!("not a string")
-        };
+        let Value::Str(s) = got[0].1 else { panic!("not a string") };
         assert_eq!(s.decode(), "café 😀 \u{fffd}x");
     }
 }

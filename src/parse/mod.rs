@@ -104,6 +104,9 @@ pub enum RejectReason {
     EnvoyLog,
     /// None of the known formats.
     NotJson,
+    /// An access-log entry in the other encoding than the rest of its stream: a second
+    /// access-log provider logging the same requests again (TEXT next to JSON).
+    MixedEncoding,
 }
 
 impl RejectReason {
@@ -124,6 +127,7 @@ impl RejectReason {
             RejectReason::BadText => "bad_text",
             RejectReason::EnvoyLog => "envoy_log",
             RejectReason::NotJson => "not_json",
+            RejectReason::MixedEncoding => "mixed_encoding",
         })
     }
 }
@@ -163,11 +167,22 @@ pub fn parse_message(msg: &[u8]) -> Result<Entry<'_>, RejectReason> {
     })
 }
 
+/// The access-log encoding a framed message is in, judged by its first bytes only; `None`
+/// for anything that is not an access-log entry.
+pub fn sniff_encoding(msg: &[u8]) -> Option<LogFormat> {
+    let start = msg.iter().position(|b| !b.is_ascii_whitespace())?;
+    if msg[start] == b'{' {
+        return Some(LogFormat::EnvoyJson);
+    }
+    let head = &msg[..msg.len().min(1024)];
+    let text = std::str::from_utf8(head)
+        .unwrap_or_else(|e| std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default());
+    envoy_text::find_entry(text).map(|_| LogFormat::EnvoyText)
+}
+
 /// Bytes no text line holds: NUL and the C0 controls other than tab, CR and ESC (colour codes).
 fn looks_binary(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n' | 0x1b))
+    bytes.iter().any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n' | 0x1b))
 }
 
 #[cfg(test)]
@@ -183,14 +198,8 @@ mod tests {
             (b"{\"a\":\"caf\xe9\"}", "invalid_utf8"),
             (br#"{"authority":"a.com","bytes_sent":12"#, "truncated"),
             (br#"{"authority":"a.com",,}"#, "invalid_json"),
-            (
-                br#"{"authority":"a.com","bytes_sent":"12kB"}"#,
-                "wrong_type:bytes_sent",
-            ),
-            (
-                b"2025-08-18T09:36:30.123Z\tinfo\tEnvoy proxy is ready",
-                "envoy_log",
-            ),
+            (br#"{"authority":"a.com","bytes_sent":"12kB"}"#, "wrong_type:bytes_sent"),
+            (b"2025-08-18T09:36:30.123Z\tinfo\tEnvoy proxy is ready", "envoy_log"),
             (b"hello world", "not_json"),
             (b"\x01\x02garbage\x03", "binary"),
         ];
@@ -198,6 +207,15 @@ mod tests {
             let got = parse_message(msg).map(|_| ()).unwrap_err();
             assert_eq!(got.as_str(), want, "{:?}", String::from_utf8_lossy(msg));
         }
+    }
+
+    #[test]
+    fn encodings_are_sniffed_from_the_first_bytes() {
+        assert_eq!(sniff_encoding(b"  {\"a\""), Some(LogFormat::EnvoyJson));
+        let text = br#"[2020-11-25T21:26:18.409Z] "GET / HTTP/1.1" 200"#;
+        assert_eq!(sniff_encoding(text), Some(LogFormat::EnvoyText));
+        assert_eq!(sniff_encoding(b"2025-08-18T09:36:30Z\tinfo\tready"), None);
+        assert_eq!(sniff_encoding(b""), None);
     }
 
     #[test]

@@ -40,14 +40,8 @@ pub struct Framed<'a> {
 /// Splits a line (without its newline) into prefixes and message.
 pub fn frame(line: &[u8]) -> Framed<'_> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut framed = Framed {
-        msg: line,
-        ts_ns: None,
-        pod: None,
-        container: None,
-        stream: None,
-        cri: None,
-    };
+    let mut framed =
+        Framed { msg: line, ts_ns: None, pod: None, container: None, stream: None, cri: None };
     if let Some((pod, container, rest)) = pod_prefix(line) {
         framed.pod = Some(pod);
         framed.container = container;
@@ -143,16 +137,10 @@ mod tests {
     #[test]
     fn cri_full_and_partial_lines() {
         let f = frame(b"2025-08-18T09:36:30.001392687Z stdout F {\"a\":1}");
-        assert_eq!(
-            (f.ts_ns, f.stream, f.cri),
-            (Some(TS), Some("stdout"), Some(CriTag::Full))
-        );
+        assert_eq!((f.ts_ns, f.stream, f.cri), (Some(TS), Some("stdout"), Some(CriTag::Full)));
         assert_eq!(f.msg, b"{\"a\":1}");
         let f = frame(b"2025-08-18T11:36:30.001392687+02:00 stderr P {\"a\"");
-        assert_eq!(
-            (f.ts_ns, f.stream, f.cri),
-            (Some(TS), Some("stderr"), Some(CriTag::Partial))
-        );
+        assert_eq!((f.ts_ns, f.stream, f.cri), (Some(TS), Some("stderr"), Some(CriTag::Partial)));
         assert_eq!(f.msg, b"{\"a\"");
         let f = frame(b"2025-08-18T09:36:30.001392687Z stdout F");
         assert_eq!((f.cri, f.msg), (Some(CriTag::Full), &b""[..]));
@@ -161,18 +149,12 @@ mod tests {
     #[test]
     fn pod_prefixes_of_kubectl_and_stern() {
         let f = frame(b"[pod/waypoint-7d9f8c6b5-x2x9k/istio-proxy] {\"a\":1}");
-        assert_eq!(
-            (f.pod, f.container),
-            (Some("waypoint-7d9f8c6b5-x2x9k"), Some("istio-proxy"))
-        );
+        assert_eq!((f.pod, f.container), (Some("waypoint-7d9f8c6b5-x2x9k"), Some("istio-proxy")));
         assert_eq!(f.msg, b"{\"a\":1}");
         let f = frame(b"[ubuntu istio-proxy] {\"a\":1}");
         assert_eq!((f.pod, f.container), (Some("ubuntu"), Some("istio-proxy")));
         let f = frame(b"[ztunnel-b8dqs] src.addr=1");
-        assert_eq!(
-            (f.pod, f.container, f.msg),
-            (Some("ztunnel-b8dqs"), None, &b"src.addr=1"[..])
-        );
+        assert_eq!((f.pod, f.container, f.msg), (Some("ztunnel-b8dqs"), None, &b"src.addr=1"[..]));
         let f = frame(b"[pod/w-1/istio-proxy] 2025-08-18T09:36:30.001392687Z {}");
         assert_eq!((f.pod, f.ts_ns, f.msg), (Some("w-1"), Some(TS), &b"{}"[..]));
     }

@@ -57,9 +57,7 @@ pub fn parse_rfc3339_ns(text: &str) -> Option<i64> {
 }
 
 fn digits(b: &[u8]) -> Option<i64> {
-    b.iter().try_fold(0i64, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-    })
+    b.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
 }
 
 fn is_leap(year: i64) -> bool {
@@ -86,19 +84,24 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Formats nanoseconds since the epoch as RFC 3339 UTC with milliseconds, for reports.
+/// Formats nanoseconds since the epoch as RFC 3339 UTC with milliseconds (Envoy's style).
 pub fn format_rfc3339_ms(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
     let millis = ns.rem_euclid(1_000_000_000) / 1_000_000;
-    let days = secs.div_euclid(86_400);
+    format!("{}.{millis:03}Z", format_seconds(ns))
+}
+
+/// Formats nanoseconds since the epoch as RFC 3339 UTC with all nine fraction digits (the
+/// kubelet's and `kubectl --timestamps` style).
+pub fn format_rfc3339_ns(ns: i64) -> String {
+    let nanos = ns.rem_euclid(1_000_000_000);
+    format!("{}.{nanos:09}Z", format_seconds(ns))
+}
+
+fn format_seconds(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60)
 }
 
 /// Inverse of [`days_from_civil`].
@@ -161,5 +164,6 @@ mod tests {
         let ns = parse_rfc3339_ns("2025-08-18T09:36:30.123456Z").unwrap();
         assert_eq!(format_rfc3339_ms(ns), "2025-08-18T09:36:30.123Z");
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339_ns(ns), "2025-08-18T09:36:30.123456000Z");
     }
 }

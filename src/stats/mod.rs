@@ -41,19 +41,13 @@ pub struct LatencySketch(DDSketch);
 
 impl std::fmt::Debug for LatencySketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LatencySketch")
-            .field("count", &self.0.count())
-            .finish()
+        f.debug_struct("LatencySketch").field("count", &self.0.count()).finish()
     }
 }
 
 impl Default for LatencySketch {
     fn default() -> Self {
-        LatencySketch(DDSketch::new(Config::new(
-            SKETCH_RELATIVE_ACCURACY,
-            2048,
-            1.0e-9,
-        )))
+        LatencySketch(DDSketch::new(Config::new(SKETCH_RELATIVE_ACCURACY, 2048, 1.0e-9)))
     }
 }
 
@@ -63,9 +57,7 @@ impl LatencySketch {
     }
 
     pub fn merge(&mut self, other: &LatencySketch) {
-        self.0
-            .merge(&other.0)
-            .expect("every LatencySketch has the same config");
+        self.0.merge(&other.0).expect("every LatencySketch has the same config");
     }
 
     pub fn count(&self) -> u64 {
@@ -105,11 +97,7 @@ pub struct StatsConfig {
 
 impl Default for StatsConfig {
     fn default() -> Self {
-        StatsConfig {
-            max_hosts: 20_000,
-            top_k_capacity: 64,
-            max_flags: 32,
-        }
+        StatsConfig { max_hosts: 20_000, top_k_capacity: 64, max_flags: 32 }
     }
 }
 
@@ -173,8 +161,7 @@ impl HostStats {
             self.add_flag(flag, *n, config.max_flags);
         }
         self.duration.merge(&other.duration);
-        self.upstream_service_time
-            .merge(&other.upstream_service_time);
+        self.upstream_service_time.merge(&other.upstream_service_time);
         self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
         self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
         self.paths.merge(&other.paths);
@@ -265,11 +252,8 @@ impl EgressStats {
         if self.names[id as usize].as_ref() == OVERFLOW_HOST {
             self.overflowed_records += 1;
         }
-        let service_port = entry
-            .upstream_cluster
-            .as_deref()
-            .and_then(ClusterName::parse)
-            .and_then(|c| c.port);
+        let service_port =
+            entry.upstream_cluster.as_deref().and_then(ClusterName::parse).and_then(|c| c.port);
         let upstream_port = entry.upstream_host.as_deref().and_then(port_of);
         let obs = Observation {
             ts_ns,
@@ -304,8 +288,7 @@ impl EgressStats {
         host.last_seen_ns = host.last_seen_ns.max(ts_ns);
         if let Some(path) = entry.path.as_deref() {
             // Query strings make every path unique; group by the path alone.
-            host.paths
-                .add(path.split_once('?').map_or(path, |(p, _)| p), 1);
+            host.paths.add(path.split_once('?').map_or(path, |(p, _)| p), 1);
         }
         if let Some(ip) = entry.downstream_remote_address.as_deref().and_then(ip_of) {
             host.sources.add(ip, 1);
@@ -352,11 +335,7 @@ impl EgressStats {
                     .collect()
             }
         };
-        hosts.sort_by(|a, b| {
-            b.requests
-                .cmp(&a.requests)
-                .then_with(|| a.host.cmp(&b.host))
-        });
+        hosts.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.host.cmp(&b.host)));
         let mut rejects = BTreeMap::new();
         for (reason, n) in &self.rejects {
             *rejects.entry(reason.as_str().into_owned()).or_default() += n;
@@ -431,28 +410,17 @@ pub struct HostReport {
 const REPORT_TOP: usize = 5;
 
 fn status_map(status: &[u64; STATUS_CLASSES]) -> BTreeMap<&'static str, u64> {
-    STATUS_CLASS_NAMES
-        .iter()
-        .copied()
-        .zip(status.iter().copied())
-        .collect()
+    STATUS_CLASS_NAMES.iter().copied().zip(status.iter().copied()).collect()
 }
 
 fn rate(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
 fn top_list(top: &TopK) -> Vec<TopEntry> {
     top.top(REPORT_TOP)
         .into_iter()
-        .map(|(value, count)| TopEntry {
-            value: value.to_owned(),
-            count,
-        })
+        .map(|(value, count)| TopEntry { value: value.to_owned(), count })
         .collect()
 }
 
@@ -468,11 +436,7 @@ impl HostReport {
             status: status_map(&h.status),
             errors: h.errors,
             error_rate: rate(h.errors, h.requests),
-            response_flags: h
-                .response_flags
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            response_flags: h.response_flags.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             duration_ms: Percentiles::of(&h.duration),
             upstream_service_time_ms: Percentiles::of(&h.upstream_service_time),
             tls_originated: h.tls_originated,
@@ -551,45 +515,17 @@ mod tests {
         }
         stats.record_reject(RejectReason::EnvoyLog);
         let report = stats.report(Window::All, None);
-        assert_eq!(
-            (report.lines, report.records, report.expected_noise),
-            (5, 4, 1)
-        );
+        assert_eq!((report.lines, report.records, report.expected_noise), (5, 4, 1));
         let host = |name: &str| report.hosts.iter().find(|h| h.host == name).unwrap();
         let aliyun = host("aliyun.com");
-        assert_eq!(
-            (aliyun.requests, aliyun.bytes_sent, aliyun.bytes_received),
-            (2, 258, 5)
-        );
-        assert_eq!(
-            (aliyun.status["3xx"], aliyun.status["5xx"], aliyun.errors),
-            (1, 1, 1)
-        );
-        assert_eq!(
-            aliyun.response_flags,
-            BTreeMap::from([("UF".into(), 1), ("URX".into(), 1)])
-        );
+        assert_eq!((aliyun.requests, aliyun.bytes_sent, aliyun.bytes_received), (2, 258, 5));
+        assert_eq!((aliyun.status["3xx"], aliyun.status["5xx"], aliyun.errors), (1, 1, 1));
+        assert_eq!(aliyun.response_flags, BTreeMap::from([("UF".into(), 1), ("URX".into(), 1)]));
         assert_eq!(aliyun.tls_originated, 1);
-        assert_eq!(
-            aliyun.top_paths,
-            [TopEntry {
-                value: "/".into(),
-                count: 2
-            }]
-        );
+        assert_eq!(aliyun.top_paths, [TopEntry { value: "/".into(), count: 2 }]);
         assert_eq!(aliyun.top_sources[0].value, "172.16.5.26");
-        assert_eq!(
-            (
-                host("api.github.com").status["0"],
-                host("api.github.com").errors
-            ),
-            (1, 1)
-        );
-        assert_eq!(
-            host("sts.amazonaws.com").errors,
-            0,
-            "plain TCP passthrough is not an error"
-        );
+        assert_eq!((host("api.github.com").status["0"], host("api.github.com").errors), (1, 1));
+        assert_eq!(host("sts.amazonaws.com").errors, 0, "plain TCP passthrough is not an error");
     }
 
     #[test]
@@ -603,10 +539,7 @@ mod tests {
             let n = values.len();
             let exact = values[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
             let got = sketch.quantile(q).unwrap();
-            assert!(
-                (got - exact).abs() <= exact * SKETCH_RELATIVE_ACCURACY,
-                "q={q} {got} {exact}"
-            );
+            assert!((got - exact).abs() <= exact * SKETCH_RELATIVE_ACCURACY, "q={q} {got} {exact}");
         }
         assert_eq!(LatencySketch::default().quantile(0.5), None);
     }
@@ -635,28 +568,18 @@ mod tests {
         let [mut a, b] = parts;
         a.merge(&b);
         assert_eq!(one.report(Window::All, None), a.report(Window::All, None));
-        assert_eq!(
-            one.report(Window::OneMinute, None),
-            a.report(Window::OneMinute, None)
-        );
+        assert_eq!(one.report(Window::OneMinute, None), a.report(Window::OneMinute, None));
     }
 
     #[test]
     fn hosts_past_the_cap_fold_into_other_and_are_counted() {
-        let config = StatsConfig {
-            max_hosts: 2,
-            ..StatsConfig::default()
-        };
+        let config = StatsConfig { max_hosts: 2, ..StatsConfig::default() };
         let mut stats = EgressStats::new(config);
         for host in ["a.com", "b.com", "c.com", "d.com", "a.com"] {
             stats.record(&entry(&format!(r#"{{"authority":"{host}"}}"#)), T0);
         }
         let report = stats.report(Window::All, None);
-        let names: Vec<_> = report
-            .hosts
-            .iter()
-            .map(|h| (h.host.as_str(), h.requests))
-            .collect();
+        let names: Vec<_> = report.hosts.iter().map(|h| (h.host.as_str(), h.requests)).collect();
         assert_eq!(names, [("_other", 2), ("a.com", 2), ("b.com", 1)]);
         assert_eq!(report.overflowed_records, 2);
     }
@@ -668,13 +591,7 @@ mod tests {
         for age_s in [0, 10, 100, 1000] {
             stats.record(&e, T0 - age_s * 1_000_000_000);
         }
-        let requests = |w| {
-            stats
-                .report(w, Some(T0))
-                .hosts
-                .first()
-                .map_or(0, |h| h.requests)
-        };
+        let requests = |w| stats.report(w, Some(T0)).hosts.first().map_or(0, |h| h.requests);
         assert_eq!(requests(Window::OneMinute), 2);
         assert_eq!(requests(Window::FiveMinutes), 3);
         assert_eq!(requests(Window::OneHour), 4);

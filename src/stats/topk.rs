@@ -17,11 +17,7 @@ pub struct TopK {
 
 impl TopK {
     pub fn new(capacity: usize) -> Self {
-        TopK {
-            capacity: capacity.max(1),
-            counts: HashMap::default(),
-            evictions: 0,
-        }
+        TopK { capacity: capacity.max(1), counts: HashMap::default(), evictions: 0 }
     }
 
     pub fn add(&mut self, key: &str, n: u64) {
@@ -53,11 +49,8 @@ impl TopK {
 
     /// The `n` largest, largest first, ties by key for a stable report.
     pub fn top(&self, n: usize) -> Vec<(&str, u64)> {
-        let mut all: Vec<(&str, u64)> = self
-            .counts
-            .iter()
-            .map(|(k, (c, _))| (k.as_ref(), *c))
-            .collect();
+        let mut all: Vec<(&str, u64)> =
+            self.counts.iter().map(|(k, (c, _))| (k.as_ref(), *c)).collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         all.truncate(n);
         all

@@ -116,13 +116,8 @@ pub struct Windows {
 
 impl Default for Windows {
     fn default() -> Self {
-        let empty = Slot {
-            index: i64::MIN,
-            hosts: HashMap::default(),
-        };
-        Windows {
-            slots: vec![empty; SLOTS],
-        }
+        let empty = Slot { index: i64::MIN, hosts: HashMap::default() };
+        Windows { slots: vec![empty; SLOTS] }
     }
 }
 
@@ -156,11 +151,7 @@ impl Windows {
         let now = now_ns.div_euclid(SLOT_NS);
         let oldest = (now_ns - seconds * 1_000_000_000).div_euclid(SLOT_NS);
         let mut out: HashMap<u32, WindowCell, RandomState> = HashMap::default();
-        for slot in self
-            .slots
-            .iter()
-            .filter(|s| (oldest..=now).contains(&s.index))
-        {
+        for slot in self.slots.iter().filter(|s| (oldest..=now).contains(&s.index)) {
             for (host, cell) in &slot.hosts {
                 out.entry(*host).or_insert_with(WindowCell::new).merge(cell);
             }
@@ -181,10 +172,7 @@ impl Windows {
             }
             for (host, cell) in &theirs.hosts {
                 let host = remap[*host as usize];
-                ours.hosts
-                    .entry(host)
-                    .or_insert_with(WindowCell::new)
-                    .merge(cell);
+                ours.hosts.entry(host).or_insert_with(WindowCell::new).merge(cell);
             }
         }
     }
@@ -213,11 +201,7 @@ mod tests {
         for age in [0, 30, 59, 200, 1000, 3599, 3700] {
             w.record(0, &obs(now - age));
         }
-        let count = |secs| {
-            w.collect(now * 1_000_000_000, secs)
-                .get(&0)
-                .map_or(0, |c| c.requests)
-        };
+        let count = |secs| w.collect(now * 1_000_000_000, secs).get(&0).map_or(0, |c| c.requests);
         assert_eq!(count(60), 3);
         assert_eq!(count(300), 4);
         assert_eq!(count(3600), 6);

@@ -1,0 +1,295 @@
+//! One-shot runs over finite inputs: read lines, parse, and feed a [`LineSink`].
+//!
+//! [`stats`] splits the input into blocks of whole lines and parses them on worker threads,
+//! each with its own [`EgressStats`], merged at the end (every part of the stats merges).
+//! [`batches`] runs on the calling thread and hands out Arrow batches in input order.
+//! Reading, framing and CRI joining stay sequential; parsing is what costs.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow_array::RecordBatch;
+use crossbeam_channel::bounded;
+
+use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher};
+use crate::parse::{Entry, LogFormat, RejectReason, frame, parse_message, sniff_encoding};
+use crate::source::Input;
+use crate::source::lines::{DEFAULT_MAX_LINE, RawLine, read_lines};
+use crate::stats::{EgressStats, StatsConfig};
+
+/// An input that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {name}")]
+pub struct ReadError {
+    pub name: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Settings of a one-shot run.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestConfig {
+    /// Longer lines are rejected as `too_long`.
+    pub max_line: usize,
+    /// Parsing threads for [`stats`].
+    pub workers: usize,
+    /// Bytes of whole lines handed to a worker at a time.
+    pub block_bytes: usize,
+    pub stats: StatsConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_line: DEFAULT_MAX_LINE,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            block_bytes: 1 << 20,
+            stats: StatsConfig::default(),
+        }
+    }
+}
+
+/// Receives each line's outcome.
+pub trait LineSink {
+    fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>);
+    fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>);
+}
+
+/// Frames, parses and dispatches one logical line; `base` says where it came from.
+pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl LineSink) {
+    if line.too_long {
+        let ctx = LineContext { line: line.line_no, ..*base };
+        sink.reject(RejectReason::TooLong, line.bytes, line.len, &ctx);
+        return;
+    }
+    let framed = frame(line.bytes);
+    let ctx = LineContext {
+        line: line.line_no,
+        prefix_ts_ns: framed.ts_ns,
+        pod: framed.pod.or(base.pod),
+        ..*base
+    };
+    match parse_message(framed.msg) {
+        Ok(entry) if ctx.encoding.is_some_and(|e| entry.format != Some(e)) => {
+            sink.reject(RejectReason::MixedEncoding, line.bytes, line.len, &ctx);
+        }
+        Ok(entry) => sink.record(&entry, &ctx),
+        Err(reason) => sink.reject(reason, line.bytes, line.len, &ctx),
+    }
+}
+
+/// A stream's access-log encoding is that of its first access-log entry. A waypoint writes
+/// one encoding; a second one means a second provider logging every request again.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EncodingLock(Option<LogFormat>);
+
+impl EncodingLock {
+    pub fn observe(&mut self, line: &RawLine<'_>) {
+        if self.0.is_none() && !line.too_long {
+            self.0 = sniff_encoding(frame(line.bytes).msg);
+        }
+    }
+
+    pub fn encoding(&self) -> Option<LogFormat> {
+        self.0
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl LineSink for EgressStats {
+    fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>) {
+        EgressStats::record(self, entry, ctx.record_ts(entry));
+    }
+
+    fn reject(&mut self, reason: RejectReason, _raw: &[u8], _len: u64, _ctx: &LineContext<'_>) {
+        self.record_reject(reason);
+    }
+}
+
+/// Whole lines for one worker; lines are stored back to back, each span says where one ends.
+struct Block {
+    origin: Arc<str>,
+    data: Vec<u8>,
+    spans: Vec<Span>,
+    ingest_ts_ns: i64,
+    encoding: Option<LogFormat>,
+}
+
+struct Span {
+    end: usize,
+    len: u64,
+    too_long: bool,
+    line_no: u64,
+}
+
+impl Block {
+    fn new(origin: Arc<str>, capacity: usize) -> Self {
+        Block {
+            origin,
+            data: Vec::with_capacity(capacity),
+            spans: Vec::new(),
+            ingest_ts_ns: now_ns(),
+            encoding: None,
+        }
+    }
+
+    fn push(&mut self, line: RawLine<'_>) {
+        self.data.extend_from_slice(line.bytes);
+        let span = Span {
+            end: self.data.len(),
+            len: line.len,
+            too_long: line.too_long,
+            line_no: line.line_no,
+        };
+        self.spans.push(span);
+    }
+
+    fn process(&self, sink: &mut impl LineSink) {
+        let ctx = LineContext {
+            origin: &self.origin,
+            ingest_ts_ns: self.ingest_ts_ns,
+            encoding: self.encoding,
+            ..LineContext::default()
+        };
+        let mut start = 0;
+        for span in &self.spans {
+            let line = RawLine {
+                bytes: &self.data[start..span.end],
+                len: span.len,
+                too_long: span.too_long,
+                line_no: span.line_no,
+            };
+            process_line(line, &ctx, sink);
+            start = span.end;
+        }
+    }
+}
+
+/// Per-host stats of all `inputs`, parsed on `config.workers` threads.
+pub fn stats(inputs: &[Input], config: &IngestConfig) -> Result<EgressStats, ReadError> {
+    let workers = config.workers.max(1);
+    // Two blocks in flight per worker keep them busy; more would only hold memory.
+    let (tx, rx) = bounded::<Block>(workers * 2);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let rx = rx.clone();
+                let stats_config = config.stats;
+                scope.spawn(move || {
+                    let mut stats = EgressStats::new(stats_config);
+                    for block in rx {
+                        block.process(&mut stats);
+                    }
+                    stats
+                })
+            })
+            .collect();
+        drop(rx);
+        let read = read_blocks(inputs, config, |block| {
+            // Workers only stop when the channel closes, so a send cannot fail here.
+            let _ = tx.send(block);
+        });
+        drop(tx);
+        let mut total = EgressStats::new(config.stats);
+        for handle in handles {
+            let part = handle.join().expect("a stats worker panicked");
+            total.merge(&part);
+        }
+        read.map(|()| total)
+    })
+}
+
+fn read_blocks(
+    inputs: &[Input],
+    config: &IngestConfig,
+    mut send: impl FnMut(Block),
+) -> Result<(), ReadError> {
+    for input in inputs {
+        let name = input.name();
+        let origin: Arc<str> = name.as_str().into();
+        let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
+        let mut block = Block::new(origin.clone(), config.block_bytes);
+        let mut lock = EncodingLock::default();
+        read_lines(reader, config.max_line, |line| {
+            lock.observe(&line);
+            block.push(line);
+            if block.data.len() >= config.block_bytes {
+                let mut full =
+                    std::mem::replace(&mut block, Block::new(origin.clone(), config.block_bytes));
+                full.encoding = lock.encoding();
+                send(full);
+            }
+        })
+        .map_err(|source| ReadError { name: name.clone(), source })?;
+        if !block.spans.is_empty() {
+            block.encoding = lock.encoding();
+            send(block);
+        }
+    }
+    Ok(())
+}
+
+/// Builds `access_log` and `rejects` batches in input order on the calling thread.
+#[derive(Debug)]
+pub struct BatchSink<F> {
+    access_log: AccessLogBatcher,
+    rejects: RejectBatcher,
+    out: F,
+}
+
+/// A finished batch and which table it belongs to.
+#[derive(Debug)]
+pub enum TableBatch {
+    AccessLog(RecordBatch),
+    Rejects(RecordBatch),
+}
+
+impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
+    fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>) {
+        if let Some(batch) = self.access_log.push(entry, ctx) {
+            (self.out)(TableBatch::AccessLog(batch));
+        }
+    }
+
+    fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
+        if let Some(batch) = self.rejects.push(reason, raw, raw_len, ctx) {
+            (self.out)(TableBatch::Rejects(batch));
+        }
+    }
+}
+
+/// Parses `input` into batches of at most `batch_rows` rows, calling `out` for each.
+pub fn batches(
+    input: &Input,
+    config: &IngestConfig,
+    batch_rows: usize,
+    out: impl FnMut(TableBatch),
+) -> Result<(), ReadError> {
+    let name = input.name();
+    let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
+    let mut sink = BatchSink {
+        access_log: AccessLogBatcher::new(batch_rows),
+        rejects: RejectBatcher::new(batch_rows),
+        out,
+    };
+    let mut ctx = LineContext { origin: &name, ingest_ts_ns: now_ns(), ..LineContext::default() };
+    let mut lock = EncodingLock::default();
+    read_lines(reader, config.max_line, |line| {
+        lock.observe(&line);
+        ctx.encoding = lock.encoding();
+        process_line(line, &ctx, &mut sink);
+    })
+    .map_err(|source| ReadError { name: name.clone(), source })?;
+    if !sink.access_log.is_empty() {
+        let batch = sink.access_log.finish();
+        (sink.out)(TableBatch::AccessLog(batch));
+    }
+    if !sink.rejects.is_empty() {
+        let batch = sink.rejects.finish();
+        (sink.out)(TableBatch::Rejects(batch));
+    }
+    Ok(())
+}
