@@ -14,6 +14,9 @@ use super::time::parse_rfc3339_ns;
 use super::{Entry, LogFormat, RejectReason};
 use crate::schema::key;
 
+/// ztunnel's JSON connection logs carry this key; no Envoy entry does.
+const ZTUNNEL_KEY: &str = "src.addr";
+
 /// Known keys, in the order of the slots that hold their values while a line is scanned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -144,6 +147,7 @@ fn text_value<'a>(
 pub fn parse(text: &str) -> Result<Entry<'_>, RejectReason> {
     let mut slots = Slots([None; KEY_COUNT]);
     let mut extra: Option<String> = None;
+    let mut ztunnel = false;
     let mut scanner = ObjectScanner::new(text).map_err(json_reason)?;
     while let Some((name, value)) = scanner.next_member().map_err(json_reason)? {
         let known = if name.raw().contains('\\') {
@@ -153,8 +157,14 @@ pub fn parse(text: &str) -> Result<Entry<'_>, RejectReason> {
         };
         match known {
             Some(k) => slots.0[k as usize] = Some(value),
-            None => push_extra(&mut extra, name, value),
+            None => {
+                ztunnel |= name.raw() == ZTUNNEL_KEY;
+                push_extra(&mut extra, name, value);
+            }
         }
+    }
+    if ztunnel {
+        return Err(RejectReason::ZtunnelLog);
     }
     if let Some(extra) = extra.as_mut() {
         extra.push('}');

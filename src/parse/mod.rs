@@ -73,12 +73,14 @@ pub struct Entry<'a> {
 
 impl Entry<'_> {
     /// The external host this entry is counted under: the authority, else the TLS SNI, else
-    /// the host of the upstream cluster (TCP passthrough entries carry no authority).
+    /// the host of the upstream cluster (TCP entries carry no authority), else the original
+    /// destination IP (`PassthroughCluster` traffic to an unregistered address).
     pub fn host(&self) -> Option<&str> {
         self.authority
             .as_deref()
             .or(self.requested_server_name.as_deref())
             .or_else(|| derived::ClusterName::parse(self.upstream_cluster.as_deref()?)?.host)
+            .or_else(|| derived::ip_of(self.downstream_local_address.as_deref()?))
     }
 }
 
@@ -102,6 +104,8 @@ pub enum RejectReason {
     BadText,
     /// An operational line of the proxy container (pilot-agent or Envoy): expected noise.
     EnvoyLog,
+    /// A ztunnel connection log line (`src.addr=…`), not a waypoint access-log entry.
+    ZtunnelLog,
     /// None of the known formats.
     NotJson,
     /// An access-log entry in the other encoding than the rest of its stream: a second
@@ -126,6 +130,7 @@ impl RejectReason {
             RejectReason::WrongType(field) => return Cow::Owned(format!("wrong_type:{field}")),
             RejectReason::BadText => "bad_text",
             RejectReason::EnvoyLog => "envoy_log",
+            RejectReason::ZtunnelLog => "ztunnel_log",
             RejectReason::NotJson => "not_json",
             RejectReason::MixedEncoding => "mixed_encoding",
         })
@@ -153,6 +158,8 @@ pub fn parse_message(msg: &[u8]) -> Result<Entry<'_>, RejectReason> {
         envoy_json::parse(text)
     } else if let Some(entry) = envoy_text::find_entry(text) {
         envoy_text::parse(entry)
+    } else if is_ztunnel_text(text) {
+        Err(RejectReason::ZtunnelLog)
     } else if envoy_text::is_operational_log(text) {
         Err(RejectReason::EnvoyLog)
     } else {
@@ -165,6 +172,12 @@ pub fn parse_message(msg: &[u8]) -> Result<Entry<'_>, RejectReason> {
         }
         other => other,
     })
+}
+
+/// ztunnel's text access lines carry `src.addr=` fields (`… info access connection complete
+/// src.addr=…`, or the bare fields as Kiali shows them).
+fn is_ztunnel_text(text: &str) -> bool {
+    text.starts_with("src.addr=") || text.contains(" src.addr=")
 }
 
 /// The access-log encoding a framed message is in, judged by its first bytes only; `None`
@@ -191,7 +204,7 @@ mod tests {
 
     #[test]
     fn each_kind_of_bad_message_gets_its_reason() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 12] = [
             (b"", "empty"),
             (b"   \t", "empty"),
             (b"\x00\x01\x02\xff\xfe", "binary"),
@@ -201,7 +214,12 @@ mod tests {
             (br#"{"authority":"a.com","bytes_sent":"12kB"}"#, "wrong_type:bytes_sent"),
             (b"2025-08-18T09:36:30.123Z\tinfo\tEnvoy proxy is ready", "envoy_log"),
             (b"hello world", "not_json"),
+            (
+                b"2024-05-04T09:59:05Z info access connection complete src.addr=1.2.3.4:5",
+                "ztunnel_log",
+            ),
             (b"\x01\x02garbage\x03", "binary"),
+            (br#"{"scope":"access","src.addr":"10.1.0.8:46322","duration":"73ms"}"#, "ztunnel_log"),
         ];
         for (msg, want) in cases {
             let got = parse_message(msg).map(|_| ()).unwrap_err();
@@ -229,5 +247,11 @@ mod tests {
         assert_eq!(entry.host(), Some("sni.example"));
         entry.authority = Some("aliyun.com".into());
         assert_eq!(entry.host(), Some("aliyun.com"));
+        let passthrough = Entry {
+            upstream_cluster: Some("PassthroughCluster".into()),
+            downstream_local_address: Some("100.77.28.132:1521".into()),
+            ..Entry::default()
+        };
+        assert_eq!(passthrough.host(), Some("100.77.28.132"));
     }
 }
