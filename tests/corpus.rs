@@ -1,6 +1,8 @@
 //! Every line of the real-world corpus in `tests/fixtures/real/` (origins in its `sources.md`)
 //! either parses into a record or is rejected for the reason named here, line by line.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test right there
+
 use std::path::Path;
 
 use egresslens::ingest::{IngestConfig, stats};

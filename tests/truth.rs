@@ -2,6 +2,8 @@
 //! damaged lines mixed in: requests, bytes, status classes and reject reasons exactly,
 //! duration percentiles within the sketch's 1 % relative error.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test right there
+
 use egresslens::ingest::{IngestConfig, stats};
 use egresslens::source::Input;
 use egresslens::stats::{SKETCH_RELATIVE_ACCURACY, StatsReport, Window};

@@ -80,7 +80,9 @@ impl LatencySketch {
             return self.max();
         }
         let q_lower = (rank as f64 + 0.5) / (n - 1) as f64;
-        self.0.quantile(q_lower.min(1.0)).ok().flatten()
+        let estimate = self.0.quantile(q_lower.min(1.0)).ok().flatten()?;
+        // The true value lies within [min, max], both exact; the bucket's estimate may not.
+        Some(estimate.clamp(self.0.min()?, self.0.max()?))
     }
 }
 

@@ -1,0 +1,207 @@
+//! The `egresslens` binary as a user runs it: bad input, stdin, gzip, errors, exit codes and
+//! the printed report.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test right there
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::Value;
+
+fn egresslens() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_egresslens"))
+}
+
+fn run(args: &[&str]) -> Output {
+    egresslens().args(args).output().unwrap()
+}
+
+fn json_stats(args: &[&str]) -> Value {
+    let out = run(&[&["stats", "-o", "json"], args].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real").join(name)
+}
+
+const GOOD: &str = r#"{"authority_for":"aliyun.com","bytes_received":0,"bytes_sent":239,"duration":24,"method":"GET","path":"/","response_code":301,"upstream_cluster":"inbound-vip|80|http|aliyun.com;","upstream_host":"140.205.135.3:80","upstream_service_time":"23"}"#;
+
+/// One line of every kind of damage between good lines; the last line has no newline.
+fn damaged_file() -> Vec<u8> {
+    let mut f = Vec::new();
+    let mut line = |bytes: &[u8]| {
+        f.extend_from_slice(bytes);
+        f.push(b'\n');
+    };
+    line(GOOD.as_bytes());
+    line(&GOOD.as_bytes()[..GOOD.len() / 2]);
+    line(br#"{"authority_for":"aliyun.com","bytes_sent":"12kB"}"#);
+    line(b"");
+    line(
+        &[br#"{"authority_for":"aliyun.com","user_agent":"curl"#.as_slice(), b"\xff\xfe\"}"]
+            .concat(),
+    );
+    let huge = format!(r#"{{"authority_for":"aliyun.com","path":"/{}"}}"#, "a".repeat(2 << 20));
+    line(huge.as_bytes());
+    line(b"\x00\x13\x88garbage\x01\x02");
+    line(b"2025-08-18T09:36:30.123Z\tinfo\tEnvoy proxy is ready");
+    line(GOOD.as_bytes());
+    f.extend_from_slice(GOOD.as_bytes());
+    f
+}
+
+fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn every_kind_of_bad_line_is_counted_and_good_lines_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "damaged.log", &damaged_file());
+    let report = json_stats(&[path.to_str().unwrap()]);
+    assert_eq!(report["lines"], 10);
+    assert_eq!(report["records"], 3, "two good lines and the unterminated last one");
+    let rejects = &report["rejects"];
+    for reason in [
+        "truncated",
+        "wrong_type:bytes_sent",
+        "empty",
+        "invalid_utf8",
+        "too_long",
+        "binary",
+        "envoy_log",
+    ] {
+        assert_eq!(rejects[reason], 1, "{reason}: {rejects}");
+    }
+    assert_eq!(report["expected_noise"], 2, "empty and envoy_log");
+    let host = &report["hosts"][0];
+    assert_eq!((host["host"].as_str(), host["requests"].as_u64()), (Some("aliyun.com"), Some(3)));
+    assert_eq!(host["bytes_sent"], 717);
+    assert_eq!(host["status"]["3xx"], 3);
+    assert_eq!(host["duration_ms"]["p50"], 24.0);
+}
+
+#[test]
+fn max_line_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!(r#"{{"authority":"a.com","path":"/{}"}}"#, "a".repeat(5000));
+    let path = write_temp(dir.path(), "long.log", long.as_bytes());
+    let report = json_stats(&["--max-line", "4096", path.to_str().unwrap()]);
+    assert_eq!(report["rejects"]["too_long"], 1);
+    let report = json_stats(&["--max-line", "8192", path.to_str().unwrap()]);
+    assert_eq!(report["records"], 1);
+}
+
+#[test]
+fn stdin_gzip_and_plain_files_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(fixture("envoy-json.log")).unwrap();
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&plain).unwrap();
+    let gz_path = write_temp(dir.path(), "any-name.log", &gz.finish().unwrap());
+    let from_file = json_stats(&[fixture("envoy-json.log").to_str().unwrap()]);
+    let from_gz = json_stats(&[gz_path.to_str().unwrap()]);
+    let mut child = egresslens()
+        .args(["stats", "-o", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&plain).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let from_stdin: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_file["records"], 7);
+    assert_eq!(from_file, from_gz);
+    assert_eq!(from_file, from_stdin);
+}
+
+#[test]
+fn an_input_that_cannot_be_opened_is_a_clear_error() {
+    let out = run(&["stats", "/nonexistent/waypoint.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read /nonexistent/waypoint.log"), "{stderr}");
+    assert!(stderr.contains("No such file"), "{stderr}");
+}
+
+#[test]
+fn bad_options_are_refused_with_the_value() {
+    let out = run(&["stats", "--sort", "latency", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#"unknown --sort "latency""#));
+    let out = run(&["gen", "--bad", "1.5"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bad must be between 0 and 1"));
+    assert_eq!(run(&["stats", "-o", "yaml"]).status.code(), Some(2));
+}
+
+#[test]
+fn gen_truth_equals_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("egress.log.gz");
+    let truth_path = dir.path().join("truth.json");
+    let out = run(&[
+        "gen",
+        "--lines",
+        "3000",
+        "--seed",
+        "3",
+        "--bad",
+        "0.05",
+        "--format",
+        "kubectl",
+        "--out",
+        log.to_str().unwrap(),
+        "--truth",
+        truth_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let truth: Value = serde_json::from_slice(&std::fs::read(&truth_path).unwrap()).unwrap();
+    let report = json_stats(&[log.to_str().unwrap()]);
+    assert_eq!(report["records"], truth["good"]);
+    assert_eq!(report["rejects"], truth["rejects"]);
+    for host in report["hosts"].as_array().unwrap() {
+        let want = &truth["hosts"][host["host"].as_str().unwrap()];
+        for key in ["requests", "bytes_sent", "bytes_received", "status", "tls_originated"] {
+            assert_eq!(host[key], want[key], "{key}");
+        }
+    }
+}
+
+#[test]
+fn table_report_of_the_text_corpus() {
+    let out = run(&["stats", "--sort", "host", fixture("envoy-text.log").to_str().unwrap()]);
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn csv_report_of_the_json_corpus() {
+    let out =
+        run(&["stats", "-o", "csv", "--top", "3", fixture("envoy-json.log").to_str().unwrap()]);
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn demo_shows_a_per_host_table() {
+    let out = run(&["demo", "--lines", "5000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("HOST"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("aliyun.com ")), "{text}");
+    assert!(text.contains("TLS originated at the waypoint for: aliyun.com"), "{text}");
+}
+
+#[test]
+fn help_has_examples() {
+    let out = run(&["--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Examples:") && text.contains("egresslens stats"), "{text}");
+}
