@@ -330,13 +330,13 @@ mod tests {
     use arrow_array::types::{Float64Type, UInt16Type};
 
     use super::*;
-    use crate::parse::parse_message;
+    use crate::parse::{Projection, parse_message};
     use crate::schema::col;
 
     #[test]
     fn walkthrough_entry_becomes_one_row_with_derived_columns() {
         let line = br#"{"authority_for":"aliyun.com","bytes_sent":239,"duration":24,"upstream_cluster":"inbound-vip|80|http|aliyun.com;","upstream_host":"140.205.135.3:443","downstream_remote_address":"172.16.5.26:33356","response_code":301}"#;
-        let entry = parse_message(line).unwrap();
+        let entry = parse_message(line, Projection::All).unwrap();
         let ctx = LineContext { ingest_ts_ns: 7, ..LineContext::default() };
         let mut batcher = AccessLogBatcher::new(10);
         assert!(batcher.push(&entry, &ctx).is_none());
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn full_batches_are_handed_out_at_capacity() {
-        let entry = parse_message(br#"{"authority":"a.com"}"#).unwrap();
+        let entry = parse_message(br#"{"authority":"a.com"}"#, Projection::All).unwrap();
         let mut batcher = AccessLogBatcher::new(2);
         let ctx = LineContext::default();
         assert!(batcher.push(&entry, &ctx).is_none());
@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn deadline_flushes_a_partial_batch() {
-        let entry = parse_message(br#"{"authority":"a.com"}"#).unwrap();
+        let entry = parse_message(br#"{"authority":"a.com"}"#, Projection::All).unwrap();
         let mut batcher = AccessLogBatcher::new(100);
         batcher.push(&entry, &LineContext::default());
         let now = Instant::now();

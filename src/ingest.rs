@@ -12,7 +12,9 @@ use arrow_array::RecordBatch;
 use crossbeam_channel::bounded;
 
 use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher};
-use crate::parse::{Entry, LogFormat, RejectReason, frame, parse_message, sniff_encoding};
+use crate::parse::{
+    Entry, LogFormat, Projection, RejectReason, frame, parse_message, sniff_encoding,
+};
 use crate::source::Input;
 use crate::source::lines::{DEFAULT_MAX_LINE, RawLine, read_lines};
 use crate::stats::{EgressStats, StatsConfig};
@@ -51,6 +53,8 @@ impl Default for IngestConfig {
 
 /// Receives each line's outcome.
 pub trait LineSink {
+    /// The fields this sink reads from entries.
+    fn projection(&self) -> Projection;
     fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>);
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>);
 }
@@ -69,7 +73,7 @@ pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl L
         pod: framed.pod.or(base.pod),
         ..*base
     };
-    match parse_message(framed.msg) {
+    match parse_message(framed.msg, sink.projection()) {
         Ok(entry) if ctx.encoding.is_some_and(|e| entry.format != Some(e)) => {
             sink.reject(RejectReason::MixedEncoding, line.bytes, line.len, &ctx);
         }
@@ -100,6 +104,10 @@ fn now_ns() -> i64 {
 }
 
 impl LineSink for EgressStats {
+    fn projection(&self) -> Projection {
+        Projection::Stats
+    }
+
     fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>) {
         EgressStats::record(self, entry, ctx.record_ts(entry));
     }
@@ -130,7 +138,7 @@ impl Block {
         Block {
             origin,
             data: Vec::with_capacity(capacity),
-            spans: Vec::new(),
+            spans: Vec::with_capacity(capacity / 512),
             ingest_ts_ns: now_ns(),
             encoding: None,
         }
@@ -211,17 +219,21 @@ fn read_blocks(
         let name = input.name();
         let origin: Arc<str> = name.as_str().into();
         let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
-        let mut block = Block::new(origin.clone(), config.block_bytes);
+        // Any line up to the cap fits into an empty block.
+        let capacity = config.block_bytes.max(config.max_line);
+        let mut block = Block::new(origin.clone(), capacity);
         let mut lock = EncodingLock::default();
         read_lines(reader, config.max_line, |line| {
             lock.observe(&line);
-            block.push(line);
-            if block.data.len() >= config.block_bytes {
-                let mut full =
-                    std::mem::replace(&mut block, Block::new(origin.clone(), config.block_bytes));
+            // Hand the block over before it would grow: a reallocation copies all of it.
+            if !block.spans.is_empty()
+                && block.data.len() + line.bytes.len() > block.data.capacity()
+            {
+                let mut full = std::mem::replace(&mut block, Block::new(origin.clone(), capacity));
                 full.encoding = lock.encoding();
                 send(full);
             }
+            block.push(line);
         })
         .map_err(|source| ReadError { name: name.clone(), source })?;
         if !block.spans.is_empty() {
@@ -248,6 +260,10 @@ pub enum TableBatch {
 }
 
 impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
+    fn projection(&self) -> Projection {
+        Projection::All
+    }
+
     fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>) {
         if let Some(batch) = self.access_log.push(entry, ctx) {
             (self.out)(TableBatch::AccessLog(batch));

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use egresslens::ingest::{IngestConfig, stats};
-use egresslens::parse::{Entry, frame, parse_message};
+use egresslens::parse::{Entry, Projection, frame, parse_message};
 use egresslens::source::Input;
 
 fn fixture(name: &str) -> String {
@@ -22,7 +22,7 @@ enum Outcome {
 }
 
 fn outcome(line: &str) -> Outcome {
-    match parse_message(frame(line.as_bytes()).msg) {
+    match parse_message(frame(line.as_bytes()).msg, Projection::All) {
         Ok(entry) => Outcome::Record(host_of(&entry)),
         Err(reason) => Outcome::Reject(reason.as_str().into_owned().leak()),
     }
@@ -39,7 +39,7 @@ fn check(file: &str, expected: &[Outcome]) -> Vec<Entry<'static>> {
     let mut entries = Vec::new();
     for (n, (line, want)) in lines.iter().zip(expected).enumerate() {
         assert_eq!(&outcome(line), want, "{file} line {}", n + 1);
-        if let Ok(entry) = parse_message(frame(line.as_bytes()).msg) {
+        if let Ok(entry) = parse_message(frame(line.as_bytes()).msg, Projection::All) {
             entries.push(entry);
         }
     }

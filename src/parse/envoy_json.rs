@@ -7,11 +7,12 @@
 //! and `null`, `"-"`, `""` and an absent key all mean missing.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use super::derived::normalize_authority;
-use super::json::{JsonError, JsonStr, ObjectScanner, Value};
+use super::json::{JsonError, JsonStr, KeyTable, MemberKey, Value, for_each_member};
 use super::time::parse_rfc3339_ns;
-use super::{Entry, LogFormat, RejectReason};
+use super::{Entry, LogFormat, Projection, RejectReason};
 use crate::schema::key;
 
 /// ztunnel's JSON connection logs carry this key; no Envoy entry does.
@@ -52,76 +53,143 @@ enum Key {
 
 const KEY_COUNT: usize = Key::IstioPolicyStatus as usize + 1;
 
+/// Every known key with its slot, in slot order.
+const KEYS: [(&str, Key); KEY_COUNT] = [
+    (key::START_TIME, Key::StartTime),
+    (key::AUTHORITY, Key::Authority),
+    (key::AUTHORITY_FOR, Key::AuthorityFor),
+    (key::METHOD, Key::Method),
+    (key::PATH, Key::Path),
+    (key::PROTOCOL, Key::Protocol),
+    (key::RESPONSE_CODE, Key::ResponseCode),
+    (key::RESPONSE_FLAGS, Key::ResponseFlags),
+    (key::RESPONSE_CODE_DETAILS, Key::ResponseCodeDetails),
+    (key::BYTES_RECEIVED, Key::BytesReceived),
+    (key::BYTES_SENT, Key::BytesSent),
+    (key::DURATION, Key::Duration),
+    (key::UPSTREAM_SERVICE_TIME, Key::UpstreamServiceTime),
+    (key::UPSTREAM_RESPONSE_TIME, Key::UpstreamResponseTime),
+    (key::UPSTREAM_CLUSTER, Key::UpstreamCluster),
+    (key::UPSTREAM_HOST, Key::UpstreamHost),
+    (key::UPSTREAM_LOCAL_ADDRESS, Key::UpstreamLocalAddress),
+    (key::DOWNSTREAM_REMOTE_ADDRESS, Key::DownstreamRemoteAddress),
+    (key::DOWNSTREAM_LOCAL_ADDRESS, Key::DownstreamLocalAddress),
+    (key::DOWNSTREAM_PEER_URI_SAN, Key::DownstreamPeerUriSan),
+    (key::ROUTE_NAME, Key::RouteName),
+    (key::USER_AGENT, Key::UserAgent),
+    (key::REQUEST_ID, Key::RequestId),
+    (key::X_FORWARDED_FOR, Key::XForwardedFor),
+    (key::REQUESTED_SERVER_NAME, Key::RequestedServerName),
+    (key::UPSTREAM_TRANSPORT_FAILURE_REASON, Key::UpstreamTransportFailureReason),
+    (key::CONNECTION_TERMINATION_DETAILS, Key::ConnectionTerminationDetails),
+    (key::ISTIO_POLICY_STATUS, Key::IstioPolicyStatus),
+];
+
+fn key_table() -> &'static KeyTable {
+    static TABLE: OnceLock<KeyTable> = OnceLock::new();
+    TABLE.get_or_init(|| KeyTable::new(&KEYS.map(|(name, _)| name)))
+}
+
 impl Key {
+    /// An escaped key spelling a known one (`"authority\u005ffor"`): legal JSON, so honoured.
     fn from_name(name: &str) -> Option<Key> {
-        Some(match name {
-            key::START_TIME => Key::StartTime,
-            key::AUTHORITY => Key::Authority,
-            key::AUTHORITY_FOR => Key::AuthorityFor,
-            key::METHOD => Key::Method,
-            key::PATH => Key::Path,
-            key::PROTOCOL => Key::Protocol,
-            key::RESPONSE_CODE => Key::ResponseCode,
-            key::RESPONSE_FLAGS => Key::ResponseFlags,
-            key::RESPONSE_CODE_DETAILS => Key::ResponseCodeDetails,
-            key::BYTES_RECEIVED => Key::BytesReceived,
-            key::BYTES_SENT => Key::BytesSent,
-            key::DURATION => Key::Duration,
-            key::UPSTREAM_SERVICE_TIME => Key::UpstreamServiceTime,
-            key::UPSTREAM_RESPONSE_TIME => Key::UpstreamResponseTime,
-            key::UPSTREAM_CLUSTER => Key::UpstreamCluster,
-            key::UPSTREAM_HOST => Key::UpstreamHost,
-            key::UPSTREAM_LOCAL_ADDRESS => Key::UpstreamLocalAddress,
-            key::DOWNSTREAM_REMOTE_ADDRESS => Key::DownstreamRemoteAddress,
-            key::DOWNSTREAM_LOCAL_ADDRESS => Key::DownstreamLocalAddress,
-            key::DOWNSTREAM_PEER_URI_SAN => Key::DownstreamPeerUriSan,
-            key::ROUTE_NAME => Key::RouteName,
-            key::USER_AGENT => Key::UserAgent,
-            key::REQUEST_ID => Key::RequestId,
-            key::X_FORWARDED_FOR => Key::XForwardedFor,
-            key::REQUESTED_SERVER_NAME => Key::RequestedServerName,
-            key::UPSTREAM_TRANSPORT_FAILURE_REASON => Key::UpstreamTransportFailureReason,
-            key::CONNECTION_TERMINATION_DETAILS => Key::ConnectionTerminationDetails,
-            key::ISTIO_POLICY_STATUS => Key::IstioPolicyStatus,
-            _ => return None,
-        })
+        KEYS.iter().find(|(k, _)| *k == name).map(|(_, key)| *key)
     }
 }
 
-/// Values of the known keys of one line, before their types are checked.
-struct Slots<'a>([Option<Value<'a>>; KEY_COUNT]);
+/// The fields per-host stats read (see `stats::EgressStats::record` and `Entry::host`).
+const STATS_FIELDS: u64 = {
+    let keys = [
+        Key::StartTime,
+        Key::Authority,
+        Key::AuthorityFor,
+        Key::Method,
+        Key::Path,
+        Key::ResponseCode,
+        Key::ResponseFlags,
+        Key::BytesReceived,
+        Key::BytesSent,
+        Key::Duration,
+        Key::UpstreamServiceTime,
+        Key::UpstreamCluster,
+        Key::UpstreamHost,
+        Key::DownstreamRemoteAddress,
+        Key::DownstreamLocalAddress,
+        Key::RequestedServerName,
+    ];
+    let mut mask = 0;
+    let mut i = 0;
+    while i < keys.len() {
+        mask |= 1 << keys[i] as u64;
+        i += 1;
+    }
+    mask
+};
+
+/// Values of the known keys of one line, before their types are checked, and which of them
+/// the caller wants materialised (the others are only type-checked).
+struct Slots<'a> {
+    values: [Option<Value<'a>>; KEY_COUNT],
+    wanted: u64,
+}
 
 impl<'a> Slots<'a> {
     fn take(&mut self, key: Key) -> Option<Value<'a>> {
-        self.0[key as usize].take()
+        self.values[key as usize].take()
     }
 
     fn text(&mut self, key: Key, name: &'static str) -> Result<Option<Cow<'a, str>>, RejectReason> {
-        text_value(self.take(key), name)
+        let value = self.take(key);
+        if self.wanted & (1 << key as u64) == 0 {
+            return match value {
+                Some(Value::Object(_) | Value::Array(_)) => Err(RejectReason::WrongType(name)),
+                _ => Ok(None),
+            };
+        }
+        text_value(value, name)
     }
 
-    fn number<T: std::str::FromStr>(
+    /// The text of a numeric field: a JSON number or a string holding one; `None` if missing.
+    fn numeric_text(
         &mut self,
         key: Key,
         name: &'static str,
-    ) -> Result<Option<T>, RejectReason> {
-        let text = match self.take(key) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Number(n)) => n,
-            Some(Value::Str(s)) if is_missing(s.raw()) => return Ok(None),
-            Some(Value::Str(s)) => s.raw().trim(),
-            Some(_) => return Err(RejectReason::WrongType(name)),
-        };
-        text.parse().map(Some).map_err(|_| RejectReason::WrongType(name))
-    }
-
-    /// Milliseconds: finite and not negative.
-    fn millis(&mut self, key: Key, name: &'static str) -> Result<Option<f64>, RejectReason> {
-        match self.number::<f64>(key, name)? {
-            Some(ms) if !(ms.is_finite() && ms >= 0.0) => Err(RejectReason::WrongType(name)),
-            ms => Ok(ms),
+    ) -> Result<Option<&'a str>, RejectReason> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(Some(n)),
+            Some(Value::Str(s)) if is_missing(s.raw()) => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s.raw().trim())),
+            Some(_) => Err(RejectReason::WrongType(name)),
         }
     }
+
+    /// A non-negative integer (byte counts, status codes).
+    fn unsigned(&mut self, key: Key, name: &'static str) -> Result<Option<u64>, RejectReason> {
+        match self.numeric_text(key, name)? {
+            None => Ok(None),
+            Some(text) => parse_u64(text).map(Some).ok_or(RejectReason::WrongType(name)),
+        }
+    }
+
+    /// Milliseconds: finite and not negative; Envoy prints integers, some builds fractions.
+    fn millis(&mut self, key: Key, name: &'static str) -> Result<Option<f64>, RejectReason> {
+        let Some(text) = self.numeric_text(key, name)? else { return Ok(None) };
+        let ms = match parse_u64(text) {
+            Some(whole) => whole as f64,
+            None => text.parse::<f64>().map_err(|_| RejectReason::WrongType(name))?,
+        };
+        if ms.is_finite() && ms >= 0.0 { Ok(Some(ms)) } else { Err(RejectReason::WrongType(name)) }
+    }
+}
+
+/// Plain decimal digits without sign, the form nearly every Envoy number takes; a fast path
+/// before the general parsers.
+fn parse_u64(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 {
+        return text.parse().ok();
+    }
+    text.bytes().try_fold(0u64, |acc, b| b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0')))
 }
 
 fn is_missing(raw: &str) -> bool {
@@ -144,25 +212,28 @@ fn text_value<'a>(
 }
 
 /// Parses one JSON access-log line (already valid UTF-8, prefixes stripped).
-pub fn parse(text: &str) -> Result<Entry<'_>, RejectReason> {
-    let mut slots = Slots([None; KEY_COUNT]);
+pub fn parse(text: &str, projection: Projection) -> Result<Entry<'_>, RejectReason> {
+    let wanted = match projection {
+        Projection::All => u64::MAX,
+        Projection::Stats => STATS_FIELDS,
+    };
+    let mut slots = Slots { values: [None; KEY_COUNT], wanted };
+    let keep_extra = projection == Projection::All;
     let mut extra: Option<String> = None;
     let mut ztunnel = false;
-    let mut scanner = ObjectScanner::new(text).map_err(json_reason)?;
-    while let Some((name, value)) = scanner.next_member().map_err(json_reason)? {
-        let known = if name.raw().contains('\\') {
-            Key::from_name(&name.decode())
-        } else {
-            Key::from_name(name.raw())
-        };
-        match known {
-            Some(k) => slots.0[k as usize] = Some(value),
-            None => {
+    for_each_member(text, key_table(), |member, value| match member {
+        MemberKey::Known(slot) => slots.values[slot] = Some(value),
+        MemberKey::Other(name) => match name.is_escaped().then(|| Key::from_name(&name.decode())) {
+            Some(Some(k)) => slots.values[k as usize] = Some(value),
+            _ => {
                 ztunnel |= name.raw() == ZTUNNEL_KEY;
-                push_extra(&mut extra, name, value);
+                if keep_extra {
+                    push_extra(&mut extra, name, value);
+                }
             }
-        }
-    }
+        },
+    })
+    .map_err(json_reason)?;
     if ztunnel {
         return Err(RejectReason::ZtunnelLog);
     }
@@ -209,10 +280,11 @@ fn entry_from_slots(mut s: Slots<'_>, extra: Option<String>) -> Result<Entry<'_>
     };
     let authority_for = s.text(Key::AuthorityFor, key::AUTHORITY_FOR)?;
     let authority = s.text(Key::Authority, key::AUTHORITY)?;
-    let response_code = s.number::<u16>(Key::ResponseCode, key::RESPONSE_CODE)?;
-    if response_code.is_some_and(|code| code > 999) {
-        return Err(RejectReason::WrongType(key::RESPONSE_CODE));
-    }
+    let response_code = match s.unsigned(Key::ResponseCode, key::RESPONSE_CODE)? {
+        Some(code @ 0..=999) => Some(code as u16),
+        Some(_) => return Err(RejectReason::WrongType(key::RESPONSE_CODE)),
+        None => None,
+    };
     let upstream_cluster =
         s.text(Key::UpstreamCluster, key::UPSTREAM_CLUSTER)?.map(strip_semicolon);
     Ok(Entry {
@@ -225,8 +297,8 @@ fn entry_from_slots(mut s: Slots<'_>, extra: Option<String>) -> Result<Entry<'_>
         response_code,
         response_flags: s.text(Key::ResponseFlags, key::RESPONSE_FLAGS)?,
         response_code_details: s.text(Key::ResponseCodeDetails, key::RESPONSE_CODE_DETAILS)?,
-        bytes_received: s.number(Key::BytesReceived, key::BYTES_RECEIVED)?,
-        bytes_sent: s.number(Key::BytesSent, key::BYTES_SENT)?,
+        bytes_received: s.unsigned(Key::BytesReceived, key::BYTES_RECEIVED)?,
+        bytes_sent: s.unsigned(Key::BytesSent, key::BYTES_SENT)?,
         duration_ms: s.millis(Key::Duration, key::DURATION)?,
         upstream_service_time_ms: s.millis(Key::UpstreamServiceTime, key::UPSTREAM_SERVICE_TIME)?,
         upstream_response_time_ms: s
@@ -275,7 +347,7 @@ mod tests {
 
     #[test]
     fn walkthrough_entry_reads_every_field() {
-        let e = parse(WALKTHROUGH).unwrap();
+        let e = parse(WALKTHROUGH, Projection::All).unwrap();
         assert_eq!(e.authority.as_deref(), Some("aliyun.com"));
         assert_eq!(e.response_code, Some(301));
         assert_eq!(e.bytes_sent, Some(239));
@@ -298,16 +370,21 @@ mod tests {
             r#"{"authority":"a.com","bytes_sent":"","method":""}"#,
             r#"{"authority":"a.com"}"#,
         ] {
-            let e = parse(line).unwrap();
+            let e = parse(line, Projection::All).unwrap();
             assert_eq!((e.bytes_sent, e.method), (None, None), "{line}");
         }
     }
 
     #[test]
     fn numbers_as_json_numbers_or_numeric_strings() {
-        let typed = parse(r#"{"response_code":503,"bytes_sent":19,"duration":11959.5}"#).unwrap();
-        let untyped =
-            parse(r#"{"response_code":"503","bytes_sent":"19","duration":"11959.5"}"#).unwrap();
+        let typed =
+            parse(r#"{"response_code":503,"bytes_sent":19,"duration":11959.5}"#, Projection::All)
+                .unwrap();
+        let untyped = parse(
+            r#"{"response_code":"503","bytes_sent":"19","duration":"11959.5"}"#,
+            Projection::All,
+        )
+        .unwrap();
         assert_eq!(typed, untyped);
         assert_eq!(typed.duration_ms, Some(11959.5));
     }
@@ -325,21 +402,32 @@ mod tests {
             (r#"{"authority_for":["a.com"]}"#, "authority_for"),
             (r#"{"start_time":"yesterday"}"#, "start_time"),
         ] {
-            assert_eq!(parse(line).unwrap_err(), RejectReason::WrongType(field), "{line}");
+            assert_eq!(
+                parse(line, Projection::All).unwrap_err(),
+                RejectReason::WrongType(field),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn authority_for_wins_and_loses_its_port() {
-        let e = parse(r#"{"authority":"other:80","authority_for":"Aliyun.COM:80"}"#).unwrap();
+        let e =
+            parse(r#"{"authority":"other:80","authority_for":"Aliyun.COM:80"}"#, Projection::All)
+                .unwrap();
         assert_eq!(e.authority.as_deref(), Some("aliyun.com"));
-        let e = parse(r#"{"authority":"httpbin:8000","authority_for":"-"}"#).unwrap();
+        let e =
+            parse(r#"{"authority":"httpbin:8000","authority_for":"-"}"#, Projection::All).unwrap();
         assert_eq!(e.authority.as_deref(), Some("httpbin"));
     }
 
     #[test]
     fn unknown_keys_are_kept_verbatim_in_extra() {
-        let e = parse(r#"{"x":{"a":[1,"b"]},"authority":"a.com","y":"q\"z","z":null}"#).unwrap();
+        let e = parse(
+            r#"{"x":{"a":[1,"b"]},"authority":"a.com","y":"q\"z","z":null}"#,
+            Projection::All,
+        )
+        .unwrap();
         let extra = e.extra.unwrap();
         assert_eq!(extra, r#"{"x":{"a":[1,"b"]},"y":"q\"z","z":null}"#);
         assert!(serde_json::from_str::<serde_json::Value>(&extra).is_ok());
@@ -347,14 +435,38 @@ mod tests {
 
     #[test]
     fn key_order_does_not_matter() {
-        let a = parse(r#"{"authority":"a.com","response_code":200,"path":"/x"}"#).unwrap();
-        let b = parse(r#"{"path":"/x","response_code":200,"authority":"a.com"}"#).unwrap();
+        let a = parse(r#"{"authority":"a.com","response_code":200,"path":"/x"}"#, Projection::All)
+            .unwrap();
+        let b = parse(r#"{"path":"/x","response_code":200,"authority":"a.com"}"#, Projection::All)
+            .unwrap();
         assert_eq!(a, b);
     }
 
     #[test]
+    fn stats_projection_skips_text_but_still_checks_types() {
+        let line = r#"{"authority":"a.com","user_agent":"curl","zz":1,"bytes_sent":"7"}"#;
+        let e = parse(line, Projection::Stats).unwrap();
+        assert_eq!((e.authority.as_deref(), e.bytes_sent), (Some("a.com"), Some(7)));
+        assert_eq!((e.user_agent, e.extra), (None, None));
+        let bad = r#"{"authority":"a.com","user_agent":["x"]}"#;
+        assert_eq!(parse(bad, Projection::Stats), Err(RejectReason::WrongType("user_agent")));
+        let bad = r#"{"authority":"a.com","upstream_response_time":"soon"}"#;
+        assert_eq!(
+            parse(bad, Projection::Stats).unwrap_err(),
+            RejectReason::WrongType("upstream_response_time")
+        );
+    }
+
+    #[test]
+    fn escaped_keys_spelling_known_ones_count() {
+        let e = parse(r#"{"authority\u005ffor":"a.com","bytes\u005fsent":"5"}"#, Projection::All)
+            .unwrap();
+        assert_eq!((e.authority.as_deref(), e.bytes_sent), (Some("a.com"), Some(5)));
+    }
+
+    #[test]
     fn escaped_strings_decode() {
-        let e = parse(r#"{"path":"/a\u0020b","user_agent":"x\"y"}"#).unwrap();
+        let e = parse(r#"{"path":"/a\u0020b","user_agent":"x\"y"}"#, Projection::All).unwrap();
         assert_eq!(e.path.as_deref(), Some("/a b"));
         assert_eq!(e.user_agent.as_deref(), Some("x\"y"));
     }

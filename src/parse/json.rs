@@ -34,6 +34,11 @@ impl<'a> JsonStr<'a> {
         self.raw
     }
 
+    /// Whether the string holds an escape (so `raw` differs from the decoded text).
+    pub fn is_escaped(&self) -> bool {
+        self.escaped
+    }
+
     /// The decoded text; borrows unless the string holds an escape.
     pub fn decode(&self) -> Cow<'a, str> {
         if self.escaped { Cow::Owned(unescape(self.raw)) } else { Cow::Borrowed(self.raw) }
@@ -68,49 +73,124 @@ impl Value<'_> {
     }
 }
 
-/// Walks the members of the top-level object of `text`.
+/// The keys a caller expects, found by their first byte and a prefix compare, so the usual
+/// member needs no scan for its key's closing quote and no string match afterwards.
 #[derive(Debug)]
-pub struct ObjectScanner<'a> {
-    text: &'a str,
-    pos: usize,
-    first: bool,
+pub struct KeyTable {
+    by_first_byte: Vec<Vec<(&'static str, usize)>>,
 }
 
-impl<'a> ObjectScanner<'a> {
-    /// Starts at the opening brace (leading whitespace allowed).
-    pub fn new(text: &'a str) -> Result<Self, JsonError> {
-        let mut scanner = ObjectScanner { text, pos: 0, first: true };
-        scanner.skip_ws();
-        scanner.expect(b'{')?;
-        Ok(scanner)
+impl KeyTable {
+    /// `keys[i]` is reported as `MemberKey::Known(i)`.
+    pub fn new(keys: &[&'static str]) -> Self {
+        let mut by_first_byte = vec![Vec::new(); 256];
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(&first) = key.as_bytes().first() {
+                by_first_byte[usize::from(first)].push((*key, i));
+            }
+        }
+        KeyTable { by_first_byte }
     }
 
-    /// The next member, or `None` after the closing brace (and only whitespace after it).
-    pub fn next_member(&mut self) -> Result<Option<(JsonStr<'a>, Value<'a>)>, JsonError> {
-        self.skip_ws();
-        if self.peek()? == b'}' {
-            self.pos += 1;
-            self.skip_ws();
-            return if self.pos == self.text.len() { Ok(None) } else { Err(self.syntax()) };
-        }
-        if !self.first {
-            self.expect(b',')?;
-            self.skip_ws();
-        }
-        self.first = false;
-        self.expect(b'"')?;
-        let key = self.string_body()?;
-        self.skip_ws();
-        self.expect(b':')?;
-        self.skip_ws();
-        let value = self.value(1)?;
-        Ok(Some((key, value)))
+    /// The known key that `rest` (the bytes after a key's opening quote) starts with, closing
+    /// quote included: its index and length.
+    #[inline]
+    fn lookup(&self, rest: &[u8]) -> Option<(usize, usize)> {
+        let candidates = &self.by_first_byte[usize::from(*rest.first()?)];
+        candidates.iter().find_map(|(key, i)| {
+            let n = key.len();
+            (rest.len() > n && rest[n] == b'"' && same_bytes(&rest[..n], key.as_bytes()))
+                .then_some((*i, n))
+        })
     }
+}
 
+/// Equality of two equally long short byte strings, a word at a time: keys are 4–33 bytes,
+/// where a call into the C library's `memcmp` costs more than the compare.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    a[i..].iter().zip(&b[i..]).fold(true, |same, (x, y)| same & (x == y))
+}
+
+/// A member's key: one of the [`KeyTable`]'s, or any other (escaped keys always come as
+/// `Other`, so a caller decodes and compares them itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKey<'a> {
+    Known(usize),
+    Other(JsonStr<'a>),
+}
+
+/// Calls `each` for every member of the top-level object of `text`, in order, and checks that
+/// nothing but whitespace follows the closing brace.
+///
+/// Values are handed to a closure rather than returned so that the hot loop keeps them in
+/// registers: returning `Result<Option<(JsonStr, Value)>>` per member cost a third of the
+/// parse time in store-forwarding stalls.
+#[inline]
+pub fn for_each_member<'a>(
+    text: &'a str,
+    keys: &KeyTable,
+    mut each: impl FnMut(MemberKey<'a>, Value<'a>),
+) -> Result<(), JsonError> {
+    let mut s = Scanner { text, pos: 0 };
+    s.skip_ws();
+    s.expect(b'{')?;
+    s.skip_ws();
+    if s.peek()? != b'}' {
+        loop {
+            s.expect(b'"')?;
+            let key = match keys.lookup(&text.as_bytes()[s.pos..]) {
+                Some((index, len)) => {
+                    s.pos += len + 1;
+                    MemberKey::Known(index)
+                }
+                None => {
+                    let key_start = s.pos;
+                    let escaped = s.string_body()?;
+                    MemberKey::Other(JsonStr { raw: &text[key_start..s.pos - 1], escaped })
+                }
+            };
+            s.skip_ws();
+            s.expect(b':')?;
+            s.skip_ws();
+            let value = s.value(1)?;
+            each(key, value);
+            s.skip_ws();
+            match s.peek()? {
+                b',' => {
+                    s.pos += 1;
+                    s.skip_ws();
+                }
+                b'}' => break,
+                _ => return Err(s.syntax()),
+            }
+        }
+    }
+    s.pos += 1;
+    s.skip_ws();
+    if s.pos == text.len() { Ok(()) } else { Err(s.syntax()) }
+}
+
+/// Position in the text being scanned.
+struct Scanner<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }
 
+    #[inline]
     fn peek(&self) -> Result<u8, JsonError> {
         self.bytes().get(self.pos).copied().ok_or(JsonError::Truncated)
     }
@@ -119,6 +199,7 @@ impl<'a> ObjectScanner<'a> {
         JsonError::Syntax(self.pos)
     }
 
+    #[inline]
     fn expect(&mut self, byte: u8) -> Result<(), JsonError> {
         if self.peek()? == byte {
             self.pos += 1;
@@ -128,18 +209,21 @@ impl<'a> ObjectScanner<'a> {
         }
     }
 
+    #[inline]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\r' | b'\n') = self.bytes().get(self.pos) {
             self.pos += 1;
         }
     }
 
+    #[inline]
     fn value(&mut self, depth: usize) -> Result<Value<'a>, JsonError> {
         let start = self.pos;
         match self.peek()? {
             b'"' => {
                 self.pos += 1;
-                Ok(Value::Str(self.string_body()?))
+                let escaped = self.string_body()?;
+                Ok(Value::Str(JsonStr { raw: &self.text[start + 1..self.pos - 1], escaped }))
             }
             b'{' => {
                 self.skip_container(depth, b'}')?;
@@ -173,21 +257,21 @@ impl<'a> ObjectScanner<'a> {
         Ok(value)
     }
 
-    /// Scans the body of a string whose opening quote was consumed; leaves `pos` after the close.
-    /// Raw control characters are tolerated: rejecting them would lose a good entry for nothing.
-    fn string_body(&mut self) -> Result<JsonStr<'a>, JsonError> {
-        let start = self.pos;
+    /// Scans the body of a string whose opening quote was consumed; leaves `pos` after the close
+    /// and tells whether the string held an escape. Raw control characters are tolerated:
+    /// rejecting them would lose a good entry for nothing.
+    #[inline]
+    fn string_body(&mut self) -> Result<bool, JsonError> {
         let mut escaped = false;
         loop {
             let rest = &self.bytes()[self.pos..];
-            let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
+            let Some(i) = find_quote_or_backslash(rest) else {
                 return Err(JsonError::Truncated);
             };
             self.pos += i;
             if rest[i] == b'"' {
-                let raw = &self.text[start..self.pos];
                 self.pos += 1;
-                return Ok(JsonStr { raw, escaped });
+                return Ok(escaped);
             }
             escaped = true;
             self.pos += 1;
@@ -207,6 +291,7 @@ impl<'a> ObjectScanner<'a> {
         }
     }
 
+    #[inline]
     fn digits(&mut self) -> Result<usize, JsonError> {
         let start = self.pos;
         while self.bytes().get(self.pos).is_some_and(u8::is_ascii_digit) {
@@ -215,6 +300,7 @@ impl<'a> ObjectScanner<'a> {
         Ok(self.pos - start)
     }
 
+    #[inline]
     fn number(&mut self) -> Result<(), JsonError> {
         if self.peek()? == b'-' {
             self.pos += 1;
@@ -286,6 +372,28 @@ impl<'a> ObjectScanner<'a> {
     }
 }
 
+/// Index of the first `"` or `\\`. Most JSON strings are short, where a word-at-a-time scan
+/// beats a vectorised search's set-up; long ones go to `memchr2`.
+#[inline]
+fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_byte = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    let mut i = 0;
+    while i + 8 <= bytes.len() && i < 64 {
+        let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let hits = has_byte(word, b'"') | has_byte(word, b'\\');
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[i..]).map(|j| i + j)
+}
+
 /// Decodes the escapes of a string body that the scanner validated.
 fn unescape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
@@ -341,12 +449,30 @@ mod tests {
     use super::*;
 
     fn members(text: &str) -> Result<Vec<(String, Value<'_>)>, JsonError> {
-        let mut scanner = ObjectScanner::new(text)?;
+        let keys = KeyTable::new(&["a", "ab", "g"]);
+        let names = ["a", "ab", "g"];
         let mut out = Vec::new();
-        while let Some((key, value)) = scanner.next_member()? {
-            out.push((key.decode().into_owned(), value));
-        }
+        for_each_member(text, &keys, |key, value| {
+            let name = match key {
+                MemberKey::Known(i) => names[i].to_owned(),
+                MemberKey::Other(s) => s.decode().into_owned(),
+            };
+            out.push((name, value));
+        })?;
         Ok(out)
+    }
+
+    #[test]
+    fn known_keys_are_found_by_table_and_others_by_scan() {
+        let keys = KeyTable::new(&["authority", "authority_for"]);
+        let mut got = Vec::new();
+        let text = r#"{"authority_for":1,"authority":2,"authorit":3,"authority\u005f":4,"":5}"#;
+        for_each_member(text, &keys, |key, _| got.push(key)).unwrap();
+        assert_eq!(got[0], MemberKey::Known(1));
+        assert_eq!(got[1], MemberKey::Known(0));
+        assert!(matches!(got[2], MemberKey::Other(s) if s.raw() == "authorit"));
+        assert!(matches!(got[3], MemberKey::Other(s) if s.is_escaped()));
+        assert!(matches!(got[4], MemberKey::Other(s) if s.raw().is_empty()));
     }
 
     #[test]
@@ -367,6 +493,8 @@ mod tests {
         for cut in [
             r#"{"a":1"#,
             r#"{"a":"#,
+            r#"{"a"#,
+            r#"{"ab"#,
             r#"{"a":"abc"#,
             r#"{"a":12"#,
             r#"{"a":[1,2"#,
@@ -394,6 +522,20 @@ mod tests {
             r#"[1]"#,
         ] {
             assert!(matches!(members(bad), Err(JsonError::Syntax(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quote_search_finds_the_first_at_every_offset() {
+        for len in 0..80 {
+            for at in 0..len {
+                for byte in [b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    assert_eq!(find_quote_or_backslash(&bytes), Some(at), "{len} {at}");
+                }
+            }
+            assert_eq!(find_quote_or_backslash(&vec![0xffu8; len]), None);
         }
     }
 

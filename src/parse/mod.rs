@@ -17,6 +17,16 @@ use std::fmt;
 
 pub use prefix::{CriTag, Framed, frame};
 
+/// Which fields of an entry a caller needs. Every field is type-checked either way, so the
+/// same lines are rejected whatever the projection; only materialising differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projection {
+    /// Every field, unknown keys in `extra`: for the `access_log` table.
+    All,
+    /// What per-host stats read; other text fields stay `None` and `extra` is not built.
+    Stats,
+}
+
 /// Which access-log encoding an entry was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -144,7 +154,7 @@ impl fmt::Display for RejectReason {
 }
 
 /// Parses the message of a framed line (prefixes already stripped).
-pub fn parse_message(msg: &[u8]) -> Result<Entry<'_>, RejectReason> {
+pub fn parse_message(msg: &[u8], projection: Projection) -> Result<Entry<'_>, RejectReason> {
     let first = msg.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else {
         return Err(RejectReason::Empty);
@@ -155,7 +165,7 @@ pub fn parse_message(msg: &[u8]) -> Result<Entry<'_>, RejectReason> {
         Err(_) => return Err(RejectReason::InvalidUtf8),
     };
     let result = if msg[first] == b'{' {
-        envoy_json::parse(text)
+        envoy_json::parse(text, projection)
     } else if let Some(entry) = envoy_text::find_entry(text) {
         envoy_text::parse(entry)
     } else if is_ztunnel_text(text) {
@@ -222,7 +232,7 @@ mod tests {
             (br#"{"scope":"access","src.addr":"10.1.0.8:46322","duration":"73ms"}"#, "ztunnel_log"),
         ];
         for (msg, want) in cases {
-            let got = parse_message(msg).map(|_| ()).unwrap_err();
+            let got = parse_message(msg, Projection::All).map(|_| ()).unwrap_err();
             assert_eq!(got.as_str(), want, "{:?}", String::from_utf8_lossy(msg));
         }
     }

@@ -14,7 +14,7 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 use sketches_ddsketch::{Config, DDSketch};
 
-use crate::parse::derived::{ClusterName, ip_of, port_of, tls_originated};
+use crate::parse::derived::{ClusterName, host_of_address, port_of, tls_originated};
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::{Entry, RejectReason};
 use topk::TopK;
@@ -292,8 +292,8 @@ impl EgressStats {
             // Query strings make every path unique; group by the path alone.
             host.paths.add(path.split_once('?').map_or(path, |(p, _)| p), 1);
         }
-        if let Some(ip) = entry.downstream_remote_address.as_deref().and_then(ip_of) {
-            host.sources.add(ip, 1);
+        if let Some(address) = entry.downstream_remote_address.as_deref() {
+            host.sources.add(host_of_address(address), 1);
         }
     }
 
@@ -495,12 +495,12 @@ pub struct StatsReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::parse_message;
+    use crate::parse::{Projection, parse_message};
 
     const T0: i64 = 1_755_509_790_000_000_000;
 
     fn entry(line: &str) -> Entry<'_> {
-        parse_message(line.as_bytes()).unwrap()
+        parse_message(line.as_bytes(), Projection::Stats).unwrap()
     }
 
     #[test]
