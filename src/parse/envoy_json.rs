@@ -126,63 +126,6 @@ const STATS_FIELDS: u64 = {
     mask
 };
 
-/// Values of the known keys of one line, before their types are checked, and which of them
-/// the caller wants materialised (the others are only type-checked).
-struct Slots<'a> {
-    values: [Option<Value<'a>>; KEY_COUNT],
-    wanted: u64,
-}
-
-impl<'a> Slots<'a> {
-    fn take(&mut self, key: Key) -> Option<Value<'a>> {
-        self.values[key as usize].take()
-    }
-
-    fn text(&mut self, key: Key, name: &'static str) -> Result<Option<Cow<'a, str>>, RejectReason> {
-        let value = self.take(key);
-        if self.wanted & (1 << key as u64) == 0 {
-            return match value {
-                Some(Value::Object(_) | Value::Array(_)) => Err(RejectReason::WrongType(name)),
-                _ => Ok(None),
-            };
-        }
-        text_value(value, name)
-    }
-
-    /// The text of a numeric field: a JSON number or a string holding one; `None` if missing.
-    fn numeric_text(
-        &mut self,
-        key: Key,
-        name: &'static str,
-    ) -> Result<Option<&'a str>, RejectReason> {
-        match self.take(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => Ok(Some(n)),
-            Some(Value::Str(s)) if is_missing(s.raw()) => Ok(None),
-            Some(Value::Str(s)) => Ok(Some(s.raw().trim())),
-            Some(_) => Err(RejectReason::WrongType(name)),
-        }
-    }
-
-    /// A non-negative integer (byte counts, status codes).
-    fn unsigned(&mut self, key: Key, name: &'static str) -> Result<Option<u64>, RejectReason> {
-        match self.numeric_text(key, name)? {
-            None => Ok(None),
-            Some(text) => parse_u64(text).map(Some).ok_or(RejectReason::WrongType(name)),
-        }
-    }
-
-    /// Milliseconds: finite and not negative; Envoy prints integers, some builds fractions.
-    fn millis(&mut self, key: Key, name: &'static str) -> Result<Option<f64>, RejectReason> {
-        let Some(text) = self.numeric_text(key, name)? else { return Ok(None) };
-        let ms = match parse_u64(text) {
-            Some(whole) => whole as f64,
-            None => text.parse::<f64>().map_err(|_| RejectReason::WrongType(name))?,
-        };
-        if ms.is_finite() && ms >= 0.0 { Ok(Some(ms)) } else { Err(RejectReason::WrongType(name)) }
-    }
-}
-
 /// Plain decimal digits without sign, the form nearly every Envoy number takes; a fast path
 /// before the general parsers.
 fn parse_u64(text: &str) -> Option<u64> {
@@ -197,50 +140,169 @@ fn is_missing(raw: &str) -> bool {
 }
 
 /// A string field; numbers and booleans are kept as their text, containers are wrong.
-fn text_value<'a>(
-    value: Option<Value<'a>>,
-    name: &'static str,
-) -> Result<Option<Cow<'a, str>>, RejectReason> {
+fn text<'a>(value: Value<'a>, name: &'static str) -> Result<Option<Cow<'a, str>>, RejectReason> {
     match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Str(s)) if is_missing(s.raw()) => Ok(None),
-        Some(Value::Str(s)) => Ok(Some(s.decode())),
-        Some(Value::Number(n)) => Ok(Some(Cow::Borrowed(n))),
-        Some(Value::Bool(b)) => Ok(Some(Cow::Borrowed(if b { "true" } else { "false" }))),
-        Some(Value::Object(_) | Value::Array(_)) => Err(RejectReason::WrongType(name)),
+        Value::Null => Ok(None),
+        Value::Str(s) if is_missing(s.raw()) => Ok(None),
+        Value::Str(s) => Ok(Some(s.decode())),
+        Value::Number(n) => Ok(Some(Cow::Borrowed(n))),
+        Value::Bool(b) => Ok(Some(Cow::Borrowed(if b { "true" } else { "false" }))),
+        Value::Object(_) | Value::Array(_) => Err(RejectReason::WrongType(name)),
     }
 }
 
-/// Parses one JSON access-log line (already valid UTF-8, prefixes stripped).
-pub fn parse(text: &str, projection: Projection) -> Result<Entry<'_>, RejectReason> {
+/// The text of a numeric field: a JSON number or a string holding one; `None` if missing.
+fn numeric_text<'a>(value: Value<'a>, name: &'static str) -> Result<Option<&'a str>, RejectReason> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) => Ok(Some(n)),
+        Value::Str(s) if is_missing(s.raw()) => Ok(None),
+        Value::Str(s) => Ok(Some(s.raw().trim())),
+        Value::Bool(_) | Value::Object(_) | Value::Array(_) => Err(RejectReason::WrongType(name)),
+    }
+}
+
+/// A non-negative integer (byte counts, status codes).
+fn unsigned(value: Value<'_>, name: &'static str) -> Result<Option<u64>, RejectReason> {
+    match numeric_text(value, name)? {
+        None => Ok(None),
+        Some(text) => parse_u64(text).map(Some).ok_or(RejectReason::WrongType(name)),
+    }
+}
+
+/// Milliseconds: finite and not negative; Envoy prints integers, some builds fractions.
+fn millis(value: Value<'_>, name: &'static str) -> Result<Option<f64>, RejectReason> {
+    let Some(text) = numeric_text(value, name)? else { return Ok(None) };
+    let ms = match parse_u64(text) {
+        Some(whole) => whole as f64,
+        None => text.parse::<f64>().map_err(|_| RejectReason::WrongType(name))?,
+    };
+    if ms.is_finite() && ms >= 0.0 { Ok(Some(ms)) } else { Err(RejectReason::WrongType(name)) }
+}
+
+/// The two authority keys, resolved after the scan: `authority_for` wins in any key order.
+#[derive(Default)]
+struct Authorities<'a> {
+    authority: Option<Cow<'a, str>>,
+    authority_for: Option<Cow<'a, str>>,
+}
+
+/// Checks one known field's type and, when `wanted`, stores it in the entry.
+fn set_field<'a>(
+    entry: &mut Entry<'a>,
+    hosts: &mut Authorities<'a>,
+    key: Key,
+    value: Value<'a>,
+    wanted: bool,
+) -> Result<(), RejectReason> {
+    let name = KEYS[key as usize].0;
+    if !wanted {
+        return match key {
+            Key::ResponseCode | Key::BytesReceived | Key::BytesSent => {
+                unsigned(value, name).map(drop)
+            }
+            Key::Duration | Key::UpstreamServiceTime | Key::UpstreamResponseTime => {
+                millis(value, name).map(drop)
+            }
+            _ => text(value, name).map(drop),
+        };
+    }
+    match key {
+        Key::StartTime => {
+            entry.start_time_ns = match text(value, name)? {
+                None => None,
+                Some(t) => Some(parse_rfc3339_ns(&t).ok_or(RejectReason::WrongType(name))?),
+            }
+        }
+        Key::Authority => hosts.authority = text(value, name)?,
+        Key::AuthorityFor => hosts.authority_for = text(value, name)?,
+        Key::Method => entry.method = text(value, name)?,
+        Key::Path => entry.path = text(value, name)?,
+        Key::Protocol => entry.protocol = text(value, name)?,
+        Key::ResponseCode => {
+            entry.response_code = match unsigned(value, name)? {
+                Some(code @ 0..=999) => Some(code as u16),
+                Some(_) => return Err(RejectReason::WrongType(name)),
+                None => None,
+            }
+        }
+        Key::ResponseFlags => entry.response_flags = text(value, name)?,
+        Key::ResponseCodeDetails => entry.response_code_details = text(value, name)?,
+        Key::BytesReceived => entry.bytes_received = unsigned(value, name)?,
+        Key::BytesSent => entry.bytes_sent = unsigned(value, name)?,
+        Key::Duration => entry.duration_ms = millis(value, name)?,
+        Key::UpstreamServiceTime => entry.upstream_service_time_ms = millis(value, name)?,
+        Key::UpstreamResponseTime => entry.upstream_response_time_ms = millis(value, name)?,
+        Key::UpstreamCluster => entry.upstream_cluster = text(value, name)?.map(strip_semicolon),
+        Key::UpstreamHost => entry.upstream_host = text(value, name)?,
+        Key::UpstreamLocalAddress => entry.upstream_local_address = text(value, name)?,
+        Key::DownstreamRemoteAddress => entry.downstream_remote_address = text(value, name)?,
+        Key::DownstreamLocalAddress => entry.downstream_local_address = text(value, name)?,
+        Key::DownstreamPeerUriSan => entry.downstream_peer_uri_san = text(value, name)?,
+        Key::RouteName => entry.route_name = text(value, name)?,
+        Key::UserAgent => entry.user_agent = text(value, name)?,
+        Key::RequestId => entry.request_id = text(value, name)?,
+        Key::XForwardedFor => entry.x_forwarded_for = text(value, name)?,
+        Key::RequestedServerName => entry.requested_server_name = text(value, name)?,
+        Key::UpstreamTransportFailureReason => {
+            entry.upstream_transport_failure_reason = text(value, name)?;
+        }
+        Key::ConnectionTerminationDetails => {
+            entry.connection_termination_details = text(value, name)?;
+        }
+        Key::IstioPolicyStatus => entry.istio_policy_status = text(value, name)?,
+    }
+    Ok(())
+}
+
+/// Parses one JSON access-log line (already valid UTF-8, prefixes stripped) in one pass:
+/// each known field is type-checked and stored as it is scanned. A syntax error wins over a
+/// type error; of several type errors the first in the line is reported.
+pub fn parse(text_line: &str, projection: Projection) -> Result<Entry<'_>, RejectReason> {
     let wanted = match projection {
         Projection::All => u64::MAX,
         Projection::Stats => STATS_FIELDS,
     };
-    let mut slots = Slots { values: [None; KEY_COUNT], wanted };
     let keep_extra = projection == Projection::All;
+    let mut entry = Entry { format: Some(LogFormat::EnvoyJson), ..Entry::default() };
+    let mut hosts = Authorities::default();
+    let mut type_error = None;
     let mut extra: Option<String> = None;
     let mut ztunnel = false;
-    for_each_member(text, key_table(), |member, value| match member {
-        MemberKey::Known(slot) => slots.values[slot] = Some(value),
-        MemberKey::Other(name) => match name.is_escaped().then(|| Key::from_name(&name.decode())) {
-            Some(Some(k)) => slots.values[k as usize] = Some(value),
-            _ => {
-                ztunnel |= name.raw() == ZTUNNEL_KEY;
-                if keep_extra {
-                    push_extra(&mut extra, name, value);
+    for_each_member(text_line, key_table(), |member, value| {
+        let key = match member {
+            MemberKey::Known(slot) => KEYS[slot].1,
+            MemberKey::Other(name) => {
+                match name.is_escaped().then(|| Key::from_name(&name.decode())).flatten() {
+                    Some(key) => key,
+                    None => {
+                        ztunnel |= name.raw() == ZTUNNEL_KEY;
+                        if keep_extra {
+                            push_extra(&mut extra, name, value);
+                        }
+                        return;
+                    }
                 }
             }
-        },
+        };
+        let is_wanted = wanted & (1 << key as u64) != 0;
+        if let Err(reason) = set_field(&mut entry, &mut hosts, key, value, is_wanted) {
+            type_error.get_or_insert(reason);
+        }
     })
     .map_err(json_reason)?;
     if ztunnel {
         return Err(RejectReason::ZtunnelLog);
     }
-    if let Some(extra) = extra.as_mut() {
-        extra.push('}');
+    if let Some(reason) = type_error {
+        return Err(reason);
     }
-    entry_from_slots(slots, extra)
+    entry.authority = hosts.authority_for.or(hosts.authority).and_then(normalize_authority);
+    entry.extra = extra.map(|mut e| {
+        e.push('}');
+        e
+    });
+    Ok(entry)
 }
 
 fn json_reason(error: JsonError) -> RejectReason {
@@ -269,60 +331,6 @@ fn push_extra(extra: &mut Option<String>, name: JsonStr<'_>, value: Value<'_>) {
             out.push('"');
         }
     }
-}
-
-fn entry_from_slots(mut s: Slots<'_>, extra: Option<String>) -> Result<Entry<'_>, RejectReason> {
-    let start_time_ns = match s.text(Key::StartTime, key::START_TIME)? {
-        None => None,
-        Some(text) => {
-            Some(parse_rfc3339_ns(&text).ok_or(RejectReason::WrongType(key::START_TIME))?)
-        }
-    };
-    let authority_for = s.text(Key::AuthorityFor, key::AUTHORITY_FOR)?;
-    let authority = s.text(Key::Authority, key::AUTHORITY)?;
-    let response_code = match s.unsigned(Key::ResponseCode, key::RESPONSE_CODE)? {
-        Some(code @ 0..=999) => Some(code as u16),
-        Some(_) => return Err(RejectReason::WrongType(key::RESPONSE_CODE)),
-        None => None,
-    };
-    let upstream_cluster =
-        s.text(Key::UpstreamCluster, key::UPSTREAM_CLUSTER)?.map(strip_semicolon);
-    Ok(Entry {
-        format: Some(LogFormat::EnvoyJson),
-        start_time_ns,
-        authority: authority_for.or(authority).and_then(normalize_authority),
-        method: s.text(Key::Method, key::METHOD)?,
-        path: s.text(Key::Path, key::PATH)?,
-        protocol: s.text(Key::Protocol, key::PROTOCOL)?,
-        response_code,
-        response_flags: s.text(Key::ResponseFlags, key::RESPONSE_FLAGS)?,
-        response_code_details: s.text(Key::ResponseCodeDetails, key::RESPONSE_CODE_DETAILS)?,
-        bytes_received: s.unsigned(Key::BytesReceived, key::BYTES_RECEIVED)?,
-        bytes_sent: s.unsigned(Key::BytesSent, key::BYTES_SENT)?,
-        duration_ms: s.millis(Key::Duration, key::DURATION)?,
-        upstream_service_time_ms: s.millis(Key::UpstreamServiceTime, key::UPSTREAM_SERVICE_TIME)?,
-        upstream_response_time_ms: s
-            .millis(Key::UpstreamResponseTime, key::UPSTREAM_RESPONSE_TIME)?,
-        upstream_cluster,
-        upstream_host: s.text(Key::UpstreamHost, key::UPSTREAM_HOST)?,
-        upstream_local_address: s.text(Key::UpstreamLocalAddress, key::UPSTREAM_LOCAL_ADDRESS)?,
-        downstream_remote_address: s
-            .text(Key::DownstreamRemoteAddress, key::DOWNSTREAM_REMOTE_ADDRESS)?,
-        downstream_local_address: s
-            .text(Key::DownstreamLocalAddress, key::DOWNSTREAM_LOCAL_ADDRESS)?,
-        downstream_peer_uri_san: s.text(Key::DownstreamPeerUriSan, key::DOWNSTREAM_PEER_URI_SAN)?,
-        route_name: s.text(Key::RouteName, key::ROUTE_NAME)?,
-        user_agent: s.text(Key::UserAgent, key::USER_AGENT)?,
-        request_id: s.text(Key::RequestId, key::REQUEST_ID)?,
-        x_forwarded_for: s.text(Key::XForwardedFor, key::X_FORWARDED_FOR)?,
-        requested_server_name: s.text(Key::RequestedServerName, key::REQUESTED_SERVER_NAME)?,
-        upstream_transport_failure_reason: s
-            .text(Key::UpstreamTransportFailureReason, key::UPSTREAM_TRANSPORT_FAILURE_REASON)?,
-        connection_termination_details: s
-            .text(Key::ConnectionTerminationDetails, key::CONNECTION_TERMINATION_DETAILS)?,
-        istio_policy_status: s.text(Key::IstioPolicyStatus, key::ISTIO_POLICY_STATUS)?,
-        extra,
-    })
 }
 
 /// Istio 1.23–1.24 and ASM print `inbound-vip|80|http|aliyun.com;`: one trailing `;` goes.
