@@ -5,6 +5,21 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+/// Splits at the first `byte` (ASCII). A plain loop: these strings are short and split for
+/// every record, where `str::split_once`'s searcher set-up costs more than the search.
+#[inline]
+pub fn split_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == byte)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// Splits at the last `byte` (ASCII); see [`split_at_byte`].
+#[inline]
+pub fn rsplit_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().rposition(|b| b == byte)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
 /// Envoy's `upstream_cluster`, split. Istio names clusters `direction|port|subset|host`
 /// (`inbound-vip|80|http|aliyun.com` on a waypoint, `outbound|443||www.google.com` on a sidecar).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +35,7 @@ impl<'a> ClusterName<'a> {
         if name.is_empty() {
             return None;
         }
-        // Split by hand: this runs for every record, and `split` costs several times more.
-        let (direction, rest) = name.split_once('|').unwrap_or((name, ""));
+        let (direction, rest) = split_at_byte(name, b'|').unwrap_or((name, ""));
         let kind = match direction {
             "inbound-vip" => "inbound-vip",
             "outbound" => "outbound",
@@ -32,8 +46,8 @@ impl<'a> ClusterName<'a> {
             "BlackHoleCluster" => "blackhole",
             _ => "other",
         };
-        let (port, rest) = rest.split_once('|').unwrap_or((rest, ""));
-        let host = rest.split_once('|').map(|(_subset, host)| host).filter(|h| !h.is_empty());
+        let (port, rest) = split_at_byte(rest, b'|').unwrap_or((rest, ""));
+        let host = split_at_byte(rest, b'|').map(|(_subset, host)| host).filter(|h| !h.is_empty());
         Some(ClusterName { kind, port: port.parse().ok(), host })
     }
 }
@@ -41,11 +55,13 @@ impl<'a> ClusterName<'a> {
 /// Strips a trailing `:port` from an authority, and the brackets of an IPv6 literal.
 pub fn host_without_port(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split_once(']').map_or(authority, |(host, _)| host);
+        return split_at_byte(rest, b']').map_or(authority, |(host, _)| host);
     }
-    match authority.rsplit_once(':') {
+    match rsplit_at_byte(authority, b':') {
         // More than one colon and no brackets: a bare IPv6 address, not host:port.
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((host, port))
+            if !host.bytes().any(|b| b == b':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             host
         }
         _ => authority,
@@ -70,17 +86,17 @@ pub fn normalize_authority(authority: Cow<'_, str>) -> Option<Cow<'_, str>> {
 
 /// The port of `ip:port`, `[v6]:port` or `envoy://connect_originate/ip:port`.
 pub fn port_of(address: &str) -> Option<u16> {
-    let (_, port) = address.rsplit_once(':')?;
+    let (_, port) = rsplit_at_byte(address, b':')?;
     port.parse().ok()
 }
 
 /// The host part of `ip:port` or `[v6]:port`, unchecked: cheap enough for every record.
 pub fn host_of_address(address: &str) -> &str {
     if let Some(rest) = address.strip_prefix('[') {
-        return rest.split_once(']').map_or(address, |(host, _)| host);
+        return split_at_byte(rest, b']').map_or(address, |(host, _)| host);
     }
-    match address.rsplit_once(':') {
-        Some((host, _)) if !host.contains(':') => host,
+    match rsplit_at_byte(address, b':') {
+        Some((host, _)) if !host.bytes().any(|b| b == b':') => host,
         _ => address,
     }
 }
@@ -89,11 +105,11 @@ pub fn host_of_address(address: &str) -> &str {
 /// (redacted values, `envoy://` internal addresses).
 pub fn ip_of(address: &str) -> Option<&str> {
     let host = if let Some(rest) = address.strip_prefix('[') {
-        rest.split_once(']')?.0
+        split_at_byte(rest, b']')?.0
     } else if address.parse::<IpAddr>().is_ok() {
         address
     } else {
-        address.rsplit_once(':')?.0
+        rsplit_at_byte(address, b':')?.0
     };
     host.parse::<IpAddr>().is_ok().then_some(host)
 }

@@ -91,7 +91,8 @@ fn key_table() -> &'static KeyTable {
 }
 
 impl Key {
-    /// An escaped key spelling a known one (`"authority\u005ffor"`): legal JSON, so honoured.
+    /// A key the table did not recognise: near the end of a line, escaped
+    /// (`"authority\u005ffor"` is legal JSON, so honoured), or unknown.
     fn from_name(name: &str) -> Option<Key> {
         KEYS.iter().find(|(k, _)| *k == name).map(|(_, key)| *key)
     }
@@ -272,18 +273,16 @@ pub fn parse(text_line: &str, projection: Projection) -> Result<Entry<'_>, Rejec
     for_each_member(text_line, key_table(), |member, value| {
         let key = match member {
             MemberKey::Known(slot) => KEYS[slot].1,
-            MemberKey::Other(name) => {
-                match name.is_escaped().then(|| Key::from_name(&name.decode())).flatten() {
-                    Some(key) => key,
-                    None => {
-                        ztunnel |= name.raw() == ZTUNNEL_KEY;
-                        if keep_extra {
-                            push_extra(&mut extra, name, value);
-                        }
-                        return;
+            MemberKey::Other(name) => match Key::from_name(&name.decode()) {
+                Some(key) => key,
+                None => {
+                    ztunnel |= name.raw() == ZTUNNEL_KEY;
+                    if keep_extra {
+                        push_extra(&mut extra, name, value);
                     }
+                    return;
                 }
-            }
+            },
         };
         let is_wanted = wanted & (1 << key as u64) != 0;
         if let Err(reason) = set_field(&mut entry, &mut hosts, key, value, is_wanted) {

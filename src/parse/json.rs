@@ -73,55 +73,79 @@ impl Value<'_> {
     }
 }
 
-/// The keys a caller expects, found by their first byte and a prefix compare, so the usual
+/// The keys a caller expects, found by their first byte and a word-wise compare, so the usual
 /// member needs no scan for its key's closing quote and no string match afterwards.
 #[derive(Debug)]
 pub struct KeyTable {
-    by_first_byte: Vec<Vec<(&'static str, usize)>>,
+    by_first_byte: Vec<Vec<TableKey>>,
+}
+
+/// Longest key the table compares word-wise; longer ones are matched by the general scan.
+const TABLE_KEY_MAX: usize = 40;
+const TABLE_WORDS: usize = TABLE_KEY_MAX / 8;
+
+/// A known key as little-endian words, zero-padded, with masks covering its bytes.
+#[derive(Debug, Clone)]
+struct TableKey {
+    words: [u64; TABLE_WORDS],
+    masks: [u64; TABLE_WORDS],
+    len: usize,
+    index: usize,
 }
 
 impl KeyTable {
     /// `keys[i]` is reported as `MemberKey::Known(i)`.
     pub fn new(keys: &[&'static str]) -> Self {
         let mut by_first_byte = vec![Vec::new(); 256];
-        for (i, key) in keys.iter().enumerate() {
-            if let Some(&first) = key.as_bytes().first() {
-                by_first_byte[usize::from(first)].push((*key, i));
+        for (index, key) in keys.iter().enumerate() {
+            let bytes = key.as_bytes();
+            let (Some(&first), true) = (bytes.first(), bytes.len() <= TABLE_KEY_MAX) else {
+                continue;
+            };
+            let mut padded = [0u8; TABLE_KEY_MAX];
+            padded[..bytes.len()].copy_from_slice(bytes);
+            let mut entry = TableKey {
+                words: [0; TABLE_WORDS],
+                masks: [0; TABLE_WORDS],
+                len: bytes.len(),
+                index,
+            };
+            for w in 0..TABLE_WORDS {
+                entry.words[w] = word_at(&padded, w * 8);
+                let covered = bytes.len().saturating_sub(w * 8).min(8);
+                entry.masks[w] = if covered == 8 { u64::MAX } else { (1u64 << (covered * 8)) - 1 };
             }
+            by_first_byte[usize::from(first)].push(entry);
         }
         KeyTable { by_first_byte }
     }
 
     /// The known key that `rest` (the bytes after a key's opening quote) starts with, closing
-    /// quote included: its index and length.
+    /// quote included: its index and length. Near the end of a line the general scan decides.
     #[inline]
     fn lookup(&self, rest: &[u8]) -> Option<(usize, usize)> {
-        let candidates = &self.by_first_byte[usize::from(*rest.first()?)];
-        candidates.iter().find_map(|(key, i)| {
-            let n = key.len();
-            (rest.len() > n && rest[n] == b'"' && same_bytes(&rest[..n], key.as_bytes()))
-                .then_some((*i, n))
+        if rest.len() <= TABLE_KEY_MAX {
+            return None;
+        }
+        let candidates = &self.by_first_byte[usize::from(rest[0])];
+        candidates.iter().find_map(|key| {
+            let same = rest[key.len] == b'"'
+                && (0..key.len.div_ceil(8))
+                    .all(|w| word_at(rest, w * 8) & key.masks[w] == key.words[w]);
+            same.then_some((key.index, key.len))
         })
     }
 }
 
-/// Equality of two equally long short byte strings, a word at a time: keys are 4–33 bytes,
-/// where a call into the C library's `memcmp` costs more than the compare.
+/// Eight bytes at `at` as a little-endian word.
 #[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-    let mut i = 0;
-    while i + 8 <= a.len() {
-        if word(a, i) != word(b, i) {
-            return false;
-        }
-        i += 8;
-    }
-    a[i..].iter().zip(&b[i..]).fold(true, |same, (x, y)| same & (x == y))
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("caller checked the length"))
 }
 
-/// A member's key: one of the [`KeyTable`]'s, or any other (escaped keys always come as
-/// `Other`, so a caller decodes and compares them itself).
+/// A member's key: one the [`KeyTable`] recognised, or any other. The table is a fast path
+/// only: a known key can still come as `Other` (escaped, or too near the end of the line), so
+/// a caller matches `Other` keys itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberKey<'a> {
     Known(usize),
@@ -372,26 +396,19 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Index of the first `"` or `\\`. Most JSON strings are short, where a word-at-a-time scan
-/// beats a vectorised search's set-up; long ones go to `memchr2`.
+/// Index of the first `"` or `\\`. Most JSON strings are short: 16-byte SSE2 vectors (always
+/// present on x86-64) fit them better than `memchr2`'s 32-byte AVX2 path and its set-up.
 #[inline]
 fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_byte = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGHS
-    };
-    let mut i = 0;
-    while i + 8 <= bytes.len() && i < 64 {
-        let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let hits = has_byte(word, b'"') | has_byte(word, b'\\');
-        if hits != 0 {
-            return Some(i + (hits.trailing_zeros() / 8) as usize);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use memchr::arch::x86_64::sse2::memchr::Two;
+        static SEARCHER: std::sync::OnceLock<Option<Two>> = std::sync::OnceLock::new();
+        if let Some(searcher) = SEARCHER.get_or_init(|| Two::new(b'"', b'\\')) {
+            return searcher.find(bytes);
         }
-        i += 8;
     }
-    memchr::memchr2(b'"', b'\\', &bytes[i..]).map(|j| i + j)
+    memchr::memchr2(b'"', b'\\', bytes)
 }
 
 /// Decodes the escapes of a string body that the scanner validated.

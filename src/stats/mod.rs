@@ -14,7 +14,7 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 use sketches_ddsketch::{Config, DDSketch};
 
-use crate::parse::derived::{ClusterName, host_of_address, port_of, tls_originated};
+use crate::parse::derived::{ClusterName, host_of_address, port_of, split_at_byte, tls_originated};
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::{Entry, RejectReason};
 use topk::TopK;
@@ -290,7 +290,7 @@ impl EgressStats {
         host.last_seen_ns = host.last_seen_ns.max(ts_ns);
         if let Some(path) = entry.path.as_deref() {
             // Query strings make every path unique; group by the path alone.
-            host.paths.add(path.split_once('?').map_or(path, |(p, _)| p), 1);
+            host.paths.add(split_at_byte(path, b'?').map_or(path, |(p, _)| p), 1);
         }
         if let Some(address) = entry.downstream_remote_address.as_deref() {
             host.sources.add(host_of_address(address), 1);
