@@ -125,6 +125,11 @@ impl CriJoiner {
     }
 
     fn push(&mut self, line: &[u8], line_no: u64, each: &mut impl FnMut(RawLine<'_>)) {
+        // A CRI line starts with its timestamp; anything else passes without framing.
+        if !line.first().is_some_and(u8::is_ascii_digit) {
+            each(RawLine { bytes: line, len: line.len() as u64, too_long: false, line_no });
+            return;
+        }
         let framed = frame(line);
         let (Some(tag), Some(stream)) = (framed.cri, framed.stream) else {
             each(RawLine { bytes: line, len: line.len() as u64, too_long: false, line_no });
