@@ -201,9 +201,10 @@ pub fn stats(inputs: &[Input], config: &IngestConfig) -> Result<EgressStats, Rea
             let _ = tx.send(block);
         });
         drop(tx);
-        let mut total = EgressStats::new(config.stats);
-        for handle in handles {
-            let part = handle.join().expect("a stats worker panicked");
+        // Merge into the first worker's table rather than a fresh one: one copy less in memory.
+        let mut parts = handles.into_iter().map(|h| h.join().expect("a stats worker panicked"));
+        let mut total = parts.next().unwrap_or_else(|| EgressStats::new(config.stats));
+        for part in parts {
             total.merge(&part);
         }
         read.map(|()| total)

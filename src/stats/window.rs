@@ -1,15 +1,23 @@
-//! Recent-traffic windows by the log's own clock: a ring of 10-second slots covering one hour,
-//! each holding counters and a latency sketch per active host. Slots are sparse (only hosts
-//! seen in that slot), and a slot is reused when the clock moves an hour past it.
+//! Recent-traffic windows by the log's own clock: rings of time slots, each slot holding
+//! counters and a latency sketch per active host. 10-second slots serve the 1- and 5-minute
+//! windows, 1-minute slots the hour, so an hour costs 94 cells per busy host, not 362. Slots
+//! are sparse (only hosts seen in them) and are reused when the clock moves a ring past them.
 
 use std::collections::HashMap;
 
 use super::{LatencySketch, STATUS_CLASSES, status_class};
 use foldhash::fast::RandomState;
 
-const SLOT_NS: i64 = 10_000_000_000;
-/// One hour of 10-second slots, plus the partly covered slot at each end.
-pub const SLOTS: usize = 362;
+/// Five minutes of 10-second slots, plus the partly covered slot at each end.
+const FINE: RingShape = RingShape { slot_ns: 10_000_000_000, slots: 32 };
+/// One hour of 1-minute slots, plus the partly covered slot at each end.
+const COARSE: RingShape = RingShape { slot_ns: 60_000_000_000, slots: 62 };
+
+#[derive(Debug, Clone, Copy)]
+struct RingShape {
+    slot_ns: i64,
+    slots: usize,
+}
 
 /// A time window a report can cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,31 +116,36 @@ struct Slot {
     hosts: HashMap<u32, WindowCell, RandomState>,
 }
 
-/// The ring of slots; hosts are numbered by the caller.
+/// One ring of slots; hosts are numbered by the caller.
 #[derive(Debug, Clone)]
-pub struct Windows {
+struct Ring {
+    shape: RingShape,
     slots: Vec<Slot>,
 }
 
-impl Default for Windows {
-    fn default() -> Self {
+impl Ring {
+    fn new(shape: RingShape) -> Self {
         let empty = Slot { index: i64::MIN, hosts: HashMap::default() };
-        Windows { slots: vec![empty; SLOTS] }
+        Ring { shape, slots: vec![empty; shape.slots] }
     }
-}
 
-impl Windows {
-    pub fn record(&mut self, host: u32, obs: &Observation) {
-        let index = obs.ts_ns.div_euclid(SLOT_NS);
-        let slot = &mut self.slots[index.rem_euclid(SLOTS as i64) as usize];
+    /// The slot for `index`, emptied if it held an older one; `None` if `index` is older
+    /// than what the slot holds (beyond the ring's horizon).
+    fn slot(&mut self, index: i64) -> Option<&mut Slot> {
+        let slot = &mut self.slots[index.rem_euclid(self.shape.slots as i64) as usize];
         if slot.index > index {
-            // Older than the ring's horizon: counted since start, not in any window.
-            return;
+            return None;
         }
         if slot.index < index {
             slot.index = index;
             slot.hosts.clear();
         }
+        Some(slot)
+    }
+
+    fn record(&mut self, host: u32, obs: &Observation) {
+        // Older than the ring's horizon: counted since start, not in this window.
+        let Some(slot) = self.slot(obs.ts_ns.div_euclid(self.shape.slot_ns)) else { return };
         let cell = slot.hosts.entry(host).or_insert_with(WindowCell::new);
         cell.requests += 1;
         cell.errors += u64::from(obs.error);
@@ -145,11 +158,9 @@ impl Windows {
         }
     }
 
-    /// Per-host totals over the slots overlapping `(now_ns - seconds, now_ns]`: the window's
-    /// edges are rounded out to whole slots, so it may cover up to one slot more than asked.
-    pub fn collect(&self, now_ns: i64, seconds: i64) -> HashMap<u32, WindowCell, RandomState> {
-        let now = now_ns.div_euclid(SLOT_NS);
-        let oldest = (now_ns - seconds * 1_000_000_000).div_euclid(SLOT_NS);
+    fn collect(&self, now_ns: i64, seconds: i64) -> HashMap<u32, WindowCell, RandomState> {
+        let now = now_ns.div_euclid(self.shape.slot_ns);
+        let oldest = (now_ns - seconds * 1_000_000_000).div_euclid(self.shape.slot_ns);
         let mut out: HashMap<u32, WindowCell, RandomState> = HashMap::default();
         for slot in self.slots.iter().filter(|s| (oldest..=now).contains(&s.index)) {
             for (host, cell) in &slot.hosts {
@@ -159,22 +170,49 @@ impl Windows {
         out
     }
 
-    /// Adds another ring's slots; `remap` turns the other side's host numbers into ours.
-    pub fn merge(&mut self, other: &Windows, remap: &[u32]) {
+    fn merge(&mut self, other: &Ring, remap: &[u32]) {
         for theirs in other.slots.iter().filter(|s| s.index != i64::MIN) {
-            let ours = &mut self.slots[theirs.index.rem_euclid(SLOTS as i64) as usize];
-            if ours.index > theirs.index {
-                continue;
-            }
-            if ours.index < theirs.index {
-                ours.index = theirs.index;
-                ours.hosts.clear();
-            }
+            let Some(ours) = self.slot(theirs.index) else { continue };
             for (host, cell) in &theirs.hosts {
                 let host = remap[*host as usize];
                 ours.hosts.entry(host).or_insert_with(WindowCell::new).merge(cell);
             }
         }
+    }
+}
+
+/// The windows of one stats table.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    fine: Ring,
+    coarse: Ring,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows { fine: Ring::new(FINE), coarse: Ring::new(COARSE) }
+    }
+}
+
+impl Windows {
+    pub fn record(&mut self, host: u32, obs: &Observation) {
+        self.fine.record(host, obs);
+        self.coarse.record(host, obs);
+    }
+
+    /// Per-host totals over the slots overlapping `(now_ns - seconds, now_ns]`: the window's
+    /// edges are rounded out to whole slots (10 s up to 5 minutes, 1 minute beyond), so it may
+    /// cover up to one slot more than asked.
+    pub fn collect(&self, now_ns: i64, seconds: i64) -> HashMap<u32, WindowCell, RandomState> {
+        let fine_span = (FINE.slots as i64 - 1) * FINE.slot_ns / 1_000_000_000;
+        let ring = if seconds < fine_span { &self.fine } else { &self.coarse };
+        ring.collect(now_ns, seconds)
+    }
+
+    /// Adds another table's windows; `remap` turns the other side's host numbers into ours.
+    pub fn merge(&mut self, other: &Windows, remap: &[u32]) {
+        self.fine.merge(&other.fine, remap);
+        self.coarse.merge(&other.coarse, remap);
     }
 }
 
