@@ -16,7 +16,7 @@ use crate::parse::{
     Entry, LogFormat, Projection, RejectReason, frame, parse_message, sniff_encoding,
 };
 use crate::source::Input;
-use crate::source::lines::{DEFAULT_MAX_LINE, RawLine, read_lines};
+use crate::source::lines::{Chunk, DEFAULT_MAX_LINE, RawLine, read_chunks};
 use crate::stats::{EgressStats, StatsConfig};
 
 /// An input that could not be read.
@@ -35,7 +35,7 @@ pub struct IngestConfig {
     pub max_line: usize,
     /// Parsing threads for [`stats`].
     pub workers: usize,
-    /// Bytes of whole lines handed to a worker at a time.
+    /// Bytes of whole lines handed to a worker at a time (a chunk).
     pub block_bytes: usize,
     pub stats: StatsConfig,
 }
@@ -117,88 +117,48 @@ impl LineSink for EgressStats {
     }
 }
 
-/// Whole lines for one worker; lines are stored back to back, each span says where one ends.
-struct Block {
+/// A chunk of one input and what a worker needs to know about where it came from.
+struct Work {
     origin: Arc<str>,
-    data: Vec<u8>,
-    spans: Vec<Span>,
+    chunk: Chunk,
     ingest_ts_ns: i64,
     encoding: Option<LogFormat>,
 }
 
-struct Span {
-    end: usize,
-    len: u64,
-    too_long: bool,
-    line_no: u64,
-}
-
-impl Block {
-    fn new(origin: Arc<str>, capacity: usize) -> Self {
-        Block {
-            origin,
-            data: Vec::with_capacity(capacity),
-            spans: Vec::with_capacity(capacity / 512),
-            ingest_ts_ns: now_ns(),
-            encoding: None,
-        }
-    }
-
-    fn push(&mut self, line: RawLine<'_>) {
-        self.data.extend_from_slice(line.bytes);
-        let span = Span {
-            end: self.data.len(),
-            len: line.len,
-            too_long: line.too_long,
-            line_no: line.line_no,
-        };
-        self.spans.push(span);
-    }
-
-    fn process(&self, sink: &mut impl LineSink) {
+impl Work {
+    fn process(&self, max_line: usize, sink: &mut impl LineSink) {
         let ctx = LineContext {
             origin: &self.origin,
             ingest_ts_ns: self.ingest_ts_ns,
             encoding: self.encoding,
             ..LineContext::default()
         };
-        let mut start = 0;
-        for span in &self.spans {
-            let line = RawLine {
-                bytes: &self.data[start..span.end],
-                len: span.len,
-                too_long: span.too_long,
-                line_no: span.line_no,
-            };
-            process_line(line, &ctx, sink);
-            start = span.end;
-        }
+        self.chunk.lines(max_line, |line| process_line(line, &ctx, sink));
     }
 }
 
 /// Per-host stats of all `inputs`, parsed on `config.workers` threads.
 pub fn stats(inputs: &[Input], config: &IngestConfig) -> Result<EgressStats, ReadError> {
     let workers = config.workers.max(1);
-    // Two blocks in flight per worker keep them busy; more would only hold memory.
-    let (tx, rx) = bounded::<Block>(workers * 2);
+    // Two chunks in flight per worker keep them busy; more would only hold memory.
+    let (tx, rx) = bounded::<Work>(workers * 2);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = rx.clone();
-                let stats_config = config.stats;
                 scope.spawn(move || {
-                    let mut stats = EgressStats::new(stats_config);
-                    for block in rx {
-                        block.process(&mut stats);
+                    let mut stats = EgressStats::new(config.stats);
+                    for work in rx {
+                        work.process(config.max_line, &mut stats);
                     }
                     stats
                 })
             })
             .collect();
         drop(rx);
-        let read = read_blocks(inputs, config, |block| {
+        let read = read_work(inputs, config, |work| {
             // Workers only stop when the channel closes, so a send cannot fail here.
-            let _ = tx.send(block);
+            let _ = tx.send(work);
         });
         drop(tx);
         // Merge into the first worker's table rather than a fresh one: one copy less in memory.
@@ -211,36 +171,25 @@ pub fn stats(inputs: &[Input], config: &IngestConfig) -> Result<EgressStats, Rea
     })
 }
 
-fn read_blocks(
+/// Reads every input in chunks, deciding each input's encoding from its first entry.
+fn read_work(
     inputs: &[Input],
     config: &IngestConfig,
-    mut send: impl FnMut(Block),
+    mut send: impl FnMut(Work),
 ) -> Result<(), ReadError> {
     for input in inputs {
         let name = input.name();
         let origin: Arc<str> = name.as_str().into();
         let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
-        // Any line up to the cap fits into an empty block.
-        let capacity = config.block_bytes.max(config.max_line);
-        let mut block = Block::new(origin.clone(), capacity);
         let mut lock = EncodingLock::default();
-        read_lines(reader, config.max_line, |line| {
-            lock.observe(&line);
-            // Hand the block over before it would grow: a reallocation copies all of it.
-            if !block.spans.is_empty()
-                && block.data.len() + line.bytes.len() > block.data.capacity()
-            {
-                let mut full = std::mem::replace(&mut block, Block::new(origin.clone(), capacity));
-                full.encoding = lock.encoding();
-                send(full);
+        read_chunks(reader, config.block_bytes, config.max_line, |chunk| {
+            if lock.encoding().is_none() {
+                chunk.lines(config.max_line, |line| lock.observe(&line));
             }
-            block.push(line);
+            let ingest_ts_ns = now_ns();
+            send(Work { origin: origin.clone(), chunk, ingest_ts_ns, encoding: lock.encoding() });
         })
         .map_err(|source| ReadError { name: name.clone(), source })?;
-        if !block.spans.is_empty() {
-            block.encoding = lock.encoding();
-            send(block);
-        }
     }
     Ok(())
 }
@@ -294,10 +243,13 @@ pub fn batches(
     };
     let mut ctx = LineContext { origin: &name, ingest_ts_ns: now_ns(), ..LineContext::default() };
     let mut lock = EncodingLock::default();
-    read_lines(reader, config.max_line, |line| {
-        lock.observe(&line);
-        ctx.encoding = lock.encoding();
-        process_line(line, &ctx, &mut sink);
+    read_chunks(reader, config.block_bytes, config.max_line, |chunk| {
+        ctx.ingest_ts_ns = now_ns();
+        chunk.lines(config.max_line, |line| {
+            lock.observe(&line);
+            ctx.encoding = lock.encoding();
+            process_line(line, &ctx, &mut sink);
+        });
     })
     .map_err(|source| ReadError { name: name.clone(), source })?;
     if !sink.access_log.is_empty() {

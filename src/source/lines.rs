@@ -1,9 +1,12 @@
-//! Bytes to logical lines: split on `\n`, cap the length, join CRI `P` chunks.
+//! Bytes to logical lines: cut the input into chunks of whole lines, split them, cap the line
+//! length, join CRI `P` chunks.
 //!
-//! A line longer than the cap is never held whole: its head is kept for the reject and the
-//! rest is counted and skipped as it streams past. A run of CRI partial chunks
-//! (`… stdout P …` ended by `… stdout F …`) becomes one line that looks like a single `F` line,
-//! so framing downstream stays per line. A last line without a newline is still a line.
+//! [`read_chunks`] only looks for the last newline of each chunk, so the splitting and
+//! parsing of chunks ([`split_lines`]) can run on other threads. A chunk never ends inside a
+//! run of CRI partial lines (`… stdout P …` up to `… stdout F …`), which [`split_lines`] joins
+//! into one line that looks like a single `F` line. A line (or CRI run) longer than the cap is
+//! never held whole: its head is kept for the reject and the rest is counted and skipped as it
+//! streams past. A last line without a newline is still a line.
 
 use std::io::{self, Read};
 
@@ -12,7 +15,9 @@ use crate::parse::{CriTag, frame};
 
 /// Default cap on one logical line.
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
-const READ_CHUNK: usize = 256 * 1024;
+const READ_SIZE: usize = 256 * 1024;
+/// Bytes of a line's start that are enough to read its CRI prefix.
+const PREFIX_WINDOW: usize = 64;
 
 /// One logical line as read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,29 +31,51 @@ pub struct RawLine<'a> {
     pub line_no: u64,
 }
 
-/// Reads logical lines from `input`, calling `each` for every one. Returns the number of bytes
-/// read.
-pub fn read_lines<R: Read>(
-    mut input: R,
-    max_line: usize,
-    mut each: impl FnMut(RawLine<'_>),
-) -> io::Result<u64> {
-    let mut joiner = CriJoiner::new(max_line);
-    // `buf[start..end]` holds bytes read but not yet split; it grows only while a line does.
-    let mut buf: Vec<u8> = vec![0; READ_CHUNK * 2];
-    let (mut start, mut end) = (0, 0);
-    let mut line_no = 0u64;
-    let mut total = 0u64;
-    // While skipping an overlong line: its head and the bytes seen so far.
-    let mut overlong: Option<(Vec<u8>, u64)> = None;
-    loop {
-        if start > 0 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
+/// A piece of input for one worker: whole lines, or the head of a line too long to hold.
+#[derive(Debug)]
+pub enum Chunk {
+    Lines { bytes: Vec<u8>, first_line_no: u64 },
+    TooLong { head: Vec<u8>, len: u64, line_no: u64 },
+}
+
+impl Chunk {
+    /// Calls `each` for every logical line of the chunk.
+    pub fn lines(&self, max_line: usize, each: impl FnMut(RawLine<'_>)) {
+        match self {
+            Chunk::Lines { bytes, first_line_no } => {
+                split_lines(bytes, *first_line_no, max_line, each);
+            }
+            Chunk::TooLong { head, len, line_no } => {
+                let mut each = each;
+                each(RawLine { bytes: head, len: *len, too_long: true, line_no: *line_no });
+            }
         }
-        if buf.len() - end < READ_CHUNK {
-            buf.resize(end + READ_CHUNK, 0);
+    }
+}
+
+/// Reads `input` in chunks of about `chunk_size` bytes that end at a line boundary outside any
+/// CRI partial run, calling `each` for every chunk. Memory stays within about
+/// `chunk_size + max_line`. Returns the bytes read.
+pub fn read_chunks<R: Read>(
+    mut input: R,
+    chunk_size: usize,
+    max_line: usize,
+    mut each: impl FnMut(Chunk),
+) -> io::Result<u64> {
+    // `buf[..end]` holds what was read; the rest is room, zeroed once when allocated.
+    let fresh = |carry: &[u8]| {
+        let mut next = vec![0u8; (chunk_size + READ_SIZE).max(carry.len() + READ_SIZE)];
+        next[..carry.len()].copy_from_slice(carry);
+        next
+    };
+    let mut buf = fresh(&[]);
+    let mut end = 0;
+    let mut line_no = 1u64;
+    let mut total = 0u64;
+    let mut skip: Option<Skip> = None;
+    loop {
+        if buf.len() - end < READ_SIZE {
+            buf.resize(end + READ_SIZE, 0);
         }
         let n = match input.read(&mut buf[end..]) {
             Ok(n) => n,
@@ -57,45 +84,210 @@ pub fn read_lines<R: Read>(
         };
         end += n;
         total += n as u64;
-        while let Some(i) = memchr::memchr(b'\n', &buf[start..end]) {
-            let line = &buf[start..start + i];
-            line_no += 1;
-            match overlong.take() {
-                Some((mut head, seen)) => {
-                    fill_head(&mut head, line);
-                    let len = seen + line.len() as u64;
-                    each(RawLine { bytes: &head, len, too_long: true, line_no });
-                }
-                None if line.len() > max_line => {
-                    let head = &line[..REJECT_RAW_CAP.min(line.len())];
-                    each(RawLine { bytes: head, len: line.len() as u64, too_long: true, line_no });
-                }
-                None => joiner.push(line, line_no, &mut each),
+        let eof = n == 0;
+        if let Some(s) = skip.as_mut() {
+            let (consumed, finished) = s.consume(&buf[..end], eof);
+            buf.copy_within(consumed..end, 0);
+            end -= consumed;
+            if finished || eof {
+                let s = skip.take().expect("checked above");
+                line_no = s.first_line_no + s.lines.max(1);
+                each(Chunk::TooLong { head: s.head, len: s.len, line_no: s.first_line_no });
+            } else {
+                continue;
             }
-            start += i + 1;
         }
-        let pending = end - start;
-        if let Some((head, seen)) = overlong.as_mut() {
-            fill_head(head, &buf[start..end]);
-            *seen += pending as u64;
-            end = start;
-        } else if pending > max_line {
-            let head = buf[start..start + REJECT_RAW_CAP.min(pending)].to_vec();
-            overlong = Some((head, pending as u64));
-            end = start;
-        }
-        if n == 0 {
-            if let Some((head, seen)) = overlong.take() {
-                line_no += 1;
-                each(RawLine { bytes: &head, len: seen, too_long: true, line_no });
-            } else if pending > 0 {
-                line_no += 1;
-                joiner.push(&buf[start..end], line_no, &mut each);
+        if eof {
+            if end > 0 {
+                buf.truncate(end);
+                each(Chunk::Lines { bytes: buf, first_line_no: line_no });
             }
-            joiner.finish(&mut each);
             return Ok(total);
         }
+        // Where the input could be cut: before the unfinished last line, and before a CRI run
+        // that the lines before it end with.
+        let tail = memchr::memrchr(b'\n', &buf[..end]).map_or(0, |i| i + 1);
+        let cut = cut_before_partial_run(&buf[..tail]);
+        if end - cut > max_line {
+            // What follows the cut is already over the cap: hand over the lines before it,
+            // then skip it as it streams past.
+            if cut > 0 {
+                line_no = send(&mut buf, &mut end, cut, line_no, &fresh, &mut each);
+            }
+            skip = Some(Skip::new(line_no, cut < tail));
+            continue;
+        }
+        if end >= chunk_size && cut > 0 {
+            line_no = send(&mut buf, &mut end, cut, line_no, &fresh, &mut each);
+        }
     }
+}
+
+/// Hands `buf[..cut]` over as a chunk and keeps the rest; returns the next chunk's first line.
+fn send(
+    buf: &mut Vec<u8>,
+    end: &mut usize,
+    cut: usize,
+    line_no: u64,
+    fresh: &impl Fn(&[u8]) -> Vec<u8>,
+    each: &mut impl FnMut(Chunk),
+) -> u64 {
+    let next = fresh(&buf[cut..*end]);
+    *end -= cut;
+    let mut bytes = std::mem::replace(buf, next);
+    bytes.truncate(cut);
+    let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+    each(Chunk::Lines { bytes, first_line_no: line_no });
+    line_no + lines
+}
+
+/// How far back a cut looks for open CRI runs: containerd writes a long line's chunks one
+/// after another, so another stream interleaves at most a few lines into a run.
+const CUT_LOOKBACK_LINES: usize = 256;
+
+/// Where to cut `lines` (whole lines, or empty) so that no run of CRI `P` lines is split: at
+/// their end, or before the earliest run still open there (stdout and stderr each may have
+/// one). Looks back over CRI lines only, so it stops at once in any other input.
+fn cut_before_partial_run(lines: &[u8]) -> usize {
+    // The newest CRI lines: (start, is stdout, tag).
+    let mut recent: Vec<(usize, bool, CriTag)> = Vec::new();
+    let mut end = lines.len();
+    while end > 0 && recent.len() < CUT_LOOKBACK_LINES {
+        let start = memchr::memrchr(b'\n', &lines[..end - 1]).map_or(0, |i| i + 1);
+        let framed = frame(&lines[start..end - 1]);
+        let (Some(tag), Some(stream)) = (framed.cri, framed.stream) else { break };
+        recent.push((start, stream == "stdout", tag));
+        end = start;
+    }
+    let mut cut = lines.len();
+    for stdout in [true, false] {
+        let mut run_start = None;
+        for &(start, _, tag) in recent.iter().filter(|(_, s, _)| *s == stdout) {
+            if tag != CriTag::Partial {
+                break;
+            }
+            run_start = Some(start);
+        }
+        if let Some(start) = run_start {
+            cut = cut.min(start);
+        }
+    }
+    cut
+}
+
+/// An overlong line, or an overlong CRI run, being skipped as it streams past. A run ends
+/// with the next `F` line of either stream: close enough for a line that is rejected anyway.
+struct Skip {
+    head: Vec<u8>,
+    len: u64,
+    first_line_no: u64,
+    /// Physical lines consumed so far.
+    lines: u64,
+    /// Whether this is a CRI run, which ends after its `F` line.
+    run: bool,
+    /// Inside a physical line (its start was consumed, its newline not yet).
+    mid_line: bool,
+    /// The CRI tag of the physical line being consumed.
+    tag: Option<CriTag>,
+    /// Bytes of CRI prefix still to drop from the line being consumed: a run counts as the
+    /// joined line would (first prefix, then messages only).
+    prefix_left: usize,
+}
+
+impl Skip {
+    fn new(first_line_no: u64, run: bool) -> Self {
+        Skip {
+            head: Vec::with_capacity(REJECT_RAW_CAP),
+            len: 0,
+            first_line_no,
+            lines: 0,
+            run,
+            mid_line: false,
+            tag: None,
+            prefix_left: 0,
+        }
+    }
+
+    fn add(&mut self, bytes: &[u8]) {
+        let dropped = self.prefix_left.min(bytes.len());
+        self.prefix_left -= dropped;
+        let bytes = &bytes[dropped..];
+        fill_head(&mut self.head, bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// Consumes what of `bytes` belongs to the skipped line or run: how many bytes, and
+    /// whether it is complete.
+    fn consume(&mut self, bytes: &[u8], eof: bool) -> (usize, bool) {
+        let mut pos = 0;
+        loop {
+            if !self.mid_line {
+                if pos == bytes.len() {
+                    return (pos, false);
+                }
+                if self.run {
+                    let window = &bytes[pos..bytes.len().min(pos + PREFIX_WINDOW)];
+                    let line = memchr::memchr(b'\n', window).map_or(window, |i| &window[..i]);
+                    if line.len() == window.len() && window.len() < PREFIX_WINDOW && !eof {
+                        return (pos, false);
+                    }
+                    let framed = frame(line);
+                    if self.lines > 0 && framed.cri.is_none() {
+                        // The run stopped without its `F` line; the next line is its own.
+                        return (pos, true);
+                    }
+                    self.tag = framed.cri;
+                    if self.lines > 0 {
+                        self.prefix_left = line.len() - framed.msg.len();
+                    }
+                }
+                self.mid_line = true;
+            }
+            match memchr::memchr(b'\n', &bytes[pos..]) {
+                Some(i) => {
+                    self.add(&bytes[pos..pos + i]);
+                    self.lines += 1;
+                    self.mid_line = false;
+                    pos += i + 1;
+                    if !self.run || self.tag == Some(CriTag::Full) {
+                        return (pos, true);
+                    }
+                }
+                None => {
+                    self.add(&bytes[pos..]);
+                    return (bytes.len(), false);
+                }
+            }
+        }
+    }
+}
+
+/// Splits lines held in memory, `first_line_no` being the number of the first; a last line
+/// without newline is a line.
+pub fn split_lines(
+    bytes: &[u8],
+    first_line_no: u64,
+    max_line: usize,
+    mut each: impl FnMut(RawLine<'_>),
+) {
+    let mut joiner = CriJoiner::new(max_line);
+    let mut line_no = first_line_no;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        if line.len() > max_line {
+            let head = &line[..REJECT_RAW_CAP.min(line.len())];
+            each(RawLine { bytes: head, len: line.len() as u64, too_long: true, line_no });
+        } else {
+            joiner.push(line, line_no, &mut each);
+        }
+        line_no += 1;
+        rest = next;
+    }
+    joiner.finish(&mut each);
 }
 
 /// Tops up the kept head of an overlong line to [`REJECT_RAW_CAP`] bytes.
@@ -164,7 +356,7 @@ impl CriJoiner {
         }
     }
 
-    /// Emits runs that never got their `F` chunk (the file ended mid-line).
+    /// Emits runs that never got their `F` chunk (the input ended mid-line).
     fn finish(&mut self, each: &mut impl FnMut(RawLine<'_>)) {
         let mut runs: Vec<Partial> =
             self.stdout.take().into_iter().chain(self.stderr.take()).collect();
@@ -201,13 +393,27 @@ mod tests {
         }
     }
 
-    fn lines(input: &[u8], max_line: usize) -> Vec<(String, u64, bool, u64)> {
+    type Line = (String, u64, bool, u64);
+
+    fn read_all(input: &[u8], chunk: usize, max_line: usize) -> Vec<Line> {
         let mut out = Vec::new();
-        read_lines(Trickle(input), max_line, |l| {
-            out.push((String::from_utf8_lossy(l.bytes).into_owned(), l.len, l.too_long, l.line_no))
+        read_chunks(Trickle(input), chunk, max_line, |c| {
+            c.lines(max_line, |l| {
+                let text = String::from_utf8_lossy(l.bytes).into_owned();
+                out.push((text, l.len, l.too_long, l.line_no));
+            });
         })
         .unwrap();
         out
+    }
+
+    /// Every chunk size gives the same lines.
+    fn lines(input: &[u8], max_line: usize) -> Vec<Line> {
+        let want = read_all(input, 1 << 20, max_line);
+        for chunk in [1, 16, 100, 1000] {
+            assert_eq!(read_all(input, chunk, max_line), want, "chunk size {chunk}");
+        }
+        want
     }
 
     #[test]
@@ -232,6 +438,24 @@ mod tests {
     }
 
     #[test]
+    fn a_line_far_longer_than_chunk_and_cap_is_never_buffered_whole() {
+        let long = "y".repeat(50_000);
+        let input = format!("a\n{long}\nb\n{long}");
+        let mut biggest = 0;
+        read_chunks(Trickle(input.as_bytes()), 1000, 2000, |c| {
+            if let Chunk::Lines { bytes, .. } = &c {
+                biggest = biggest.max(bytes.len());
+            }
+        })
+        .unwrap();
+        assert!(biggest < 3000, "{biggest}");
+        let got = lines(input.as_bytes(), 2000);
+        let summary: Vec<_> = got.iter().map(|l| (l.1, l.2, l.3)).collect();
+        assert_eq!(summary, [(1, false, 1), (50_000, true, 2), (1, false, 3), (50_000, true, 4)]);
+        assert_eq!(got[1].0.len(), REJECT_RAW_CAP);
+    }
+
+    #[test]
     fn cri_partial_chunks_join_per_stream() {
         let input = b"2025-08-18T09:36:30Z stdout P {\"a\":\n\
             2025-08-18T09:36:30Z stderr F err line\n\
@@ -251,15 +475,18 @@ mod tests {
     }
 
     #[test]
-    fn overlong_cri_runs_are_too_long_and_unfinished_runs_are_flushed() {
+    fn overlong_cri_runs_are_one_too_long_line_and_unfinished_runs_are_flushed() {
         let chunk = "y".repeat(600);
-        let input = format!(
-            "2025-08-18T09:36:30Z stdout P {chunk}\n2025-08-18T09:36:30Z stdout F {chunk}\n\
-             2025-08-18T09:36:31Z stdout P {{\"cut\""
-        );
-        let got = lines(input.as_bytes(), 1000);
-        assert_eq!(got.len(), 2);
-        assert!(got[0].2, "joined run over the cap is too long");
-        assert_eq!(got[1].0, "2025-08-18T09:36:31Z stdout F {\"cut\"");
+        let run: String = (0..20)
+            .map(|i| {
+                format!("2025-08-18T09:36:30Z stdout {} {chunk}\n", if i < 19 { 'P' } else { 'F' })
+            })
+            .collect();
+        let input = format!("before\n{run}after\n2025-08-18T09:36:31Z stdout P {{\"cut\"");
+        let got = lines(input.as_bytes(), 5000);
+        let summary: Vec<_> = got.iter().map(|l| (l.2, l.3)).collect();
+        assert_eq!(summary, [(false, 1), (true, 2), (false, 22), (false, 23)]);
+        assert_eq!(got[2].0, "after");
+        assert_eq!(got[3].0, "2025-08-18T09:36:31Z stdout F {\"cut\"");
     }
 }
