@@ -5,6 +5,7 @@
 //! [`batches`] runs on the calling thread and hands out Arrow batches in input order.
 //! Reading, framing and CRI joining stay sequential; parsing is what costs.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -142,24 +143,36 @@ pub fn stats(inputs: &[Input], config: &IngestConfig) -> Result<EgressStats, Rea
     let workers = config.workers.max(1);
     // Two chunks in flight per worker keep them busy; more would only hold memory.
     let (tx, rx) = bounded::<Work>(workers * 2);
+    // Buffers of processed chunks go back to the reader; a full pool just frees one.
+    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(workers * 2 + 1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = rx.clone();
+                let recycle_tx = recycle_tx.clone();
                 scope.spawn(move || {
                     let mut stats = EgressStats::new(config.stats);
                     for work in rx {
                         work.process(config.max_line, &mut stats);
+                        if let Some(buf) = work.chunk.into_buffer() {
+                            let _ = recycle_tx.try_send(buf);
+                        }
                     }
                     stats
                 })
             })
             .collect();
         drop(rx);
-        let read = read_work(inputs, config, |work| {
-            // Workers only stop when the channel closes, so a send cannot fail here.
-            let _ = tx.send(work);
-        });
+        drop(recycle_tx);
+        let read = read_work(
+            inputs,
+            config,
+            || recycle_rx.try_recv().ok(),
+            |work| {
+                // Workers only stop when the channel closes, so a send cannot fail here.
+                let _ = tx.send(work);
+            },
+        );
         drop(tx);
         // Merge into the first worker's table rather than a fresh one: one copy less in memory.
         let mut parts = handles.into_iter().map(|h| h.join().expect("a stats worker panicked"));
@@ -175,6 +188,7 @@ pub fn stats(inputs: &[Input], config: &IngestConfig) -> Result<EgressStats, Rea
 fn read_work(
     inputs: &[Input],
     config: &IngestConfig,
+    mut recycled: impl FnMut() -> Option<Vec<u8>>,
     mut send: impl FnMut(Work),
 ) -> Result<(), ReadError> {
     for input in inputs {
@@ -182,7 +196,7 @@ fn read_work(
         let origin: Arc<str> = name.as_str().into();
         let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
         let mut lock = EncodingLock::default();
-        read_chunks(reader, config.block_bytes, config.max_line, |chunk| {
+        read_chunks(reader, config.block_bytes, config.max_line, &mut recycled, |chunk| {
             if lock.encoding().is_none() {
                 chunk.lines(config.max_line, |line| lock.observe(&line));
             }
@@ -243,14 +257,23 @@ pub fn batches(
     };
     let mut ctx = LineContext { origin: &name, ingest_ts_ns: now_ns(), ..LineContext::default() };
     let mut lock = EncodingLock::default();
-    read_chunks(reader, config.block_bytes, config.max_line, |chunk| {
-        ctx.ingest_ts_ns = now_ns();
-        chunk.lines(config.max_line, |line| {
-            lock.observe(&line);
-            ctx.encoding = lock.encoding();
-            process_line(line, &ctx, &mut sink);
-        });
-    })
+    // Processed in place, so one buffer is reused throughout.
+    let spare: Cell<Option<Vec<u8>>> = Cell::new(None);
+    read_chunks(
+        reader,
+        config.block_bytes,
+        config.max_line,
+        || spare.take(),
+        |chunk| {
+            ctx.ingest_ts_ns = now_ns();
+            chunk.lines(config.max_line, |line| {
+                lock.observe(&line);
+                ctx.encoding = lock.encoding();
+                process_line(line, &ctx, &mut sink);
+            });
+            spare.set(chunk.into_buffer());
+        },
+    )
     .map_err(|source| ReadError { name: name.clone(), source })?;
     if !sink.access_log.is_empty() {
         let batch = sink.access_log.finish();

@@ -271,7 +271,8 @@ impl<'a> Scanner<'a> {
     fn literal(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, JsonError> {
         let rest = &self.bytes()[self.pos..];
         let n = word.len().min(rest.len());
-        if rest[..n] != word.as_bytes()[..n] {
+        // Byte by byte: four or five bytes, where a `memcmp` call costs more.
+        if rest[..n].iter().zip(word.bytes()).any(|(a, b)| *a != b) {
             return Err(self.syntax());
         }
         if n < word.len() {

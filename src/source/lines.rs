@@ -34,16 +34,33 @@ pub struct RawLine<'a> {
 /// A piece of input for one worker: whole lines, or the head of a line too long to hold.
 #[derive(Debug)]
 pub enum Chunk {
-    Lines { bytes: Vec<u8>, first_line_no: u64 },
-    TooLong { head: Vec<u8>, len: u64, line_no: u64 },
+    /// Lines in `buf[..len]`; the buffer beyond is spare room kept for reuse.
+    Lines {
+        buf: Vec<u8>,
+        len: usize,
+        first_line_no: u64,
+    },
+    TooLong {
+        head: Vec<u8>,
+        len: u64,
+        line_no: u64,
+    },
 }
 
 impl Chunk {
+    /// The chunk's buffer, for [`read_chunks`] to reuse.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        match self {
+            Chunk::Lines { buf, .. } => Some(buf),
+            Chunk::TooLong { .. } => None,
+        }
+    }
+
     /// Calls `each` for every logical line of the chunk.
     pub fn lines(&self, max_line: usize, each: impl FnMut(RawLine<'_>)) {
         match self {
-            Chunk::Lines { bytes, first_line_no } => {
-                split_lines(bytes, *first_line_no, max_line, each);
+            Chunk::Lines { buf, len, first_line_no } => {
+                split_lines(&buf[..*len], *first_line_no, max_line, each);
             }
             Chunk::TooLong { head, len, line_no } => {
                 let mut each = each;
@@ -55,16 +72,22 @@ impl Chunk {
 
 /// Reads `input` in chunks of about `chunk_size` bytes that end at a line boundary outside any
 /// CRI partial run, calling `each` for every chunk. Memory stays within about
-/// `chunk_size + max_line`. Returns the bytes read.
+/// `chunk_size + max_line`. Buffers of processed chunks come back through `recycled` (fresh
+/// ones cost page faults and zeroing). Returns the bytes read.
 pub fn read_chunks<R: Read>(
     mut input: R,
     chunk_size: usize,
     max_line: usize,
+    mut recycled: impl FnMut() -> Option<Vec<u8>>,
     mut each: impl FnMut(Chunk),
 ) -> io::Result<u64> {
     // `buf[..end]` holds what was read; the rest is room, zeroed once when allocated.
-    let fresh = |carry: &[u8]| {
-        let mut next = vec![0u8; (chunk_size + READ_SIZE).max(carry.len() + READ_SIZE)];
+    let mut fresh = |carry: &[u8]| {
+        let size = (chunk_size + READ_SIZE).max(carry.len() + READ_SIZE);
+        let mut next = recycled().unwrap_or_default();
+        if next.len() < size {
+            next.resize(size, 0);
+        }
         next[..carry.len()].copy_from_slice(carry);
         next
     };
@@ -99,8 +122,7 @@ pub fn read_chunks<R: Read>(
         }
         if eof {
             if end > 0 {
-                buf.truncate(end);
-                each(Chunk::Lines { bytes: buf, first_line_no: line_no });
+                each(Chunk::Lines { buf, len: end, first_line_no: line_no });
             }
             return Ok(total);
         }
@@ -112,13 +134,13 @@ pub fn read_chunks<R: Read>(
             // What follows the cut is already over the cap: hand over the lines before it,
             // then skip it as it streams past.
             if cut > 0 {
-                line_no = send(&mut buf, &mut end, cut, line_no, &fresh, &mut each);
+                line_no = send(&mut buf, &mut end, cut, line_no, &mut fresh, &mut each);
             }
             skip = Some(Skip::new(line_no, cut < tail));
             continue;
         }
         if end >= chunk_size && cut > 0 {
-            line_no = send(&mut buf, &mut end, cut, line_no, &fresh, &mut each);
+            line_no = send(&mut buf, &mut end, cut, line_no, &mut fresh, &mut each);
         }
     }
 }
@@ -129,15 +151,13 @@ fn send(
     end: &mut usize,
     cut: usize,
     line_no: u64,
-    fresh: &impl Fn(&[u8]) -> Vec<u8>,
+    fresh: &mut impl FnMut(&[u8]) -> Vec<u8>,
     each: &mut impl FnMut(Chunk),
 ) -> u64 {
     let next = fresh(&buf[cut..*end]);
     *end -= cut;
-    let mut bytes = std::mem::replace(buf, next);
-    bytes.truncate(cut);
-    let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
-    each(Chunk::Lines { bytes, first_line_no: line_no });
+    let lines = memchr::memchr_iter(b'\n', &buf[..cut]).count() as u64;
+    each(Chunk::Lines { buf: std::mem::replace(buf, next), len: cut, first_line_no: line_no });
     line_no + lines
 }
 
@@ -397,12 +417,18 @@ mod tests {
 
     fn read_all(input: &[u8], chunk: usize, max_line: usize) -> Vec<Line> {
         let mut out = Vec::new();
-        read_chunks(Trickle(input), chunk, max_line, |c| {
-            c.lines(max_line, |l| {
-                let text = String::from_utf8_lossy(l.bytes).into_owned();
-                out.push((text, l.len, l.too_long, l.line_no));
-            });
-        })
+        read_chunks(
+            Trickle(input),
+            chunk,
+            max_line,
+            || None,
+            |c| {
+                c.lines(max_line, |l| {
+                    let text = String::from_utf8_lossy(l.bytes).into_owned();
+                    out.push((text, l.len, l.too_long, l.line_no));
+                });
+            },
+        )
         .unwrap();
         out
     }
@@ -442,11 +468,17 @@ mod tests {
         let long = "y".repeat(50_000);
         let input = format!("a\n{long}\nb\n{long}");
         let mut biggest = 0;
-        read_chunks(Trickle(input.as_bytes()), 1000, 2000, |c| {
-            if let Chunk::Lines { bytes, .. } = &c {
-                biggest = biggest.max(bytes.len());
-            }
-        })
+        read_chunks(
+            Trickle(input.as_bytes()),
+            1000,
+            2000,
+            || None,
+            |c| {
+                if let Chunk::Lines { len, .. } = &c {
+                    biggest = biggest.max(*len);
+                }
+            },
+        )
         .unwrap();
         assert!(biggest < 3000, "{biggest}");
         let got = lines(input.as_bytes(), 2000);
