@@ -193,7 +193,7 @@ impl IngestArgs {
 }
 
 fn run_stats(args: StatsArgs) -> Result<()> {
-    let config = args.ingest.config()?;
+    let mut config = args.ingest.config()?;
     let sort = SortKey::parse(&args.sort).with_context(|| {
         format!("unknown --sort {:?}; one of {}", args.sort, SortKey::NAMES.join(", "))
     })?;
@@ -204,6 +204,7 @@ fn run_stats(args: StatsArgs) -> Result<()> {
     } else {
         args.inputs.iter().map(|a| Input::from_arg(a)).collect()
     };
+    config.stats.track_windows = window != Window::All;
     let stats = ingest::stats(&inputs, &config)?;
     let mut report = stats.report(window, None);
     sort_hosts(&mut report.hosts, sort);
@@ -285,7 +286,9 @@ fn run_demo(args: DemoArgs) -> Result<()> {
     let mut bytes = Vec::with_capacity(args.lines as usize * 900);
     let truth = generate(&config, &mut bytes)?;
     let input = Input::Memory { name: "demo".to_owned(), bytes: bytes.into() };
-    let stats = ingest::stats(&[input], &IngestConfig::default())?;
+    let mut ingest_config = IngestConfig::default();
+    ingest_config.stats.track_windows = false;
+    let stats = ingest::stats(&[input], &ingest_config)?;
     let mut report = stats.report(Window::All, None);
     sort_hosts(&mut report.hosts, SortKey::Requests);
     let mut out = BufWriter::new(io::stdout().lock());

@@ -89,6 +89,29 @@ fn every_kind_of_bad_line_is_counted_and_good_lines_survive() {
 }
 
 #[test]
+fn windows_cover_the_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("egress.log");
+    // 50 lines a second for 20 minutes of log time, no damaged lines.
+    let args = ["gen", "--lines", "60000", "--rate", "50", "--out", log.to_str().unwrap()];
+    assert!(run(&args).status.success());
+    let requests = |window: &str| {
+        let report = json_stats(&["--window", window, log.to_str().unwrap()]);
+        report["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["requests"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let (one, five, all) = (requests("1m"), requests("5m"), requests("all"));
+    // Poisson arrivals: a minute (rounded out to 10 s slots) holds about 3 000 to 3 500 lines.
+    assert!((2_500..4_000).contains(&one), "1m: {one}");
+    assert!((14_000..17_000).contains(&five), "5m: {five}");
+    assert_eq!(all, 60_000);
+}
+
+#[test]
 fn max_line_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let long = format!(r#"{{"authority":"a.com","path":"/{}"}}"#, "a".repeat(5000));
