@@ -379,6 +379,18 @@ mod tests {
     }
 
     #[test]
+    fn deadline_flushes_partial_rejects_too() {
+        let mut batcher = RejectBatcher::new(100);
+        batcher.push(RejectReason::Empty, b"", 0, &LineContext::default());
+        let now = Instant::now();
+        assert!(batcher.take_if_older(now, Duration::from_secs(3600)).is_none());
+        let later = now + Duration::from_secs(2);
+        let batch = batcher.take_if_older(later, Duration::from_secs(1));
+        assert_eq!(batch.map(|b| b.num_rows()), Some(1));
+        assert!(batcher.is_empty());
+    }
+
+    #[test]
     fn rejects_keep_a_capped_head_and_the_full_length() {
         let mut batcher = RejectBatcher::new(10);
         let raw = vec![b'x'; REJECT_RAW_CAP * 2];

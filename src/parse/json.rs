@@ -59,20 +59,6 @@ pub enum Value<'a> {
     Array(&'a str),
 }
 
-impl Value<'_> {
-    /// The JSON type's name, for `wrong_type` rejects.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::Null => "null",
-            Value::Bool(_) => "bool",
-            Value::Number(_) => "number",
-            Value::Str(_) => "string",
-            Value::Object(_) => "object",
-            Value::Array(_) => "array",
-        }
-    }
-}
-
 /// The keys a caller expects, found by their first byte and a word-wise compare, so the usual
 /// member needs no scan for its key's closing quote and no string match afterwards.
 #[derive(Debug)]

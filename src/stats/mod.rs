@@ -224,10 +224,6 @@ impl EgressStats {
         }
     }
 
-    pub fn host_count(&self) -> usize {
-        self.hosts.len()
-    }
-
     fn host_id(&mut self, host: &str) -> u32 {
         if let Some(id) = self.index.get(host) {
             return *id;
@@ -415,6 +411,9 @@ pub struct HostReport {
     pub last_seen: Option<String>,
     pub top_paths: Vec<TopEntry>,
     pub top_sources: Vec<TopEntry>,
+    /// Whether the top lists are exact counts: false once more distinct values came than
+    /// the bounded tracker holds (its counts are then upper bounds).
+    pub top_exact: bool,
 }
 
 /// How many top paths and sources a report lists.
@@ -455,6 +454,7 @@ impl HostReport {
             last_seen: (h.requests > 0).then(|| format_rfc3339_ms(h.last_seen_ns)),
             top_paths: top_list(&h.paths),
             top_sources: top_list(&h.sources),
+            top_exact: h.paths.is_exact() && h.sources.is_exact(),
         }
     }
 
@@ -476,6 +476,7 @@ impl HostReport {
             last_seen: None,
             top_paths: Vec::new(),
             top_sources: Vec::new(),
+            top_exact: true,
         }
     }
 
