@@ -19,7 +19,7 @@ use crate::parse::time::format_rfc3339_ms;
 use crate::parse::{Entry, RejectReason};
 use topk::TopK;
 pub use window::Window;
-use window::{Observation, WindowCell, Windows};
+use window::{WindowCell, Windows};
 
 /// `0` (no response), `1xx` … `5xx`.
 pub const STATUS_CLASSES: usize = 6;
@@ -33,6 +33,51 @@ pub const SKETCH_RELATIVE_ACCURACY: f64 = 0.01;
 /// and `5xx` above (Envoy prints 0 when there was no response).
 pub fn status_class(code: Option<u16>) -> usize {
     usize::from(code.unwrap_or(0) / 100).min(STATUS_CLASSES - 1)
+}
+
+/// The facts of one record that counters and windows use.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation {
+    pub ts_ns: i64,
+    pub response_code: Option<u16>,
+    pub error: bool,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub tls_originated: bool,
+    pub duration_ms: Option<f64>,
+}
+
+/// The counters every view of a host keeps, since start or in a window slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub errors: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub status: [u64; STATUS_CLASSES],
+    pub tls_originated: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, obs: &Observation) {
+        self.requests += 1;
+        self.errors += u64::from(obs.error);
+        self.bytes_sent += obs.bytes_sent;
+        self.bytes_received += obs.bytes_received;
+        self.status[status_class(obs.response_code)] += 1;
+        self.tls_originated += u64::from(obs.tls_originated);
+    }
+
+    pub fn merge(&mut self, other: &Counters) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        for (a, b) in self.status.iter_mut().zip(other.status) {
+            *a += b;
+        }
+        self.tls_originated += other.tls_originated;
+    }
 }
 
 /// A latency distribution in milliseconds: DDSketch with [`SKETCH_RELATIVE_ACCURACY`].
@@ -109,12 +154,7 @@ impl Default for StatsConfig {
 /// Everything known about one external host since start.
 #[derive(Debug, Clone)]
 pub struct HostStats {
-    pub requests: u64,
-    pub errors: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub status: [u64; STATUS_CLASSES],
-    pub tls_originated: u64,
+    pub counters: Counters,
     pub response_flags: HashMap<Box<str>, u64, RandomState>,
     pub duration: LatencySketch,
     pub upstream_service_time: LatencySketch,
@@ -127,12 +167,7 @@ pub struct HostStats {
 impl HostStats {
     fn new(config: &StatsConfig) -> Self {
         HostStats {
-            requests: 0,
-            errors: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            status: [0; STATUS_CLASSES],
-            tls_originated: 0,
+            counters: Counters::default(),
             response_flags: HashMap::default(),
             duration: LatencySketch::default(),
             upstream_service_time: LatencySketch::default(),
@@ -154,14 +189,7 @@ impl HostStats {
     }
 
     fn merge(&mut self, other: &HostStats, config: &StatsConfig) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_received += other.bytes_received;
-        for (a, b) in self.status.iter_mut().zip(other.status) {
-            *a += b;
-        }
-        self.tls_originated += other.tls_originated;
+        self.counters.merge(&other.counters);
         for (flag, n) in &other.response_flags {
             self.add_flag(flag, *n, config.max_flags);
         }
@@ -271,12 +299,7 @@ impl EgressStats {
         }
         let max_flags = self.config.max_flags;
         let host = &mut self.hosts[id as usize];
-        host.requests += 1;
-        host.errors += u64::from(obs.error);
-        host.bytes_sent += obs.bytes_sent;
-        host.bytes_received += obs.bytes_received;
-        host.status[status_class(obs.response_code)] += 1;
-        host.tls_originated += u64::from(obs.tls_originated);
+        host.counters.add(&obs);
         if let Some(flags) = entry.response_flags.as_deref() {
             for flag in flags.split(',').filter(|f| !f.is_empty()) {
                 host.add_flag(flag, 1, max_flags);
@@ -419,10 +442,6 @@ pub struct HostReport {
 /// How many top paths and sources a report lists.
 const REPORT_TOP: usize = 5;
 
-fn status_map(status: &[u64; STATUS_CLASSES]) -> BTreeMap<&'static str, u64> {
-    STATUS_CLASS_NAMES.iter().copied().zip(status.iter().copied()).collect()
-}
-
 fn rate(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
@@ -435,48 +454,51 @@ fn top_list(top: &TopK) -> Vec<TopEntry> {
 }
 
 impl HostReport {
-    fn since_start(name: &str, h: &HostStats) -> HostReport {
-        let span_s = (h.last_seen_ns - h.first_seen_ns) as f64 / 1e9;
+    /// The fields both kinds of report take from counters.
+    fn from_counters(name: &str, c: &Counters, requests_per_second: Option<f64>) -> HostReport {
         HostReport {
             host: name.to_owned(),
-            requests: h.requests,
-            requests_per_second: (span_s >= 1.0).then(|| h.requests as f64 / span_s),
-            bytes_sent: h.bytes_sent,
-            bytes_received: h.bytes_received,
-            status: status_map(&h.status),
-            errors: h.errors,
-            error_rate: rate(h.errors, h.requests),
-            response_flags: h.response_flags.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            duration_ms: Percentiles::of(&h.duration),
-            upstream_service_time_ms: Percentiles::of(&h.upstream_service_time),
-            tls_originated: h.tls_originated,
-            first_seen: (h.requests > 0).then(|| format_rfc3339_ms(h.first_seen_ns)),
-            last_seen: (h.requests > 0).then(|| format_rfc3339_ms(h.last_seen_ns)),
-            top_paths: top_list(&h.paths),
-            top_sources: top_list(&h.sources),
-            top_exact: h.paths.is_exact() && h.sources.is_exact(),
-        }
-    }
-
-    fn windowed(name: &str, cell: &WindowCell, seconds: i64) -> HostReport {
-        HostReport {
-            host: name.to_owned(),
-            requests: cell.requests,
-            requests_per_second: Some(cell.requests as f64 / seconds as f64),
-            bytes_sent: cell.bytes_sent,
-            bytes_received: cell.bytes_received,
-            status: status_map(&cell.status),
-            errors: cell.errors,
-            error_rate: rate(cell.errors, cell.requests),
+            requests: c.requests,
+            requests_per_second,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            status: STATUS_CLASS_NAMES.iter().copied().zip(c.status).collect(),
+            errors: c.errors,
+            error_rate: rate(c.errors, c.requests),
             response_flags: BTreeMap::new(),
-            duration_ms: Percentiles::of(&cell.duration),
+            duration_ms: None,
             upstream_service_time_ms: None,
-            tls_originated: cell.tls_originated,
+            tls_originated: c.tls_originated,
             first_seen: None,
             last_seen: None,
             top_paths: Vec::new(),
             top_sources: Vec::new(),
             top_exact: true,
+        }
+    }
+
+    fn since_start(name: &str, h: &HostStats) -> HostReport {
+        let c = &h.counters;
+        let span_s = (h.last_seen_ns - h.first_seen_ns) as f64 / 1e9;
+        let rps = (span_s >= 1.0).then(|| c.requests as f64 / span_s);
+        HostReport {
+            response_flags: h.response_flags.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            duration_ms: Percentiles::of(&h.duration),
+            upstream_service_time_ms: Percentiles::of(&h.upstream_service_time),
+            first_seen: (c.requests > 0).then(|| format_rfc3339_ms(h.first_seen_ns)),
+            last_seen: (c.requests > 0).then(|| format_rfc3339_ms(h.last_seen_ns)),
+            top_paths: top_list(&h.paths),
+            top_sources: top_list(&h.sources),
+            top_exact: h.paths.is_exact() && h.sources.is_exact(),
+            ..HostReport::from_counters(name, c, rps)
+        }
+    }
+
+    fn windowed(name: &str, cell: &WindowCell, seconds: i64) -> HostReport {
+        let rps = Some(cell.counters.requests as f64 / seconds as f64);
+        HostReport {
+            duration_ms: Percentiles::of(&cell.duration),
+            ..HostReport::from_counters(name, &cell.counters, rps)
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{LatencySketch, STATUS_CLASSES, status_class};
+use super::{Counters, LatencySketch, Observation};
 use foldhash::fast::RandomState;
 
 /// Five minutes of 10-second slots, plus the partly covered slot at each end.
@@ -61,53 +61,17 @@ impl Window {
 }
 
 /// What a window knows about one host.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WindowCell {
-    pub requests: u64,
-    pub errors: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub status: [u64; STATUS_CLASSES],
-    pub tls_originated: u64,
+    pub counters: Counters,
     pub duration: LatencySketch,
 }
 
 impl WindowCell {
-    fn new() -> Self {
-        WindowCell {
-            requests: 0,
-            errors: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            status: [0; STATUS_CLASSES],
-            tls_originated: 0,
-            duration: LatencySketch::default(),
-        }
-    }
-
     pub fn merge(&mut self, other: &WindowCell) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_received += other.bytes_received;
-        for (a, b) in self.status.iter_mut().zip(other.status) {
-            *a += b;
-        }
-        self.tls_originated += other.tls_originated;
+        self.counters.merge(&other.counters);
         self.duration.merge(&other.duration);
     }
-}
-
-/// The facts of one record that windows count.
-#[derive(Debug, Clone, Copy)]
-pub struct Observation {
-    pub ts_ns: i64,
-    pub response_code: Option<u16>,
-    pub error: bool,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub tls_originated: bool,
-    pub duration_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,13 +110,8 @@ impl Ring {
     fn record(&mut self, host: u32, obs: &Observation) {
         // Older than the ring's horizon: counted since start, not in this window.
         let Some(slot) = self.slot(obs.ts_ns.div_euclid(self.shape.slot_ns)) else { return };
-        let cell = slot.hosts.entry(host).or_insert_with(WindowCell::new);
-        cell.requests += 1;
-        cell.errors += u64::from(obs.error);
-        cell.bytes_sent += obs.bytes_sent;
-        cell.bytes_received += obs.bytes_received;
-        cell.status[status_class(obs.response_code)] += 1;
-        cell.tls_originated += u64::from(obs.tls_originated);
+        let cell = slot.hosts.entry(host).or_default();
+        cell.counters.add(obs);
         if let Some(ms) = obs.duration_ms {
             cell.duration.add(ms);
         }
@@ -164,7 +123,7 @@ impl Ring {
         let mut out: HashMap<u32, WindowCell, RandomState> = HashMap::default();
         for slot in self.slots.iter().filter(|s| (oldest..=now).contains(&s.index)) {
             for (host, cell) in &slot.hosts {
-                out.entry(*host).or_insert_with(WindowCell::new).merge(cell);
+                out.entry(*host).or_default().merge(cell);
             }
         }
         out
@@ -175,7 +134,7 @@ impl Ring {
             let Some(ours) = self.slot(theirs.index) else { continue };
             for (host, cell) in &theirs.hosts {
                 let host = remap[*host as usize];
-                ours.hosts.entry(host).or_insert_with(WindowCell::new).merge(cell);
+                ours.hosts.entry(host).or_default().merge(cell);
             }
         }
     }
@@ -239,7 +198,8 @@ mod tests {
         for age in [0, 30, 59, 200, 1000, 3599, 3700] {
             w.record(0, &obs(now - age));
         }
-        let count = |secs| w.collect(now * 1_000_000_000, secs).get(&0).map_or(0, |c| c.requests);
+        let count =
+            |secs| w.collect(now * 1_000_000_000, secs).get(&0).map_or(0, |c| c.counters.requests);
         assert_eq!(count(60), 3);
         assert_eq!(count(300), 4);
         assert_eq!(count(3600), 6);
@@ -250,7 +210,7 @@ mod tests {
         let mut w = Windows::default();
         w.record(0, &obs(10_000));
         w.record(0, &obs(10_000 - 3600));
-        assert_eq!(w.collect(10_000_000_000_000, 60)[&0].requests, 1);
+        assert_eq!(w.collect(10_000_000_000_000, 60)[&0].counters.requests, 1);
     }
 
     #[test]
@@ -262,6 +222,6 @@ mod tests {
         b.record(1, &obs(100));
         a.merge(&b, &[1, 0]);
         let cells = a.collect(100_000_000_000, 60);
-        assert_eq!((cells[&0].requests, cells[&1].requests), (2, 1));
+        assert_eq!((cells[&0].counters.requests, cells[&1].counters.requests), (2, 1));
     }
 }
