@@ -63,7 +63,14 @@ pub trait LineSink {
 /// Frames, parses and dispatches one logical line; `base` says where it came from.
 pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl LineSink) {
     if line.too_long {
-        let ctx = LineContext { line: line.line_no, ..*base };
+        // The kept head still holds the line's prefixes, and with them its time.
+        let framed = frame(line.bytes);
+        let ctx = LineContext {
+            line: line.line_no,
+            prefix_ts_ns: framed.ts_ns,
+            pod: framed.pod.or(base.pod),
+            ..*base
+        };
         sink.reject(RejectReason::TooLong, line.bytes, line.len, &ctx);
         return;
     }
@@ -100,7 +107,8 @@ impl EncodingLock {
     }
 }
 
-fn now_ns() -> i64 {
+/// Wall-clock time, for lines that carry no time of their own.
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
@@ -216,6 +224,29 @@ pub struct BatchSink<F> {
     out: F,
 }
 
+impl<F: FnMut(TableBatch)> BatchSink<F> {
+    /// Hands batches of at most `batch_rows` rows to `out`.
+    pub fn new(batch_rows: usize, out: F) -> Self {
+        BatchSink {
+            access_log: AccessLogBatcher::new(batch_rows),
+            rejects: RejectBatcher::new(batch_rows),
+            out,
+        }
+    }
+
+    /// Hands over the partial batches too.
+    pub fn flush(&mut self) {
+        if !self.access_log.is_empty() {
+            let batch = self.access_log.finish();
+            (self.out)(TableBatch::AccessLog(batch));
+        }
+        if !self.rejects.is_empty() {
+            let batch = self.rejects.finish();
+            (self.out)(TableBatch::Rejects(batch));
+        }
+    }
+}
+
 /// A finished batch and which table it belongs to.
 #[derive(Debug)]
 pub enum TableBatch {
@@ -250,11 +281,7 @@ pub fn batches(
 ) -> Result<(), ReadError> {
     let name = input.name();
     let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
-    let mut sink = BatchSink {
-        access_log: AccessLogBatcher::new(batch_rows),
-        rejects: RejectBatcher::new(batch_rows),
-        out,
-    };
+    let mut sink = BatchSink::new(batch_rows, out);
     let mut ctx = LineContext { origin: &name, ingest_ts_ns: now_ns(), ..LineContext::default() };
     let mut lock = EncodingLock::default();
     // Processed in place, so one buffer is reused throughout.
@@ -275,13 +302,6 @@ pub fn batches(
         },
     )
     .map_err(|source| ReadError { name: name.clone(), source })?;
-    if !sink.access_log.is_empty() {
-        let batch = sink.access_log.finish();
-        (sink.out)(TableBatch::AccessLog(batch));
-    }
-    if !sink.rejects.is_empty() {
-        let batch = sink.rejects.finish();
-        (sink.out)(TableBatch::Rejects(batch));
-    }
+    sink.flush();
     Ok(())
 }

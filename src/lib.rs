@@ -8,13 +8,19 @@
 //! - [`stats`]: per-external-host egress statistics with time windows
 //! - [`traffic`]: realistic waypoint traffic with an exact ground truth, for the demo and tests
 //! - [`report`]: stats reports as table, CSV or JSON
+//! - [`collect`]: inputs into the store, resumed from its checkpoint
+//! - [`store`]: the Parquet store, its atomic commits and the checkpoint inside them
+//! - [`query`]: DataFusion SQL over the store, canned queries
 //! - [`ingest`]: one-shot runs that wire sources, parsing and a sink together
 
 pub mod batch;
+pub mod collect;
 pub mod ingest;
 pub mod parse;
+pub mod query;
 pub mod report;
 pub mod schema;
 pub mod source;
 pub mod stats;
+pub mod store;
 pub mod traffic;

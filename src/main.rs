@@ -11,11 +11,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+use egresslens::collect::{CollectConfig, collect_once};
 use egresslens::ingest::{self, IngestConfig};
 use egresslens::parse::time::parse_rfc3339_ns;
+use egresslens::query::{self, CANNED, QueryError, ResultFormat};
 use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_report};
 use egresslens::source::Input;
 use egresslens::stats::Window;
+use egresslens::store::Store;
 use egresslens::traffic::{GenConfig, GenFormat, generate};
 
 const EXAMPLES: &str = "\
@@ -24,7 +27,10 @@ Examples:
   kubectl -n istio-egress logs deploy/waypoint | egresslens stats -
   egresslens stats waypoint.log.gz --sort error_rate --top 20
   egresslens stats /var/log/pods/istio-egress_waypoint-*/istio-proxy/*.log -o json
-  egresslens gen --lines 100000 --seed 7 --bad 0.02 --truth truth.json > egress.log";
+  egresslens gen --lines 100000 --seed 7 --bad 0.02 --truth truth.json > egress.log
+  egresslens collect --once --file egress.log --store ./egresslens-data
+  egresslens query @top-hosts
+  egresslens query -o json \"SELECT authority, count(*) FROM access_log WHERE hour = '09' GROUP BY 1\"";
 
 /// Egress observability for Istio ambient mode: what leaves the mesh through the waypoint.
 #[derive(Debug, Parser)]
@@ -42,6 +48,64 @@ enum Command {
     Gen(GenArgs),
     /// Run the pipeline on built-in simulated traffic and show the report (no cluster needed).
     Demo(DemoArgs),
+    /// Read waypoint logs into the Parquet store, resuming where the store says it left off.
+    Collect(CollectArgs),
+    /// Run SQL (or a canned query, @name) over the Parquet store.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+struct CollectArgs {
+    /// A log file (plain or gzip) to read.
+    #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+    file: Option<PathBuf>,
+    /// Read standard input (never resumed: a pipe has no position to come back to).
+    #[arg(long)]
+    stdin: bool,
+    /// The store directory.
+    #[arg(long, default_value = "./egresslens-data")]
+    store: PathBuf,
+    /// Read to the end and exit (batch import). Following a growing file is not built yet.
+    #[arg(long)]
+    once: bool,
+    /// Rows per commit: what a crash can make the next run read again.
+    #[arg(long, default_value_t = 1 << 20)]
+    commit_rows: usize,
+    /// Lines longer than this many bytes are rejected as too_long.
+    #[arg(long, default_value_t = egresslens::source::lines::DEFAULT_MAX_LINE)]
+    max_line: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ResultFormatArg {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// SQL over the tables access_log and rejects, or @name for a canned query.
+    #[arg(required_unless_present = "list")]
+    sql: Option<String>,
+    /// The store directory.
+    #[arg(long, default_value = "./egresslens-data")]
+    store: PathBuf,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: ResultFormatArg,
+    /// List the canned queries and what each answers.
+    #[arg(long)]
+    list: bool,
+    /// A value for a canned query's parameter, as NAME=VALUE (repeatable).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -150,15 +214,33 @@ fn main() -> ExitCode {
         Command::Stats(args) => run_stats(args),
         Command::Gen(args) => run_gen(args),
         Command::Demo(args) => run_demo(args),
+        Command::Collect(args) => run_collect(args),
+        Command::Query(args) => run_query(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if is_usage_error(&err) => {
+            let _ = writeln!(io::stderr(), "egresslens: {err:#}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             let _ = writeln!(io::stderr(), "egresslens: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Bad SQL and unknown canned queries are the user's to fix, like bad arguments: exit 2.
+fn is_usage_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<QueryError>(),
+            Some(
+                QueryError::Sql(_) | QueryError::UnknownCanned(_) | QueryError::MissingParam { .. }
+            )
+        )
+    })
 }
 
 /// `egresslens stats … | head` closing the pipe early is not an error.
@@ -324,6 +406,75 @@ fn run_demo(args: DemoArgs) -> Result<()> {
         out,
         "On your own logs: kubectl -n istio-egress logs deploy/waypoint | egresslens stats -"
     )?;
+    out.flush()?;
+    Ok(())
+}
+
+fn run_collect(args: CollectArgs) -> Result<()> {
+    if !args.once {
+        bail!("following a growing file is not built yet: pass --once to read to the end");
+    }
+    if args.max_line < 1024 || args.commit_rows == 0 {
+        bail!("--max-line must be at least 1024 and --commit-rows at least 1");
+    }
+    let input = match &args.file {
+        Some(path) => Input::Path(path.clone()),
+        None => Input::Stdin,
+    };
+    let config = CollectConfig {
+        max_line: args.max_line,
+        commit_rows: args.commit_rows,
+        ..CollectConfig::default()
+    };
+    let (mut store, recovery) = Store::open(&args.store)?;
+    if recovery.rolled_forward + recovery.discarded > 0 {
+        let _ = writeln!(
+            io::stderr(),
+            "egresslens: finished an interrupted commit ({} files), discarded {} unfinished files",
+            recovery.rolled_forward,
+            recovery.discarded
+        );
+    }
+    let summary = collect_once(&input, &mut store, &config)?;
+    let _ = writeln!(
+        io::stderr(),
+        "egresslens: {} records and {} rejects from {} in {} commits to {} (resumed at byte {})",
+        summary.records,
+        summary.rejects,
+        input.name(),
+        summary.commits,
+        args.store.display(),
+        summary.resumed_at
+    );
+    Ok(())
+}
+
+fn run_query(args: QueryArgs) -> Result<()> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    if args.list {
+        for (name, sql) in CANNED {
+            writeln!(out, "@{name:<20} {}", query::describe(sql))?;
+        }
+        out.flush()?;
+        return Ok(());
+    }
+    let text = args.sql.unwrap_or_default();
+    let sql = match text.strip_prefix('@') {
+        Some(name) => query::canned(name, &args.params)?,
+        None => text,
+    };
+    let format = match args.output {
+        ResultFormatArg::Table => ResultFormat::Table,
+        ResultFormatArg::Csv => ResultFormat::Csv,
+        ResultFormatArg::Json => ResultFormat::Json,
+        ResultFormatArg::Ndjson => ResultFormat::Ndjson,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let batches = runtime.block_on(async {
+        let ctx = query::session(&args.store).await?;
+        query::run(&ctx, &sql).await
+    })?;
+    query::write_results(&mut out, &batches, format)?;
     out.flush()?;
     Ok(())
 }

@@ -259,6 +259,8 @@ struct Request {
     user_agent: &'static str,
     /// Replica "b" writes missing values as `"-"`, replica "a" as `null`.
     dash_replica: bool,
+    /// No route matched: no upstream cluster.
+    no_route: bool,
     untyped: bool,
 }
 
@@ -342,12 +344,13 @@ impl Generator {
             rng.pick(&["GET", "GET", "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE"])
         };
         let upstream_port = if tcp || profile.tls_originated { 443 } else { 80 };
-        let upstream_host = (outcome.code != 0 || outcome.reached_upstream).then(|| {
-            format!(
-                "{}:{upstream_port}",
-                profile.upstream_ips[rng.below(profile.upstream_ips.len())]
-            )
-        });
+        let upstream_host = (!outcome.no_route && (outcome.code != 0 || outcome.reached_upstream))
+            .then(|| {
+                format!(
+                    "{}:{upstream_port}",
+                    profile.upstream_ips[rng.below(profile.upstream_ips.len())]
+                )
+            });
         let bytes_sent = if tcp {
             rng.lognormal(20_000.0, 1.0) as u64
         } else if outcome.code == 0 {
@@ -380,7 +383,9 @@ impl Generator {
             bytes_received,
             bytes_sent,
             duration,
-            upstream_time: (outcome.code != 0 && !tcp).then(|| duration.saturating_sub(1)),
+            upstream_time: (outcome.code != 0 && !tcp && !outcome.no_route)
+                .then(|| duration.saturating_sub(1)),
+            no_route: outcome.no_route,
             upstream_host,
             source: format!(
                 "{}:{}",
@@ -432,6 +437,8 @@ struct Outcome {
     details: Option<&'static str>,
     failure: Option<&'static str>,
     reached_upstream: bool,
+    /// No route matched: Envoy answers itself and names no upstream cluster.
+    no_route: bool,
 }
 
 impl Outcome {
@@ -445,7 +452,18 @@ impl Outcome {
             details: Some("via_upstream"),
             failure: None,
             reached_upstream: true,
+            no_route: false,
         };
+        if x < 0.003 {
+            return Outcome {
+                code: 404,
+                flags: Some("NR"),
+                details: Some("route_not_found"),
+                failure: None,
+                reached_upstream: false,
+                no_route: true,
+            };
+        }
         if x < no_response {
             let (flags, details) = rng.pick(&[
                 ("UF", "upstream_reset_before_response_started{remote_connection_failure}"),
@@ -458,6 +476,7 @@ impl Outcome {
                 details: Some(details),
                 failure: None,
                 reached_upstream: false,
+                no_route: false,
             }
         } else if x < no_response + server_error {
             match rng.below(4) {
@@ -469,6 +488,7 @@ impl Outcome {
                     ),
                     failure: Some("delayed_connect_error:_Connection_refused"),
                     reached_upstream: true,
+                    no_route: false,
                 },
                 1 => Outcome {
                     code: 504,
@@ -476,6 +496,7 @@ impl Outcome {
                     details: Some("response_timeout"),
                     failure: None,
                     reached_upstream: true,
+                    no_route: false,
                 },
                 2 => Outcome {
                     code: 503,
@@ -483,6 +504,7 @@ impl Outcome {
                     details: Some("upstream_reset_before_response_started{overflow}"),
                     failure: None,
                     reached_upstream: false,
+                    no_route: false,
                 },
                 _ => ok(rng.pick(&[500, 502])),
             }
@@ -503,6 +525,7 @@ impl Outcome {
             details: None,
             failure: failed.then_some("delayed_connect_error:_Connection_refused"),
             reached_upstream: !failed,
+            no_route: false,
         }
     }
 }
@@ -560,7 +583,7 @@ fn render_json(g: &mut Generator, r: &Request, wrong: Option<(&str, &str)>) -> S
         ("response_flags", Json::Str(r.flags.unwrap_or("-"))),
         ("route_name", if r.tcp { Json::Missing } else { Json::Str("default") }),
         ("start_time", Json::Str(&start)),
-        ("upstream_cluster", Json::Str(&cluster)),
+        ("upstream_cluster", if r.no_route { Json::Missing } else { Json::Str(&cluster) }),
         ("upstream_host", r.upstream_host.as_deref().map_or(Json::Missing, Json::Str)),
         ("upstream_local_address", Json::Missing),
         ("upstream_response_time", upstream_time.as_deref().map_or(Json::Missing, Json::Str)),
@@ -607,7 +630,9 @@ fn render_text(g: &Generator, r: &Request, bytes_sent: Option<&str>) -> String {
     let dash = |s: Option<&str>| s.unwrap_or("-").to_owned();
     let request_line =
         if r.tcp { "- - -".to_owned() } else { format!("{} {} {}", r.method, r.path, r.protocol) };
-    let cluster = if r.tcp {
+    let cluster = if r.no_route {
+        "-".to_owned()
+    } else if r.tcp {
         format!("inbound-vip|443|tcp|{}", profile.name)
     } else {
         format!("inbound-vip|80|http|{}", profile.name)

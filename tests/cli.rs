@@ -228,3 +228,92 @@ fn help_has_examples() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Examples:") && text.contains("egresslens stats"), "{text}");
 }
+
+/// A small store made the way a user makes one: `gen`, then `collect --once`.
+fn small_store(dir: &Path) -> PathBuf {
+    let log = dir.join("egress.log");
+    let store = dir.join("store");
+    assert!(
+        run(&["gen", "--lines", "2000", "--seed", "4", "--out", log.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = run(&[
+        "collect",
+        "--once",
+        "--file",
+        log.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2000 records"));
+    store
+}
+
+#[test]
+fn query_prints_json_arrays_and_ndjson_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let sql =
+        "SELECT authority, count(*) AS n FROM access_log GROUP BY 1 ORDER BY n DESC, 1 LIMIT 2";
+    let out = run(&["query", "--store", store.to_str().unwrap(), "-o", "json", sql]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(rows[0]["authority"], "aliyun.com");
+    let out = run(&["query", "--store", store.to_str().unwrap(), "-o", "ndjson", sql]);
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, rows.as_array().unwrap().clone());
+    let empty = "SELECT * FROM access_log WHERE authority = 'nowhere.example'";
+    let out = run(&["query", "--store", store.to_str().unwrap(), "-o", "json", empty]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");
+}
+
+#[test]
+fn bad_sql_and_writes_are_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let store = store.to_str().unwrap();
+    for (sql, says) in [
+        ("SELEC 1", "SELEC"),
+        ("SELECT nope FROM access_log", "nope"),
+        ("COPY (SELECT 1) TO 'x.parquet'", "DML not supported: COPY"),
+        ("CREATE TABLE t AS SELECT 1", "DDL not supported"),
+        ("@no-such-query", "no canned query @no-such-query"),
+        ("@host-rate", "needs --param host=VALUE"),
+    ] {
+        let out = run(&["query", "--store", store, sql]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sql}: {stderr}");
+        assert!(stderr.contains(says), "{sql}: {stderr}");
+    }
+    assert!(!dir.path().join("x.parquet").exists());
+}
+
+#[test]
+fn canned_queries_are_listed_and_run_by_name() {
+    let out = run(&["query", "--list"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("@top-hosts") && text.contains("Which external hosts"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let out = run(&[
+        "query",
+        "--store",
+        store.to_str().unwrap(),
+        "-o",
+        "csv",
+        "@host-rate",
+        "--param",
+        "host=aliyun.com",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8(out.stdout).unwrap().starts_with("minute,requests,status_5xx,avg_ms")
+    );
+}

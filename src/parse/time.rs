@@ -97,6 +97,13 @@ pub fn format_rfc3339_ns(ns: i64) -> String {
     format!("{}.{nanos:09}Z", format_seconds(ns))
 }
 
+/// The UTC date (`2025-08-18`) and hour (`09`) of a time: the store's partition.
+pub fn utc_date_hour(ns: i64) -> (String, String) {
+    let secs = ns.div_euclid(1_000_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    (format!("{y:04}-{m:02}-{d:02}"), format!("{:02}", secs.rem_euclid(86_400) / 3600))
+}
+
 fn format_seconds(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
@@ -165,5 +172,6 @@ mod tests {
         assert_eq!(format_rfc3339_ms(ns), "2025-08-18T09:36:30.123Z");
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(format_rfc3339_ns(ns), "2025-08-18T09:36:30.123456000Z");
+        assert_eq!(utc_date_hour(ns), ("2025-08-18".to_owned(), "09".to_owned()));
     }
 }

@@ -32,6 +32,7 @@ pub struct RawLine<'a> {
 }
 
 /// A piece of input for one worker: whole lines, or the head of a line too long to hold.
+/// `end_offset` is the input's byte offset just after it: where reading resumes.
 #[derive(Debug)]
 pub enum Chunk {
     /// Lines in `buf[..len]`; the buffer beyond is spare room kept for reuse.
@@ -39,15 +40,23 @@ pub enum Chunk {
         buf: Vec<u8>,
         len: usize,
         first_line_no: u64,
+        end_offset: u64,
     },
     TooLong {
         head: Vec<u8>,
         len: u64,
         line_no: u64,
+        end_offset: u64,
     },
 }
 
 impl Chunk {
+    pub fn end_offset(&self) -> u64 {
+        match self {
+            Chunk::Lines { end_offset, .. } | Chunk::TooLong { end_offset, .. } => *end_offset,
+        }
+    }
+
     /// The chunk's buffer, for [`read_chunks`] to reuse.
     pub fn into_buffer(self) -> Option<Vec<u8>> {
         match self {
@@ -59,10 +68,10 @@ impl Chunk {
     /// Calls `each` for every logical line of the chunk.
     pub fn lines(&self, max_line: usize, each: impl FnMut(RawLine<'_>)) {
         match self {
-            Chunk::Lines { buf, len, first_line_no } => {
+            Chunk::Lines { buf, len, first_line_no, .. } => {
                 split_lines(&buf[..*len], *first_line_no, max_line, each);
             }
-            Chunk::TooLong { head, len, line_no } => {
+            Chunk::TooLong { head, len, line_no, .. } => {
                 let mut each = each;
                 each(RawLine { bytes: head, len: *len, too_long: true, line_no: *line_no });
             }
@@ -115,14 +124,20 @@ pub fn read_chunks<R: Read>(
             if finished || eof {
                 let s = skip.take().expect("checked above");
                 line_no = s.first_line_no + s.lines.max(1);
-                each(Chunk::TooLong { head: s.head, len: s.len, line_no: s.first_line_no });
+                let end_offset = total - end as u64;
+                each(Chunk::TooLong {
+                    head: s.head,
+                    len: s.len,
+                    line_no: s.first_line_no,
+                    end_offset,
+                });
             } else {
                 continue;
             }
         }
         if eof {
             if end > 0 {
-                each(Chunk::Lines { buf, len: end, first_line_no: line_no });
+                each(Chunk::Lines { buf, len: end, first_line_no: line_no, end_offset: total });
             }
             return Ok(total);
         }
@@ -134,31 +149,36 @@ pub fn read_chunks<R: Read>(
             // What follows the cut is already over the cap: hand over the lines before it,
             // then skip it as it streams past.
             if cut > 0 {
-                line_no = send(&mut buf, &mut end, cut, line_no, &mut fresh, &mut each);
+                let end_offset = total - (end - cut) as u64;
+                line_no =
+                    send(&mut buf, &mut end, cut, (line_no, end_offset), &mut fresh, &mut each);
             }
             skip = Some(Skip::new(line_no, cut < tail));
             continue;
         }
         if end >= chunk_size && cut > 0 {
-            line_no = send(&mut buf, &mut end, cut, line_no, &mut fresh, &mut each);
+            let end_offset = total - (end - cut) as u64;
+            line_no = send(&mut buf, &mut end, cut, (line_no, end_offset), &mut fresh, &mut each);
         }
     }
 }
 
-/// Hands `buf[..cut]` over as a chunk and keeps the rest; returns the next chunk's first line.
+/// Hands `buf[..cut]` over as a chunk and keeps the rest; `at` is the chunk's first line number
+/// and end offset. Returns the next chunk's first line number.
 fn send(
     buf: &mut Vec<u8>,
     end: &mut usize,
     cut: usize,
-    line_no: u64,
+    (first_line_no, end_offset): (u64, u64),
     fresh: &mut impl FnMut(&[u8]) -> Vec<u8>,
     each: &mut impl FnMut(Chunk),
 ) -> u64 {
     let next = fresh(&buf[cut..*end]);
     *end -= cut;
     let lines = memchr::memchr_iter(b'\n', &buf[..cut]).count() as u64;
-    each(Chunk::Lines { buf: std::mem::replace(buf, next), len: cut, first_line_no: line_no });
-    line_no + lines
+    let buf = std::mem::replace(buf, next);
+    each(Chunk::Lines { buf, len: cut, first_line_no, end_offset });
+    first_line_no + lines
 }
 
 /// How far back a cut looks for open CRI runs: containerd writes a long line's chunks one
@@ -485,6 +505,27 @@ mod tests {
         let summary: Vec<_> = got.iter().map(|l| (l.1, l.2, l.3)).collect();
         assert_eq!(summary, [(1, false, 1), (50_000, true, 2), (1, false, 3), (50_000, true, 4)]);
         assert_eq!(got[1].0.len(), REJECT_RAW_CAP);
+    }
+
+    #[test]
+    fn chunk_end_offsets_are_line_boundaries() {
+        let long = "z".repeat(3000);
+        let input = format!("one\ntwo\n{long}\nthree\nfour");
+        for chunk in [1, 5, 100] {
+            let mut ends = Vec::new();
+            read_chunks(
+                Trickle(input.as_bytes()),
+                chunk,
+                1000,
+                || None,
+                |c| ends.push(c.end_offset()),
+            )
+            .unwrap();
+            assert_eq!(*ends.last().unwrap(), input.len() as u64);
+            for end in &ends[..ends.len() - 1] {
+                assert_eq!(input.as_bytes()[*end as usize - 1], b'\n', "chunk {chunk}: {ends:?}");
+            }
+        }
     }
 
     #[test]

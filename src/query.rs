@@ -1,0 +1,198 @@
+//! Ad-hoc SQL over the store (DataFusion): the store's tables registered with their explicit
+//! schema and Hive partition columns (`date`, `hour`), read-only, and the canned queries of
+//! `queries/` built into the binary.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+
+use crate::schema;
+use crate::store::{ACCESS_LOG, REJECTS};
+
+/// Partition columns of every store table, in directory order.
+pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
+
+/// The canned queries of `queries/`, by name.
+pub const CANNED: &[(&str, &str)] = &[
+    ("top-hosts", include_str!("../queries/top-hosts.sql")),
+    ("errors-by-host", include_str!("../queries/errors-by-host.sql")),
+    ("latency-by-host", include_str!("../queries/latency-by-host.sql")),
+    ("tls-origination", include_str!("../queries/tls-origination.sql")),
+    ("new-hosts", include_str!("../queries/new-hosts.sql")),
+    ("top-sources", include_str!("../queries/top-sources.sql")),
+    ("passthrough", include_str!("../queries/passthrough.sql")),
+    ("rejects-over-time", include_str!("../queries/rejects-over-time.sql")),
+    ("host-rate", include_str!("../queries/host-rate.sql")),
+];
+
+/// Why a query gave no result.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The SQL itself is wrong (syntax, unknown column, a statement that would write).
+    #[error("{0}")]
+    Sql(String),
+    #[error("no canned query @{0}; `egresslens query --list` shows them")]
+    UnknownCanned(String),
+    #[error("query @{name} needs --param {param}=VALUE")]
+    MissingParam { name: String, param: String },
+    #[error("cannot run the query")]
+    Engine(#[source] DataFusionError),
+    #[error("cannot write the result")]
+    Output(#[source] std::io::Error),
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(error: DataFusionError) -> Self {
+        QueryError::Engine(error)
+    }
+}
+
+/// Errors of planning a statement are the statement's (syntax, unknown names, a write where
+/// only reads are allowed), except those of reaching the data.
+fn planning_error(error: DataFusionError) -> QueryError {
+    match error.find_root() {
+        DataFusionError::IoError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::ParquetError(_)
+        | DataFusionError::ResourcesExhausted(_)
+        | DataFusionError::Internal(_) => QueryError::Engine(error),
+        _ => QueryError::Sql(error.strip_backtrace()),
+    }
+}
+
+/// The first comment line of a canned query: the question it answers.
+pub fn describe(sql: &str) -> &str {
+    sql.lines().next().and_then(|l| l.strip_prefix("--")).map_or("", str::trim)
+}
+
+/// The text of `@name` with `{{param}}` placeholders filled in as SQL string literals.
+pub fn canned(name: &str, params: &[(String, String)]) -> Result<String, QueryError> {
+    let (_, sql) = CANNED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| QueryError::UnknownCanned(name.to_owned()))?;
+    let mut sql = (*sql).to_owned();
+    for (key, value) in params {
+        sql = sql.replace(&format!("{{{{{key}}}}}"), &format!("'{}'", value.replace('\'', "''")));
+    }
+    if let Some(start) = sql.find("{{") {
+        let param = sql[start + 2..].split("}}").next().unwrap_or_default().to_owned();
+        return Err(QueryError::MissingParam { name: name.to_owned(), param });
+    }
+    Ok(sql)
+}
+
+fn with_partitions(table: SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(PARTITION_COLUMNS.map(|name| Field::new(name, DataType::Utf8, false)));
+    Arc::new(Schema::new(fields))
+}
+
+/// A session with the store's tables registered. A table whose directory does not exist yet
+/// is an empty table of the right schema, so every query runs on an empty store.
+pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
+    let ctx = SessionContext::new();
+    for (name, table_schema) in [(ACCESS_LOG, schema::access_log()), (REJECTS, schema::rejects())] {
+        let dir = store.join(name);
+        if !dir.is_dir() {
+            let empty = MemTable::try_new(with_partitions(table_schema), vec![vec![]])?;
+            ctx.register_table(name, Arc::new(empty))?;
+            continue;
+        }
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(
+                PARTITION_COLUMNS.map(|c| (c.to_owned(), DataType::Utf8)).to_vec(),
+            );
+        let config =
+            ListingTableConfig::new(url).with_listing_options(options).with_schema(table_schema);
+        ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    }
+    Ok(ctx)
+}
+
+/// Runs one read-only statement: no DDL, no DML (`COPY … TO` included), no `SET`.
+pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    let options =
+        SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let frame = ctx.sql_with_options(sql, options).await.map_err(planning_error)?;
+    Ok(frame.collect().await?)
+}
+
+/// Result formats of `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFormat {
+    Table,
+    Csv,
+    /// One JSON array of row objects.
+    Json,
+    /// One JSON row object per line.
+    Ndjson,
+}
+
+/// Writes query results in `format`.
+pub fn write_results(
+    out: &mut impl Write,
+    batches: &[RecordBatch],
+    format: ResultFormat,
+) -> Result<(), QueryError> {
+    use datafusion::arrow::{csv, json};
+    let arrow = |e: datafusion::arrow::error::ArrowError| QueryError::Engine(e.into());
+    match format {
+        ResultFormat::Table => {
+            let table =
+                datafusion::arrow::util::pretty::pretty_format_batches(batches).map_err(arrow)?;
+            writeln!(out, "{table}").map_err(QueryError::Output)
+        }
+        ResultFormat::Csv => {
+            let mut writer = csv::WriterBuilder::new().with_header(true).build(out);
+            batches.iter().try_for_each(|b| writer.write(b)).map_err(arrow)
+        }
+        ResultFormat::Json => {
+            let mut writer = json::ArrayWriter::new(&mut *out);
+            batches.iter().try_for_each(|b| writer.write(b)).map_err(arrow)?;
+            writer.finish().map_err(arrow)?;
+            writeln!(out).map_err(QueryError::Output)
+        }
+        ResultFormat::Ndjson => {
+            let mut writer = json::LineDelimitedWriter::new(out);
+            batches.iter().try_for_each(|b| writer.write(b)).map_err(arrow)?;
+            writer.finish().map_err(arrow)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_canned_query_says_what_it_answers() {
+        for (name, sql) in CANNED {
+            let question = describe(sql);
+            assert!(question.ends_with('?'), "@{name}: {question:?}");
+        }
+    }
+
+    #[test]
+    fn params_become_quoted_literals_and_missing_ones_are_named() {
+        let sql = canned("host-rate", &[("host".into(), "o'brien.com".into())]).unwrap();
+        assert!(sql.contains("= 'o''brien.com'"), "{sql}");
+        match canned("host-rate", &[]) {
+            Err(QueryError::MissingParam { param, .. }) => assert_eq!(param, "host"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(canned("nope", &[]), Err(QueryError::UnknownCanned(_))));
+    }
+}

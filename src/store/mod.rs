@@ -1,0 +1,271 @@
+//! The Parquet store: one directory of Hive-partitioned tables
+//! (`access_log/date=2025-08-18/hour=09/c000000000012-1of2.parquet`), written only through
+//! atomic commits that carry the source position they cover. The store is the collector's
+//! checkpoint: no other state survives a restart.
+//!
+//! A commit writes all its files (one per table and hour) into `.tmp/`, fsyncs them, and only
+//! then renames them into place one by one. So a commit with any file in place has all its
+//! files complete: on open, [`Store::open`] finishes such commits from `.tmp/` (roll forward)
+//! and deletes the temporary files of commits that never reached the renames. Readers list
+//! `*.parquet` below the table directories and never see `.tmp/`.
+
+mod commit;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaDataReader;
+
+pub use commit::CommitSummary;
+
+/// Tables of the store.
+pub const ACCESS_LOG: &str = "access_log";
+pub const REJECTS: &str = "rejects";
+pub const TABLES: [&str; 2] = [ACCESS_LOG, REJECTS];
+/// Where commits are staged; never read by queries.
+const TMP_DIR: &str = ".tmp";
+
+/// Parquet key-value metadata keys every committed file carries.
+pub mod meta {
+    pub const COMMIT: &str = "egresslens.commit";
+    /// The source the commit's records came from (`file:<device>:<inode>`, `stdin`).
+    pub const SOURCE: &str = "egresslens.source";
+    /// The byte offset in the source just after the commit's last line.
+    pub const OFFSET: &str = "egresslens.offset";
+    /// The source's path when it was read, for people.
+    pub const SOURCE_PATH: &str = "egresslens.source_path";
+}
+
+/// An error of the store, naming the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write Parquet file {}", path.display())]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: ParquetError,
+    },
+    #[error("{} is not a committed store file: {why}", path.display())]
+    Foreign { path: PathBuf, why: &'static str },
+}
+
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { action, path, source }
+}
+
+/// How far a source has been committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub source: String,
+    pub offset: u64,
+}
+
+/// A committed or staged file's name: `c<commit>-<n>of<k>.parquet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileName {
+    commit: u64,
+    n: usize,
+    of: usize,
+}
+
+impl FileName {
+    fn render(self) -> String {
+        format!("c{:012}-{}of{}.parquet", self.commit, self.n, self.of)
+    }
+
+    fn parse(name: &str) -> Option<FileName> {
+        let rest = name.strip_prefix('c')?.strip_suffix(".parquet")?;
+        let (commit, rest) = rest.split_once('-')?;
+        let (n, of) = rest.split_once("of")?;
+        Some(FileName { commit: commit.parse().ok()?, n: n.parse().ok()?, of: of.parse().ok()? })
+    }
+}
+
+/// Where a staged file goes: `<table>.<date>.<hour>.` before its file name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Destination {
+    table: String,
+    date: String,
+    hour: String,
+}
+
+impl Destination {
+    fn dir(&self, root: &Path) -> PathBuf {
+        root.join(&self.table)
+            .join(format!("date={}", self.date))
+            .join(format!("hour={}", self.hour))
+    }
+
+    fn staged_name(&self, file: FileName) -> String {
+        format!("{}.{}.{}.{}", self.table, self.date, self.hour, file.render())
+    }
+
+    fn parse_staged(name: &str) -> Option<(Destination, FileName)> {
+        let mut parts = name.splitn(4, '.');
+        let (table, date, hour, file) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if !TABLES.contains(&table) {
+            return None;
+        }
+        let destination =
+            Destination { table: table.to_owned(), date: date.to_owned(), hour: hour.to_owned() };
+        Some((destination, FileName::parse(file)?))
+    }
+}
+
+/// The store directory, opened for writing by one collector.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    next_commit: u64,
+}
+
+/// What [`Store::open`] found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Staged files of interrupted commits that were moved into place.
+    pub rolled_forward: usize,
+    /// Staged files of commits that never began their renames, deleted.
+    pub discarded: usize,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root` and completes or discards what an
+    /// interrupted commit left behind.
+    pub fn open(root: &Path) -> Result<(Store, Recovery), StoreError> {
+        let tmp = root.join(TMP_DIR);
+        fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+        for table in TABLES {
+            let dir = root.join(table);
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        let committed = committed_files(root)?;
+        let started: std::collections::BTreeSet<u64> =
+            committed.iter().map(|(name, _)| name.commit).collect();
+        let mut recovery = Recovery::default();
+        for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
+            let path = entry.map_err(io_err("list", &tmp))?.path();
+            let staged =
+                path.file_name().and_then(|n| n.to_str()).and_then(Destination::parse_staged);
+            match staged {
+                Some((destination, file)) if started.contains(&file.commit) => {
+                    let dir = destination.dir(root);
+                    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+                    let target = dir.join(file.render());
+                    fs::rename(&path, &target).map_err(io_err("move into place", &path))?;
+                    sync_dir(&dir)?;
+                    recovery.rolled_forward += 1;
+                }
+                _ => {
+                    fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                    recovery.discarded += 1;
+                }
+            }
+        }
+        sync_dir(&tmp)?;
+        let next_commit = started.last().map_or(1, |c| c + 1);
+        Ok((Store { root: root.to_path_buf(), next_commit }, recovery))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The newest committed position of `source`, if any commit came from it.
+    pub fn checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        // Newest commit first; each commit's files carry the same checkpoint.
+        let mut by_commit: BTreeMap<u64, PathBuf> = BTreeMap::new();
+        for (name, path) in committed_files(&self.root)? {
+            by_commit.entry(name.commit).or_insert(path);
+        }
+        for path in by_commit.values().rev() {
+            let metadata = read_key_values(path)?;
+            if metadata.get(meta::SOURCE).map(String::as_str) != Some(source) {
+                continue;
+            }
+            let offset = metadata
+                .get(meta::OFFSET)
+                .and_then(|o| o.parse().ok())
+                .ok_or_else(|| StoreError::Foreign { path: path.clone(), why: "no offset" })?;
+            return Ok(Some(Checkpoint { source: source.to_owned(), offset }));
+        }
+        Ok(None)
+    }
+}
+
+/// Every committed file below the table directories, with its parsed name.
+fn committed_files(root: &Path) -> Result<Vec<(FileName, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for table in TABLES {
+        walk(&root.join(table), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<(FileName, PathBuf)>) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io_err("inspect", &path))?.is_dir() {
+            walk(&path, out)?;
+        } else if let Some(name) =
+            path.file_name().and_then(|n| n.to_str()).and_then(FileName::parse)
+        {
+            out.push((name, path));
+        }
+    }
+    Ok(())
+}
+
+/// The Parquet key-value metadata of a file.
+fn read_key_values(path: &Path) -> Result<BTreeMap<String, String>, StoreError> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(|source| StoreError::Parquet { path: path.to_path_buf(), source })?;
+    Ok(metadata
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+        .collect())
+}
+
+/// Makes a directory's entries (renames, new files) durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let name = FileName { commit: 42, n: 2, of: 3 };
+        assert_eq!(name.render(), "c000000000042-2of3.parquet");
+        assert_eq!(FileName::parse(&name.render()), Some(name));
+        assert_eq!(FileName::parse("part-0.parquet"), None);
+        let dest =
+            Destination { table: ACCESS_LOG.into(), date: "2025-08-18".into(), hour: "09".into() };
+        let staged = dest.staged_name(name);
+        assert_eq!(Destination::parse_staged(&staged), Some((dest, name)));
+    }
+}
