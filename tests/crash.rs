@@ -1,0 +1,115 @@
+//! Exactly-once under SIGKILL: `collect --once` runs as a child process and is killed at
+//! pseudo-random moments, 25 times, while more lines keep arriving in its input; then a last
+//! run finishes. The store must equal the generator's truth: exact per-host counts, every
+//! reject once, no request stored twice.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test right there
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use egresslens::query;
+use egresslens::traffic::{GenConfig, GenFormat, generate};
+
+fn collect(log: &Path, store: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["collect", "--once", "--commit-rows", "700", "--file"])
+        .arg(log)
+        .arg("--store")
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn query_rows(store: &Path, sql: &str) -> Vec<(String, i64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let batches = runtime.block_on(async {
+        let ctx = query::session(store).await.unwrap();
+        query::run(&ctx, sql).await.unwrap()
+    });
+    let mut out = Vec::new();
+    for b in &batches {
+        for row in 0..b.num_rows() {
+            out.push((
+                b.column(0).as_string::<i32>().value(row).to_owned(),
+                b.column(1).as_primitive::<Int64Type>().value(row),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, store) = (dir.path().join("waypoint.log"), dir.path().join("store"));
+    let mut requests: BTreeMap<String, i64> = BTreeMap::new();
+    let mut rejects = 0i64;
+    let mut interrupted = 0;
+    let mut random = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |bound: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % bound
+    };
+    for round in 0..25u64 {
+        if round % 3 == 0 {
+            // More traffic arrives, each part an hour later than the last.
+            let config = GenConfig {
+                lines: 6_000,
+                seed: round,
+                bad: 0.03,
+                format: GenFormat::Kubectl,
+                start_ns: 1_755_509_790_000_000_000 + round as i64 * 3_600_000_000_000,
+                ..GenConfig::default()
+            };
+            let mut bytes = Vec::new();
+            let truth = generate(&config, &mut bytes).unwrap();
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap()
+                .write_all(&bytes)
+                .unwrap();
+            for (host, h) in &truth.hosts {
+                *requests.entry(host.clone()).or_default() += h.requests as i64;
+            }
+            rejects += truth.rejects.values().sum::<u64>() as i64;
+        }
+        let mut child = collect(&log, &store);
+        std::thread::sleep(Duration::from_millis(next(90)));
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    assert!(interrupted >= 20, "only {interrupted} kills hit a running collector");
+    let status = collect(&log, &store).wait().unwrap();
+    assert!(status.success());
+
+    let got: BTreeMap<String, i64> =
+        query_rows(&store, "SELECT authority, count(*) FROM access_log GROUP BY authority")
+            .into_iter()
+            .collect();
+    assert_eq!(got, requests);
+    let stored_rejects = query_rows(&store, "SELECT 'all', count(*) FROM rejects");
+    assert_eq!(stored_rejects[0].1, rejects);
+    let twice = query_rows(
+        &store,
+        "SELECT request_id, count(*) AS n FROM access_log WHERE request_id IS NOT NULL \
+         GROUP BY request_id HAVING count(*) > 1",
+    );
+    assert!(twice.is_empty(), "stored twice: {:?}", &twice[..twice.len().min(5)]);
+    assert!(fs::read_dir(store.join(".tmp")).unwrap().next().is_none());
+}
