@@ -74,6 +74,24 @@ struct CollectArgs {
     /// Lines longer than this many bytes are rejected as too_long.
     #[arg(long, default_value_t = egresslens::source::lines::DEFAULT_MAX_LINE)]
     max_line: usize,
+    /// Remove hour partitions older than this (by the wall clock), e.g. 7d, 36h, 90m.
+    #[arg(long, value_parser = parse_age)]
+    retain: Option<std::time::Duration>,
+}
+
+/// `7d`, `36h`, `90m`, `3600s`.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} does not start with a number"))?;
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("{text:?}: use d, h, m or s, as in 7d")),
+    };
+    Ok(std::time::Duration::from_secs(n * seconds))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -436,6 +454,13 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         );
     }
     let summary = collect_once(&input, &mut store, &config)?;
+    if let Some(age) = args.retain {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        let cutoff = now.saturating_sub(age).as_nanos() as i64;
+        let removed = store.expire(cutoff)?;
+        let _ =
+            writeln!(io::stderr(), "egresslens: removed {} expired hour partitions", removed.len());
+    }
     let _ = writeln!(
         io::stderr(),
         "egresslens: {} records and {} rejects from {} in {} commits to {} (resumed at byte {})",

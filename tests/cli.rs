@@ -317,3 +317,33 @@ fn canned_queries_are_listed_and_run_by_name() {
         String::from_utf8(out.stdout).unwrap().starts_with("minute,requests,status_5xx,avg_ms")
     );
 }
+
+#[test]
+fn retention_removes_expired_hours_but_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, store) = (dir.path().join("egress.log"), dir.path().join("store"));
+    // 8 000 lines at one a second: three hours of 2025, in commits of 1 000 rows.
+    let make_log = ["gen", "--lines", "8000", "--rate", "1", "--out", log.to_str().unwrap()];
+    assert!(run(&make_log).status.success());
+    let collect = |extra: &[&str]| {
+        let base = ["collect", "--once", "--commit-rows", "1000", "--file", log.to_str().unwrap()];
+        run(&[&base[..], &["--store", store.to_str().unwrap()], extra].concat())
+    };
+    assert!(collect(&[]).status.success());
+    let hours = || -> usize {
+        std::fs::read_dir(store.join("access_log"))
+            .unwrap()
+            .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum()
+    };
+    assert_eq!(hours(), 3);
+    let out = collect(&["--retain", "1d"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every hour has expired, but the one holding the newest commit stays: it is the
+    // checkpoint, so the next run still knows where the file was left and reads nothing again.
+    assert_eq!(hours(), 1);
+    let out = collect(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("0 records"), "{stderr}");
+    assert_eq!(collect(&["--retain", "7 days"]).status.code(), Some(2));
+}

@@ -182,6 +182,45 @@ impl Store {
         &self.root
     }
 
+    /// Removes whole hour partitions that end before `cutoff_ns`. The partitions holding the
+    /// newest commit stay whatever their age: that commit is the checkpoint, and losing it
+    /// would make the collector read its source again. Returns the partitions removed.
+    pub fn expire(&self, cutoff_ns: i64) -> Result<Vec<PathBuf>, StoreError> {
+        let files = committed_files(&self.root)?;
+        let newest = files.iter().map(|(name, _)| name.commit).max();
+        let keep: std::collections::BTreeSet<PathBuf> = files
+            .iter()
+            .filter(|(name, _)| Some(name.commit) == newest)
+            .filter_map(|(_, path)| path.parent().map(Path::to_path_buf))
+            .collect();
+        let (cutoff_date, cutoff_hour) = crate::parse::time::utc_date_hour(cutoff_ns);
+        let mut removed = Vec::new();
+        for table in TABLES {
+            let table_dir = self.root.join(table);
+            for date_dir in list_dirs(&table_dir)? {
+                let Some(date) = partition_value(&date_dir, "date") else { continue };
+                for hour_dir in list_dirs(&date_dir)? {
+                    let Some(hour) = partition_value(&hour_dir, "hour") else { continue };
+                    // The hour ends before the cutoff when it is an earlier hour than the
+                    // cutoff's own (dates and hours compare as fixed-width text).
+                    let expired = (date.as_str(), hour.as_str())
+                        < (cutoff_date.as_str(), cutoff_hour.as_str());
+                    if expired && !keep.contains(&hour_dir) {
+                        fs::remove_dir_all(&hour_dir).map_err(io_err("remove", &hour_dir))?;
+                        removed.push(hour_dir);
+                    }
+                }
+                if list_dirs(&date_dir)?.is_empty()
+                    && fs::read_dir(&date_dir).map_err(io_err("list", &date_dir))?.next().is_none()
+                {
+                    fs::remove_dir(&date_dir).map_err(io_err("remove", &date_dir))?;
+                }
+            }
+            sync_dir(&table_dir)?;
+        }
+        Ok(removed)
+    }
+
     /// The newest committed position of `source`, if any commit came from it.
     pub fn checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
         // Newest commit first; each commit's files carry the same checkpoint.
@@ -202,6 +241,24 @@ impl Store {
         }
         Ok(None)
     }
+}
+
+fn list_dirs(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let path = entry.map_err(io_err("list", dir))?.path();
+        if path.is_dir() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `2025-08-18` of a directory named `date=2025-08-18`.
+fn partition_value(dir: &Path, column: &str) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    Some(name.strip_prefix(column)?.strip_prefix('=')?.to_owned())
 }
 
 /// Every committed file below the table directories, with its parsed name.
