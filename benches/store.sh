@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The store against DuckDB, in one run on the same generated file:
+#   (a) `collect --once` file -> Parquet (all columns) vs DuckDB COPY (SELECT * FROM read_ndjson(...))
+#   (b) per-host stats SQL over the store: `egresslens query` vs DuckDB read_parquet over the same files
+# and an interoperability check: DuckDB reads the store (Hive partitions, UTC timestamps) and
+# finds the same per-host numbers as `egresslens query`.
+# Usage: benches/store.sh  (env: LINES=1000000 RUNS=3 BENCH_DATA=bench-data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LINES=${LINES:-1000000}
+RUNS=${RUNS:-3}
+DATA=${BENCH_DATA:-bench-data}
+FILE="$DATA/egress-$LINES.ndjson"
+BIN=target/release/egresslens
+PY="$DATA/venv/bin/python"
+
+cargo build --release --quiet
+mkdir -p "$DATA"
+[ -s "$FILE" ] || "$BIN" gen --lines "$LINES" --seed 42 --untyped 0 --out "$FILE"
+if [ ! -x "$PY" ]; then
+  python3 -m venv "$DATA/venv"
+  "$DATA/venv/bin/pip" install --quiet duckdb==2.0.1
+fi
+cat "$FILE" > /dev/null
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+STORE="$DATA/store"
+: > "$DATA/store-runs.txt"
+for _ in $(seq "$RUNS"); do
+  rm -rf "$STORE" "$DATA/duck.parquet"
+  /usr/bin/time -f '%e %M' -o "$DATA/a.txt" "$BIN" collect --once --file "$FILE" --store "$STORE" 2> /dev/null
+  /usr/bin/time -f '%e %M' -o "$DATA/b.txt" "$PY" -c "
+import duckdb, sys
+duckdb.sql(\"COPY (SELECT * FROM read_ndjson('$FILE')) TO '$DATA/duck.parquet' (FORMAT parquet, COMPRESSION zstd)\")"
+  read -r a_s a_kib < "$DATA/a.txt"
+  read -r b_s b_kib < "$DATA/b.txt"
+  echo "$a_s $a_kib $b_s $b_kib $(ratio "$a_s" "$b_s")" >> "$DATA/store-runs.txt"
+done
+col() { cut -d' ' -f"$1" "$DATA/store-runs.txt" | median; }
+peak() { cut -d' ' -f"$1" "$DATA/store-runs.txt" | sort -n | tail -1; }
+
+SQL="SELECT authority, count(*) AS requests, sum(bytes_sent) AS bytes_sent,
+  count(*) FILTER (WHERE response_code >= 500) AS status_5xx, max(duration_ms) AS max_ms
+  FROM access_log GROUP BY authority ORDER BY requests DESC, authority"
+DUCK_FROM="read_parquet('$STORE/access_log/*/*/*.parquet', hive_partitioning = true)"
+: > "$DATA/query-runs.txt"
+for _ in $(seq "$RUNS"); do
+  /usr/bin/time -f '%e' -o "$DATA/a.txt" "$BIN" query --store "$STORE" -o json "$SQL" > "$DATA/ours.json"
+  /usr/bin/time -f '%e' -o "$DATA/b.txt" "$PY" -c "
+import duckdb, json
+rows = duckdb.sql(\"\"\"${SQL//access_log/$DUCK_FROM}\"\"\").fetchall()
+json.dump(rows, open('$DATA/theirs.json', 'w'))"
+  echo "$(cat "$DATA/a.txt") $(cat "$DATA/b.txt") $(ratio "$(cat "$DATA/a.txt")" "$(cat "$DATA/b.txt")")" >> "$DATA/query-runs.txt"
+done
+qcol() { cut -d' ' -f"$1" "$DATA/query-runs.txt" | median; }
+
+"$PY" - "$DATA/ours.json" "$DATA/theirs.json" "$STORE" <<'PY'
+import json, sys, duckdb
+ours = [[r["authority"], r["requests"], r["bytes_sent"], r["status_5xx"], r["max_ms"]] for r in json.load(open(sys.argv[1]))]
+theirs = [list(r) for r in json.load(open(sys.argv[2]))]
+assert ours == theirs, (ours[:3], theirs[:3])
+kind = duckdb.sql(f"SELECT typeof(ts) FROM read_parquet('{sys.argv[3]}/access_log/*/*/*.parquet') LIMIT 1").fetchone()[0]
+assert kind.startswith("TIMESTAMP") and "TIME ZONE" in kind, kind
+print(f"interop: DuckDB reads the store ({kind}), {len(theirs)} hosts agree with egresslens query")
+PY
+
+echo
+echo "(a) collect --once, $LINES lines -> Parquet, all columns (medians of $RUNS)"
+echo "  A egresslens collect --once  $(col 1) s  peak RSS $(($(peak 2) / 1024)) MiB"
+echo "  B DuckDB COPY ... TO parquet  $(col 3) s  peak RSS $(($(peak 4) / 1024)) MiB (python + duckdb)"
+echo "  A/B = $(col 5)"
+echo "(b) per-host stats over the store: egresslens query $(qcol 1) s, DuckDB $(qcol 2) s, A/B = $(qcol 3)"
