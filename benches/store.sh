@@ -61,7 +61,7 @@ import json, sys, duckdb
 ours = [[r["authority"], r["requests"], r["bytes_sent"], r["status_5xx"], r["max_ms"]] for r in json.load(open(sys.argv[1]))]
 theirs = [list(r) for r in json.load(open(sys.argv[2]))]
 assert ours == theirs, (ours[:3], theirs[:3])
-kind = duckdb.sql(f"SELECT typeof(ts) FROM read_parquet('{sys.argv[3]}/access_log/*/*/*.parquet') LIMIT 1").fetchone()[0]
+kind = duckdb.sql(f"SELECT typeof(ts) FROM read_parquet('{sys.argv[3]}/access_log/*/*/*.parquet') LIMIT 1").fetchall()[0][0]
 assert kind.startswith("TIMESTAMP") and "TIME ZONE" in kind, kind
 print(f"interop: DuckDB reads the store ({kind}), {len(theirs)} hosts agree with egresslens query")
 PY

@@ -33,7 +33,7 @@ impl Default for CollectConfig {
             max_line: crate::source::lines::DEFAULT_MAX_LINE,
             chunk_bytes: 1 << 20,
             batch_rows: 64 * 1024,
-            commit_rows: 1 << 20,
+            commit_rows: 256 * 1024,
         }
     }
 }

@@ -62,18 +62,7 @@ pub trait LineSink {
 
 /// Frames, parses and dispatches one logical line; `base` says where it came from.
 pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl LineSink) {
-    if line.too_long {
-        // The kept head still holds the line's prefixes, and with them its time.
-        let framed = frame(line.bytes);
-        let ctx = LineContext {
-            line: line.line_no,
-            prefix_ts_ns: framed.ts_ns,
-            pod: framed.pod.or(base.pod),
-            ..*base
-        };
-        sink.reject(RejectReason::TooLong, line.bytes, line.len, &ctx);
-        return;
-    }
+    // An overlong line's kept head still holds its prefixes, and with them its time.
     let framed = frame(line.bytes);
     let ctx = LineContext {
         line: line.line_no,
@@ -81,6 +70,10 @@ pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl L
         pod: framed.pod.or(base.pod),
         ..*base
     };
+    if line.too_long {
+        sink.reject(RejectReason::TooLong, line.bytes, line.len, &ctx);
+        return;
+    }
     match parse_message(framed.msg, sink.projection()) {
         Ok(entry) if ctx.encoding.is_some_and(|e| entry.format != Some(e)) => {
             sink.reject(RejectReason::MixedEncoding, line.bytes, line.len, &ctx);
