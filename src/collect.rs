@@ -4,16 +4,18 @@
 //! Following a growing file (`tail -F`) and stopping on signals join in the next step; this is
 //! the batch-import form (`collect --once`).
 
-use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
 use arrow_array::RecordBatch;
+use crossbeam_channel::bounded;
 
 use crate::batch::LineContext;
 use crate::ingest::{BatchSink, EncodingLock, TableBatch, now_ns, process_line};
+use crate::parse::LogFormat;
 use crate::source::Input;
-use crate::source::lines::read_chunks;
+use crate::source::lines::{Chunk, read_chunks};
 use crate::store::{ACCESS_LOG, Checkpoint, REJECTS, Store, StoreError};
 
 /// Settings of a collect run.
@@ -25,6 +27,8 @@ pub struct CollectConfig {
     pub batch_rows: usize,
     /// Rows after which a commit is made (at the next chunk boundary).
     pub commit_rows: usize,
+    /// Parsing threads.
+    pub workers: usize,
 }
 
 impl Default for CollectConfig {
@@ -34,6 +38,7 @@ impl Default for CollectConfig {
             chunk_bytes: 1 << 20,
             batch_rows: 64 * 1024,
             commit_rows: 256 * 1024,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -102,7 +107,17 @@ fn open_at(input: &Input, offset: u64) -> io::Result<(Box<dyn Read + Send>, u64)
     Ok((reader, offset))
 }
 
-/// Reads `input` to its end into `store`, from where the store says it was left.
+/// One chunk parsed by a worker: its batches, and where the input stands after it.
+struct Parsed {
+    seq: u64,
+    batches: Vec<TableBatch>,
+    lines: usize,
+    end_offset: u64,
+}
+
+/// Reads `input` to its end into `store`, from where the store says it was left. Chunks are
+/// parsed on `config.workers` threads; their batches are committed in input order, so every
+/// checkpoint covers exactly the lines before it.
 pub fn collect_once(
     input: &Input,
     store: &mut Store,
@@ -118,25 +133,90 @@ pub fn collect_once(
     let (reader, base) = open_at(input, checkpoint.map_or(0, |c| c.offset)).map_err(read_err)?;
     let source = source.unwrap_or_else(|| format!("stdin:{}", now_ns()));
     let mut summary = CollectSummary { resumed_at: base, ..CollectSummary::default() };
-    let pending: Cell<Vec<(&str, RecordBatch)>> = Cell::new(Vec::new());
-    let mut sink = BatchSink::new(config.batch_rows, |batch| {
-        let mut list = pending.take();
-        match batch {
-            TableBatch::AccessLog(b) => list.push((ACCESS_LOG, b)),
-            TableBatch::Rejects(b) => list.push((REJECTS, b)),
+    let workers = config.workers.max(1);
+    // Bounded at both ends: the reader waits for workers, workers wait for the committer.
+    let (chunk_tx, chunk_rx) = bounded::<(u64, Chunk, Option<LogFormat>)>(workers * 2);
+    let (parsed_tx, parsed_rx) = bounded::<Parsed>(workers * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (chunk_rx, parsed_tx) = (chunk_rx.clone(), parsed_tx.clone());
+            let origin = name.as_str();
+            scope.spawn(move || {
+                for (seq, chunk, encoding) in chunk_rx {
+                    let mut batches = Vec::new();
+                    let mut lines = 0;
+                    // Builders are sized for this chunk's lines (roughly 1 per 256 bytes),
+                    // not for a whole batch: a worker makes one set per chunk.
+                    let expected = (chunk.len_bytes() / 256).clamp(64, config.batch_rows);
+                    let mut sink = BatchSink::new(expected, |b| batches.push(b));
+                    let ctx = LineContext {
+                        origin,
+                        ingest_ts_ns: now_ns(),
+                        encoding,
+                        ..LineContext::default()
+                    };
+                    chunk.lines(config.max_line, |line| {
+                        process_line(line, &ctx, &mut sink);
+                        lines += 1;
+                    });
+                    sink.flush();
+                    let end_offset = chunk.end_offset();
+                    if parsed_tx.send(Parsed { seq, batches, lines, end_offset }).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        pending.set(list);
-    });
-    let mut lock = EncodingLock::default();
-    let mut rows_since_commit = 0usize;
-    let mut failure: Option<StoreError> = None;
-    let mut commit = |sink: &mut BatchSink<_>, offset: u64, summary: &mut CollectSummary| {
-        sink.flush();
-        let batches = pending.take();
-        let checkpoint = Checkpoint { source: source.clone(), offset: base + offset };
-        let written = store.commit(&batches, &checkpoint, Some(&name))?;
-        for (table, batch) in &batches {
-            if *table == ACCESS_LOG {
+        drop((chunk_rx, parsed_tx));
+        let reader_thread = scope.spawn(move || {
+            let mut lock = EncodingLock::default();
+            let mut seq = 0;
+            read_chunks(
+                reader,
+                config.chunk_bytes,
+                config.max_line,
+                || None,
+                |chunk| {
+                    if lock.encoding().is_none() {
+                        chunk.lines(config.max_line, |line| lock.observe(&line));
+                    }
+                    // A closed channel means the committer failed; the error is reported there.
+                    let _ = chunk_tx.send((seq, chunk, lock.encoding()));
+                    seq += 1;
+                },
+            )
+        });
+        let committed =
+            commit_in_order(parsed_rx, store, config, &source, base, &name, &mut summary);
+        // Unblock the reader if committing stopped early, then collect its result.
+        let read = reader_thread.join().expect("the reader thread panicked");
+        committed?;
+        summary.bytes = read.map_err(read_err)?;
+        Ok(summary)
+    })
+}
+
+/// Takes parsed chunks as they come, puts them back in input order, and commits every
+/// `commit_rows` rows with the offset after the last chunk committed.
+fn commit_in_order(
+    parsed: crossbeam_channel::Receiver<Parsed>,
+    store: &mut Store,
+    config: &CollectConfig,
+    source: &str,
+    base: u64,
+    name: &str,
+    summary: &mut CollectSummary,
+) -> Result<(), CollectError> {
+    let mut waiting: BTreeMap<u64, Parsed> = BTreeMap::new();
+    let mut next_seq = 0;
+    let mut batches: Vec<(&str, RecordBatch)> = Vec::new();
+    let mut rows = 0;
+    let mut offset = None;
+    let mut commit = |batches: &mut Vec<(&str, RecordBatch)>, offset: u64| {
+        let checkpoint = Checkpoint { source: source.to_owned(), offset: base + offset };
+        let written = store.commit(batches, &checkpoint, Some(name))?;
+        for (table, batch) in batches.drain(..) {
+            if table == ACCESS_LOG {
                 summary.records += batch.num_rows();
             } else {
                 summary.rejects += batch.num_rows();
@@ -145,40 +225,26 @@ pub fn collect_once(
         summary.commits += usize::from(written.files > 0);
         Ok::<(), StoreError>(())
     };
-    let spare: Cell<Option<Vec<u8>>> = Cell::new(None);
-    let bytes = read_chunks(
-        reader,
-        config.chunk_bytes,
-        config.max_line,
-        || spare.take(),
-        |chunk| {
-            if failure.is_some() {
-                return;
-            }
-            let ctx =
-                LineContext { origin: &name, ingest_ts_ns: now_ns(), ..LineContext::default() };
-            let mut lines = 0;
-            chunk.lines(config.max_line, |line| {
-                lock.observe(&line);
-                let ctx = LineContext { encoding: lock.encoding(), ..ctx };
-                process_line(line, &ctx, &mut sink);
-                lines += 1;
-            });
-            rows_since_commit += lines;
-            if rows_since_commit >= config.commit_rows {
-                rows_since_commit = 0;
-                if let Err(e) = commit(&mut sink, chunk.end_offset(), &mut summary) {
-                    failure = Some(e);
+    for chunk in parsed {
+        waiting.insert(chunk.seq, chunk);
+        while let Some(chunk) = waiting.remove(&next_seq) {
+            next_seq += 1;
+            for batch in chunk.batches {
+                match batch {
+                    TableBatch::AccessLog(b) => batches.push((ACCESS_LOG, b)),
+                    TableBatch::Rejects(b) => batches.push((REJECTS, b)),
                 }
             }
-            spare.set(chunk.into_buffer());
-        },
-    )
-    .map_err(read_err)?;
-    if let Some(e) = failure {
-        return Err(e.into());
+            rows += chunk.lines;
+            offset = Some(chunk.end_offset);
+            if rows >= config.commit_rows {
+                commit(&mut batches, chunk.end_offset)?;
+                rows = 0;
+            }
+        }
     }
-    commit(&mut sink, bytes, &mut summary)?;
-    summary.bytes = bytes;
-    Ok(summary)
+    if let Some(offset) = offset {
+        commit(&mut batches, offset)?;
+    }
+    Ok(())
 }

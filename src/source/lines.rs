@@ -51,6 +51,14 @@ pub enum Chunk {
 }
 
 impl Chunk {
+    /// Bytes of lines the chunk holds (the kept head for an overlong line).
+    pub fn len_bytes(&self) -> usize {
+        match self {
+            Chunk::Lines { len, .. } => *len,
+            Chunk::TooLong { head, .. } => head.len(),
+        }
+    }
+
     pub fn end_offset(&self) -> u64 {
         match self {
             Chunk::Lines { end_offset, .. } | Chunk::TooLong { end_offset, .. } => *end_offset,
