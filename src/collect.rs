@@ -37,7 +37,7 @@ impl Default for CollectConfig {
             max_line: crate::source::lines::DEFAULT_MAX_LINE,
             chunk_bytes: 1 << 20,
             batch_rows: 64 * 1024,
-            commit_rows: 256 * 1024,
+            commit_rows: 128 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
@@ -145,9 +145,10 @@ pub fn collect_once(
                 for (seq, chunk, encoding) in chunk_rx {
                     let mut batches = Vec::new();
                     let mut lines = 0;
-                    // Builders are sized for this chunk's lines (roughly 1 per 256 bytes),
-                    // not for a whole batch: a worker makes one set per chunk.
-                    let expected = (chunk.len_bytes() / 256).clamp(64, config.batch_rows);
+                    // Builders are sized for this chunk's lines (waypoint lines run near a
+                    // kilobyte), not for a whole batch: a worker makes one set per chunk, and
+                    // spare capacity would stay allocated until the commit.
+                    let expected = (chunk.len_bytes() / 1024).clamp(64, config.batch_rows);
                     let mut sink = BatchSink::new(expected, |b| batches.push(b));
                     let ctx = LineContext {
                         origin,

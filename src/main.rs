@@ -70,7 +70,7 @@ struct CollectArgs {
     once: bool,
     /// Rows per commit: what a crash can make the next run read again, and what is held in
     /// memory until it is written.
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = 128 * 1024)]
     commit_rows: usize,
     /// Lines longer than this many bytes are rejected as too_long.
     #[arg(long, default_value_t = egresslens::source::lines::DEFAULT_MAX_LINE)]
