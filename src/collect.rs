@@ -178,9 +178,7 @@ pub fn collect_once(
                 config.max_line,
                 || None,
                 |chunk| {
-                    if lock.encoding().is_none() {
-                        chunk.lines(config.max_line, |line| lock.observe(&line));
-                    }
+                    lock.observe_chunk(&chunk, config.max_line);
                     // A closed channel means the committer failed; the error is reported there.
                     let _ = chunk_tx.send((seq, chunk, lock.encoding()));
                     seq += 1;

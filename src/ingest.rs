@@ -95,6 +95,13 @@ impl EncodingLock {
         }
     }
 
+    /// Observes a chunk's lines while the encoding is still undecided (its first chunks).
+    pub fn observe_chunk(&mut self, chunk: &Chunk, max_line: usize) {
+        if self.0.is_none() {
+            chunk.lines(max_line, |line| self.observe(&line));
+        }
+    }
+
     pub fn encoding(&self) -> Option<LogFormat> {
         self.0
     }
@@ -198,9 +205,7 @@ fn read_work(
         let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
         let mut lock = EncodingLock::default();
         read_chunks(reader, config.block_bytes, config.max_line, &mut recycled, |chunk| {
-            if lock.encoding().is_none() {
-                chunk.lines(config.max_line, |line| lock.observe(&line));
-            }
+            lock.observe_chunk(&chunk, config.max_line);
             let ingest_ts_ns = now_ns();
             send(Work { origin: origin.clone(), chunk, ingest_ts_ns, encoding: lock.encoding() });
         })

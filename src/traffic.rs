@@ -244,10 +244,7 @@ struct Request {
     method: &'static str,
     path: String,
     protocol: &'static str,
-    code: u16,
-    flags: Option<&'static str>,
-    details: Option<&'static str>,
-    failure: Option<&'static str>,
+    outcome: Outcome,
     bytes_received: u64,
     bytes_sent: u64,
     duration: u32,
@@ -259,8 +256,6 @@ struct Request {
     user_agent: &'static str,
     /// Replica "b" writes missing values as `"-"`, replica "a" as `null`.
     dash_replica: bool,
-    /// No route matched: no upstream cluster.
-    no_route: bool,
     untyped: bool,
 }
 
@@ -376,16 +371,12 @@ impl Generator {
             method,
             path: rng.pick(&profile.paths).to_owned(),
             protocol: rng.pick(&["HTTP/1.1", "HTTP/1.1", "HTTP/2"]),
-            code: outcome.code,
-            flags: outcome.flags,
-            details: outcome.details,
-            failure: outcome.failure,
+            outcome,
             bytes_received,
             bytes_sent,
             duration,
             upstream_time: (outcome.code != 0 && !tcp && !outcome.no_route)
                 .then(|| duration.saturating_sub(1)),
-            no_route: outcome.no_route,
             upstream_host,
             source: format!(
                 "{}:{}",
@@ -431,6 +422,7 @@ fn host_profile(i: usize, config: &GenConfig, rng: &mut Rng) -> HostProfile {
 }
 
 /// How a request ended.
+#[derive(Debug, Clone, Copy)]
 struct Outcome {
     code: u16,
     flags: Option<&'static str>,
@@ -578,17 +570,17 @@ fn render_json(g: &mut Generator, r: &Request, wrong: Option<(&str, &str)>) -> S
         ("protocol", http(r.protocol)),
         ("request_id", if r.tcp { Json::Missing } else { Json::Str(&r.request_id) }),
         ("requested_server_name", if r.tcp { Json::Str(&profile.name) } else { Json::Missing }),
-        ("response_code", Json::Num(u64::from(r.code))),
-        ("response_code_details", text(r.details)),
-        ("response_flags", Json::Str(r.flags.unwrap_or("-"))),
+        ("response_code", Json::Num(u64::from(r.outcome.code))),
+        ("response_code_details", text(r.outcome.details)),
+        ("response_flags", Json::Str(r.outcome.flags.unwrap_or("-"))),
         ("route_name", if r.tcp { Json::Missing } else { Json::Str("default") }),
         ("start_time", Json::Str(&start)),
-        ("upstream_cluster", if r.no_route { Json::Missing } else { Json::Str(&cluster) }),
+        ("upstream_cluster", if r.outcome.no_route { Json::Missing } else { Json::Str(&cluster) }),
         ("upstream_host", r.upstream_host.as_deref().map_or(Json::Missing, Json::Str)),
         ("upstream_local_address", Json::Missing),
         ("upstream_response_time", upstream_time.as_deref().map_or(Json::Missing, Json::Str)),
         ("upstream_service_time", upstream_time.as_deref().map_or(Json::Missing, Json::Str)),
-        ("upstream_transport_failure_reason", text(r.failure)),
+        ("upstream_transport_failure_reason", text(r.outcome.failure)),
         ("user_agent", if r.tcp { Json::Missing } else { Json::Str(r.user_agent) }),
         ("x_forwarded_for", Json::Missing),
     ];
@@ -630,7 +622,7 @@ fn render_text(g: &Generator, r: &Request, bytes_sent: Option<&str>) -> String {
     let dash = |s: Option<&str>| s.unwrap_or("-").to_owned();
     let request_line =
         if r.tcp { "- - -".to_owned() } else { format!("{} {} {}", r.method, r.path, r.protocol) };
-    let cluster = if r.no_route {
+    let cluster = if r.outcome.no_route {
         "-".to_owned()
     } else if r.tcp {
         format!("inbound-vip|443|tcp|{}", profile.name)
@@ -641,10 +633,10 @@ fn render_text(g: &Generator, r: &Request, bytes_sent: Option<&str>) -> String {
     format!(
         "[{}] \"{request_line}\" {} {} {} - \"{}\" {} {sent} {} {} \"-\" \"{}\" \"{}\" \"{}\" \"{}\" {cluster} - {} {} {} default",
         format_rfc3339_ms(r.start_ns),
-        r.code,
-        dash(r.flags),
-        dash(r.details),
-        dash(r.failure),
+        r.outcome.code,
+        dash(r.outcome.flags),
+        dash(r.outcome.details),
+        dash(r.outcome.failure),
         r.bytes_received,
         r.duration,
         r.upstream_time.map_or_else(|| "-".to_owned(), |t| t.to_string()),
@@ -805,7 +797,7 @@ fn count_good(truth: &mut Truth, g: &Generator, r: &Request) {
     host.requests += 1;
     host.bytes_sent += r.bytes_sent;
     host.bytes_received += r.bytes_received;
-    *host.status.entry(STATUS_CLASS_NAMES[status_class(Some(r.code))]).or_default() += 1;
+    *host.status.entry(STATUS_CLASS_NAMES[status_class(Some(r.outcome.code))]).or_default() += 1;
     let upstream_443 = r.upstream_host.as_deref().is_some_and(|h| h.ends_with(":443"));
     host.tls_originated += u64::from(!r.tcp && upstream_443);
     host.durations.push(r.duration);
