@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use arrow_array::RecordBatch;
 use crossbeam_channel::bounded;
 
 use crate::batch::LineContext;
@@ -37,7 +36,7 @@ impl Default for CollectConfig {
             max_line: crate::source::lines::DEFAULT_MAX_LINE,
             chunk_bytes: 1 << 20,
             batch_rows: 64 * 1024,
-            commit_rows: 128 * 1024,
+            commit_rows: 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
@@ -111,7 +110,6 @@ fn open_at(input: &Input, offset: u64) -> io::Result<(Box<dyn Read + Send>, u64)
 struct Parsed {
     seq: u64,
     batches: Vec<TableBatch>,
-    lines: usize,
     end_offset: u64,
 }
 
@@ -144,7 +142,6 @@ pub fn collect_once(
             scope.spawn(move || {
                 for (seq, chunk, encoding) in chunk_rx {
                     let mut batches = Vec::new();
-                    let mut lines = 0;
                     // Builders are sized for this chunk's lines (waypoint lines run near a
                     // kilobyte), not for a whole batch: a worker makes one set per chunk, and
                     // spare capacity would stay allocated until the commit.
@@ -158,11 +155,10 @@ pub fn collect_once(
                     };
                     chunk.lines(config.max_line, |line| {
                         process_line(line, &ctx, &mut sink);
-                        lines += 1;
                     });
                     sink.flush();
                     let end_offset = chunk.end_offset();
-                    if parsed_tx.send(Parsed { seq, batches, lines, end_offset }).is_err() {
+                    if parsed_tx.send(Parsed { seq, batches, end_offset }).is_err() {
                         return;
                     }
                 }
@@ -195,8 +191,12 @@ pub fn collect_once(
     })
 }
 
-/// Takes parsed chunks as they come, puts them back in input order, and commits every
-/// `commit_rows` rows with the offset after the last chunk committed.
+/// Most files one commit keeps open (one per table and hour its rows fall in); more, and the
+/// commit is made early. Bounds the writers' memory when old logs span many hours.
+const MAX_OPEN_FILES: usize = 32;
+
+/// Takes parsed chunks as they come, puts them back in input order, and writes them into the
+/// pending commit, made every `commit_rows` rows with the offset after its last chunk.
 fn commit_in_order(
     parsed: crossbeam_channel::Receiver<Parsed>,
     store: &mut Store,
@@ -208,42 +208,39 @@ fn commit_in_order(
 ) -> Result<(), CollectError> {
     let mut waiting: BTreeMap<u64, Parsed> = BTreeMap::new();
     let mut next_seq = 0;
-    let mut batches: Vec<(&str, RecordBatch)> = Vec::new();
-    let mut rows = 0;
+    let mut pending = store.begin();
     let mut offset = None;
-    let mut commit = |batches: &mut Vec<(&str, RecordBatch)>, offset: u64| {
+    let mut commit = |store: &mut Store, pending, offset: u64| {
         let checkpoint = Checkpoint { source: source.to_owned(), offset: base + offset };
-        let written = store.commit(batches, &checkpoint, Some(name))?;
-        for (table, batch) in batches.drain(..) {
-            if table == ACCESS_LOG {
-                summary.records += batch.num_rows();
-            } else {
-                summary.rejects += batch.num_rows();
-            }
-        }
+        let written = store.finish(pending, &checkpoint, Some(name))?;
         summary.commits += usize::from(written.files > 0);
-        Ok::<(), StoreError>(())
+        Ok::<_, StoreError>(store.begin())
     };
     for chunk in parsed {
         waiting.insert(chunk.seq, chunk);
         while let Some(chunk) = waiting.remove(&next_seq) {
             next_seq += 1;
             for batch in chunk.batches {
-                match batch {
-                    TableBatch::AccessLog(b) => batches.push((ACCESS_LOG, b)),
-                    TableBatch::Rejects(b) => batches.push((REJECTS, b)),
-                }
+                let (table, batch) = match batch {
+                    TableBatch::AccessLog(b) => {
+                        summary.records += b.num_rows();
+                        (ACCESS_LOG, b)
+                    }
+                    TableBatch::Rejects(b) => {
+                        summary.rejects += b.num_rows();
+                        (REJECTS, b)
+                    }
+                };
+                pending.write(table, &batch)?;
             }
-            rows += chunk.lines;
             offset = Some(chunk.end_offset);
-            if rows >= config.commit_rows {
-                commit(&mut batches, chunk.end_offset)?;
-                rows = 0;
+            if pending.rows() >= config.commit_rows || pending.open_files() > MAX_OPEN_FILES {
+                pending = commit(store, pending, chunk.end_offset)?;
             }
         }
     }
     if let Some(offset) = offset {
-        commit(&mut batches, offset)?;
+        commit(store, pending, offset)?;
     }
     Ok(())
 }

@@ -68,9 +68,8 @@ struct CollectArgs {
     /// Read to the end and exit (batch import). Following a growing file is not built yet.
     #[arg(long)]
     once: bool,
-    /// Rows per commit: what a crash can make the next run read again, and what is held in
-    /// memory until it is written.
-    #[arg(long, default_value_t = 128 * 1024)]
+    /// Rows per commit (and at most per file): what a crash can make the next run read again.
+    #[arg(long, default_value_t = 1024 * 1024)]
     commit_rows: usize,
     /// Lines longer than this many bytes are rejected as too_long.
     #[arg(long, default_value_t = egresslens::source::lines::DEFAULT_MAX_LINE)]

@@ -87,106 +87,167 @@ impl Chunk {
     }
 }
 
-/// Reads `input` in chunks of about `chunk_size` bytes that end at a line boundary outside any
-/// CRI partial run, calling `each` for every chunk. Memory stays within about
+/// Reads `input` to its end in chunks of about `chunk_size` bytes that end at a line boundary
+/// outside any CRI partial run, calling `each` for every chunk. Memory stays within about
 /// `chunk_size + max_line`. Buffers of processed chunks come back through `recycled` (fresh
 /// ones cost page faults and zeroing). Returns the bytes read.
 pub fn read_chunks<R: Read>(
     mut input: R,
     chunk_size: usize,
     max_line: usize,
-    mut recycled: impl FnMut() -> Option<Vec<u8>>,
+    recycled: impl FnMut() -> Option<Vec<u8>>,
     mut each: impl FnMut(Chunk),
 ) -> io::Result<u64> {
-    // `buf[..end]` holds what was read; the rest is room, zeroed once when allocated.
-    let mut fresh = |carry: &[u8]| {
-        let size = (chunk_size + READ_SIZE).max(carry.len() + READ_SIZE);
-        let mut next = recycled().unwrap_or_default();
+    let mut reader = ChunkReader::new(chunk_size, max_line, recycled);
+    reader.read_available(&mut input, &mut each)?;
+    Ok(reader.finish(&mut each))
+}
+
+/// [`read_chunks`] in steps, for inputs that grow: [`ChunkReader::read_available`] reads what
+/// is there and hands over every whole line, keeping an unfinished last line (or CRI run) for
+/// the next call; [`ChunkReader::finish`] hands that over too once the input is complete.
+#[derive(Debug)]
+pub struct ChunkReader<F> {
+    chunk_size: usize,
+    max_line: usize,
+    recycled: F,
+    /// `buf[..end]` holds what was read and not handed over; the rest is room, zeroed once.
+    buf: Vec<u8>,
+    end: usize,
+    line_no: u64,
+    total: u64,
+    skip: Option<Skip>,
+}
+
+impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
+    pub fn new(chunk_size: usize, max_line: usize, recycled: F) -> Self {
+        let mut reader = ChunkReader {
+            chunk_size,
+            max_line,
+            recycled,
+            buf: Vec::new(),
+            end: 0,
+            line_no: 1,
+            total: 0,
+            skip: None,
+        };
+        reader.buf = reader.fresh(0);
+        reader
+    }
+
+    /// Bytes read from the input so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.total
+    }
+
+    /// The input offset just after the last line handed over.
+    pub fn handed_over(&self) -> u64 {
+        self.total - self.end as u64
+    }
+
+    /// A buffer for the next chunk, starting with the `carry` bytes after `buf[..from]`.
+    fn fresh(&mut self, from: usize) -> Vec<u8> {
+        let carry = self.end.saturating_sub(from);
+        let size = (self.chunk_size + READ_SIZE).max(carry + READ_SIZE);
+        let mut next = (self.recycled)().unwrap_or_default();
         if next.len() < size {
             next.resize(size, 0);
         }
-        next[..carry.len()].copy_from_slice(carry);
+        next[..carry].copy_from_slice(&self.buf[from..from + carry]);
         next
-    };
-    let mut buf = fresh(&[]);
-    let mut end = 0;
-    let mut line_no = 1u64;
-    let mut total = 0u64;
-    let mut skip: Option<Skip> = None;
-    loop {
-        if buf.len() - end < READ_SIZE {
-            buf.resize(end + READ_SIZE, 0);
-        }
-        let n = match input.read(&mut buf[end..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        end += n;
-        total += n as u64;
-        let eof = n == 0;
-        if let Some(s) = skip.as_mut() {
-            let (consumed, finished) = s.consume(&buf[..end], eof);
-            buf.copy_within(consumed..end, 0);
-            end -= consumed;
-            if finished || eof {
-                let s = skip.take().expect("checked above");
-                line_no = s.first_line_no + s.lines.max(1);
-                let end_offset = total - end as u64;
-                each(Chunk::TooLong {
-                    head: s.head,
-                    len: s.len,
-                    line_no: s.first_line_no,
-                    end_offset,
-                });
-            } else {
+    }
+
+    /// Reads until `input` has nothing more for now (a read of 0 bytes), handing over every
+    /// chunk of whole lines. Returns the bytes read.
+    pub fn read_available<R: Read>(
+        &mut self,
+        input: &mut R,
+        each: &mut impl FnMut(Chunk),
+    ) -> io::Result<u64> {
+        let before = self.total;
+        loop {
+            if self.buf.len() - self.end < READ_SIZE {
+                self.buf.resize(self.end + READ_SIZE, 0);
+            }
+            let n = match input.read(&mut self.buf[self.end..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.end += n;
+            self.total += n as u64;
+            if self.skip.is_some() && !self.consume_skipped(false, each) {
+                if n == 0 {
+                    return Ok(self.total - before);
+                }
                 continue;
             }
-        }
-        if eof {
-            if end > 0 {
-                each(Chunk::Lines { buf, len: end, first_line_no: line_no, end_offset: total });
+            // Where the input could be cut: before the unfinished last line, and before a CRI
+            // run that the lines before it end with.
+            let tail = memchr::memrchr(b'\n', &self.buf[..self.end]).map_or(0, |i| i + 1);
+            let cut = cut_before_partial_run(&self.buf[..tail]);
+            if self.end - cut > self.max_line {
+                // What follows the cut is already over the cap: hand over the lines before it,
+                // then skip it as it streams past.
+                if cut > 0 {
+                    self.send(cut, each);
+                }
+                self.skip = Some(Skip::new(self.line_no, cut < tail));
+                continue;
             }
-            return Ok(total);
-        }
-        // Where the input could be cut: before the unfinished last line, and before a CRI run
-        // that the lines before it end with.
-        let tail = memchr::memrchr(b'\n', &buf[..end]).map_or(0, |i| i + 1);
-        let cut = cut_before_partial_run(&buf[..tail]);
-        if end - cut > max_line {
-            // What follows the cut is already over the cap: hand over the lines before it,
-            // then skip it as it streams past.
-            if cut > 0 {
-                let end_offset = total - (end - cut) as u64;
-                line_no =
-                    send(&mut buf, &mut end, cut, (line_no, end_offset), &mut fresh, &mut each);
+            if (self.end >= self.chunk_size || n == 0) && cut > 0 {
+                self.send(cut, each);
             }
-            skip = Some(Skip::new(line_no, cut < tail));
-            continue;
-        }
-        if end >= chunk_size && cut > 0 {
-            let end_offset = total - (end - cut) as u64;
-            line_no = send(&mut buf, &mut end, cut, (line_no, end_offset), &mut fresh, &mut each);
+            if n == 0 {
+                return Ok(self.total - before);
+            }
         }
     }
-}
 
-/// Hands `buf[..cut]` over as a chunk and keeps the rest; `at` is the chunk's first line number
-/// and end offset. Returns the next chunk's first line number.
-fn send(
-    buf: &mut Vec<u8>,
-    end: &mut usize,
-    cut: usize,
-    (first_line_no, end_offset): (u64, u64),
-    fresh: &mut impl FnMut(&[u8]) -> Vec<u8>,
-    each: &mut impl FnMut(Chunk),
-) -> u64 {
-    let next = fresh(&buf[cut..*end]);
-    *end -= cut;
-    let lines = memchr::memchr_iter(b'\n', &buf[..cut]).count() as u64;
-    let buf = std::mem::replace(buf, next);
-    each(Chunk::Lines { buf, len: cut, first_line_no, end_offset });
-    first_line_no + lines
+    /// Hands over what is left once the input is complete: an unfinished last line is still a
+    /// line, an unfinished CRI run is joined as far as it goes. Returns the bytes read in all.
+    pub fn finish(mut self, each: &mut impl FnMut(Chunk)) -> u64 {
+        if self.skip.is_some() {
+            self.consume_skipped(true, each);
+        }
+        if self.end > 0 {
+            let (buf, len) = (std::mem::take(&mut self.buf), self.end);
+            each(Chunk::Lines { buf, len, first_line_no: self.line_no, end_offset: self.total });
+        }
+        self.total
+    }
+
+    /// Feeds the buffered bytes to the line being skipped; when it is complete (or `eof`),
+    /// hands over its head and returns true.
+    fn consume_skipped(&mut self, eof: bool, each: &mut impl FnMut(Chunk)) -> bool {
+        let skip = self.skip.as_mut().expect("only called while skipping");
+        let (consumed, finished) = skip.consume(&self.buf[..self.end], eof);
+        self.buf.copy_within(consumed..self.end, 0);
+        self.end -= consumed;
+        if !(finished || eof) {
+            return false;
+        }
+        let skip = self.skip.take().expect("checked above");
+        self.line_no = skip.first_line_no + skip.lines.max(1);
+        each(Chunk::TooLong {
+            head: skip.head,
+            len: skip.len,
+            line_no: skip.first_line_no,
+            end_offset: self.handed_over(),
+        });
+        true
+    }
+
+    /// Hands `buf[..cut]` over as a chunk and keeps the rest.
+    fn send(&mut self, cut: usize, each: &mut impl FnMut(Chunk)) {
+        let next = self.fresh(cut);
+        let first_line_no = self.line_no;
+        self.line_no += memchr::memchr_iter(b'\n', &self.buf[..cut]).count() as u64;
+        self.end -= cut;
+        let end_offset = self.handed_over();
+        let buf = std::mem::replace(&mut self.buf, next);
+        each(Chunk::Lines { buf, len: cut, first_line_no, end_offset });
+    }
 }
 
 /// How far back a cut looks for open CRI runs: containerd writes a long line's chunks one
@@ -225,6 +286,7 @@ fn cut_before_partial_run(lines: &[u8]) -> usize {
 
 /// An overlong line, or an overlong CRI run, being skipped as it streams past. A run ends
 /// with the next `F` line of either stream: close enough for a line that is rejected anyway.
+#[derive(Debug)]
 struct Skip {
     head: Vec<u8>,
     len: u64,

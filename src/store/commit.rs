@@ -1,9 +1,12 @@
-//! One commit: batches split by the hour of their rows, written to staged files, fsynced,
-//! then renamed into place (see the module above for why that order makes commits atomic).
+//! One commit, written as its batches arrive: rows go to an open Parquet writer per table and
+//! hour (`.open` files in `.tmp/`, row groups flushed as they fill), and [`Store::finish`]
+//! closes them with the checkpoint in their metadata, fsyncs them, names them, and only then
+//! renames them into place (see the module above for why that order makes commits atomic).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::path::Path;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, RecordBatch, TimestampNanosecondArray, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
@@ -11,15 +14,34 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::{
     Checkpoint, Destination, FileName, Store, StoreError, TMP_DIR, io_err, meta, sync_dir,
 };
 use crate::parse::time::utc_date_hour;
+use crate::schema::{col, reject_col};
 
 /// Rows per Parquet row group: large enough for good compression and statistics, small enough
 /// for readers to skip by statistics within an hour.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Columns whose values are nearly all distinct (ids, timestamps, ephemeral ports, sizes):
+/// a dictionary would only cost time before the writer falls back to plain encoding.
+const NO_DICTIONARY: [&str; 12] = [
+    col::TS,
+    col::REQUEST_ID,
+    col::DOWNSTREAM_REMOTE_ADDRESS,
+    col::UPSTREAM_LOCAL_ADDRESS,
+    col::BYTES_RECEIVED,
+    col::BYTES_SENT,
+    col::DURATION_MS,
+    col::UPSTREAM_SERVICE_TIME_MS,
+    col::UPSTREAM_RESPONSE_TIME_MS,
+    col::EXTRA,
+    reject_col::RAW,
+    reject_col::LINE,
+];
 
 /// What one commit wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,44 +51,113 @@ pub struct CommitSummary {
     pub rows: usize,
 }
 
+/// A commit being written. Nothing of it is visible until [`Store::finish`]; dropped
+/// unfinished, it leaves `.open` files that the next [`Store::open`] deletes.
+#[derive(Debug)]
+pub struct PendingCommit {
+    commit: u64,
+    tmp: PathBuf,
+    files: BTreeMap<Destination, OpenFile>,
+    rows: usize,
+}
+
+struct OpenFile {
+    path: PathBuf,
+    writer: ArrowWriter<BufWriter<File>>,
+}
+
+impl std::fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFile").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl PendingCommit {
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Files open: one per table and hour seen.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Adds `batch` of `table` to the commit, each row to the file of its hour.
+    pub fn write(&mut self, table: &str, batch: &RecordBatch) -> Result<(), StoreError> {
+        for (destination, part) in split_by_hour(table, batch) {
+            if !self.files.contains_key(&destination) {
+                let n = self.files.len() + 1;
+                let path = self.tmp.join(destination.open_name(self.commit, n));
+                let file = File::create(&path).map_err(io_err("create", &path))?;
+                let writer = ArrowWriter::try_new(
+                    BufWriter::with_capacity(1 << 20, file),
+                    part.schema(),
+                    Some(writer_properties()),
+                )
+                .map_err(|source| StoreError::Parquet { path: path.clone(), source })?;
+                self.files.insert(destination.clone(), OpenFile { path, writer });
+            }
+            let open = self.files.get_mut(&destination).expect("inserted above");
+            open.writer
+                .write(&part)
+                .map_err(|source| StoreError::Parquet { path: open.path.clone(), source })?;
+            self.rows += part.num_rows();
+        }
+        Ok(())
+    }
+}
+
 impl Store {
-    /// Writes `batches` (each with the table it belongs to) as one atomic commit covering the
-    /// source up to `checkpoint`. A commit without rows writes nothing.
-    pub fn commit(
+    /// Starts the next commit.
+    pub fn begin(&self) -> PendingCommit {
+        PendingCommit {
+            commit: self.next_commit,
+            tmp: self.root.join(TMP_DIR),
+            files: BTreeMap::new(),
+            rows: 0,
+        }
+    }
+
+    /// Makes `pending` visible as one atomic commit covering the source up to `checkpoint`.
+    /// A commit without rows writes nothing.
+    pub fn finish(
         &mut self,
-        batches: &[(&str, RecordBatch)],
+        pending: PendingCommit,
         checkpoint: &Checkpoint,
         source_path: Option<&str>,
     ) -> Result<CommitSummary, StoreError> {
-        let groups = split_by_hour(batches);
-        let rows = groups.values().flatten().map(RecordBatch::num_rows).sum();
+        let PendingCommit { commit, tmp, files, rows } = pending;
         if rows == 0 {
+            for open in files.into_values() {
+                fs::remove_file(&open.path).map_err(io_err("remove", &open.path))?;
+            }
             return Ok(CommitSummary::default());
         }
-        let commit = self.next_commit;
-        let of = groups.len();
+        let of = files.len();
         let mut key_values = vec![
-            KeyValue::new(meta::COMMIT.to_owned(), commit.to_string()),
-            KeyValue::new(meta::SOURCE.to_owned(), checkpoint.source.clone()),
-            KeyValue::new(meta::OFFSET.to_owned(), checkpoint.offset.to_string()),
+            (meta::COMMIT, commit.to_string()),
+            (meta::SOURCE, checkpoint.source.clone()),
+            (meta::OFFSET, checkpoint.offset.to_string()),
         ];
         if let Some(path) = source_path {
-            key_values.push(KeyValue::new(meta::SOURCE_PATH.to_owned(), path.to_owned()));
+            key_values.push((meta::SOURCE_PATH, path.to_owned()));
         }
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a zstd level")))
-            .set_dictionary_enabled(true)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_key_value_metadata(Some(key_values))
-            .set_created_by(format!("egresslens {}", env!("CARGO_PKG_VERSION")))
-            .build();
-        let tmp = self.root.join(TMP_DIR);
         let mut staged = Vec::with_capacity(of);
-        for (i, (destination, batches)) in groups.iter().enumerate() {
-            let file = FileName { commit, n: i + 1, of };
-            let path = tmp.join(destination.staged_name(file));
-            write_parquet(&path, batches, props.clone())?;
-            staged.push((path, destination, file));
+        for (i, (destination, mut open)) in files.into_iter().enumerate() {
+            for (key, value) in &key_values {
+                open.writer
+                    .append_key_value_metadata(KeyValue::new((*key).to_owned(), value.clone()));
+            }
+            let parquet_err = |source| StoreError::Parquet { path: open.path.clone(), source };
+            let buffered = open.writer.into_inner().map_err(parquet_err)?;
+            let file =
+                buffered.into_inner().map_err(|e| io_err("write", &open.path)(e.into_error()))?;
+            file.sync_all().map_err(io_err("sync", &open.path))?;
+            let name = FileName { commit, n: i + 1, of };
+            let path = tmp.join(destination.staged_name(name));
+            fs::rename(&open.path, &path).map_err(io_err("name", &open.path))?;
+            staged.push((path, destination, name));
         }
         sync_dir(&tmp)?;
         // From the first rename on, recovery finishes this commit instead of discarding it.
@@ -79,53 +170,63 @@ impl Store {
         self.next_commit += 1;
         Ok(CommitSummary { commit, files: of, rows })
     }
+
+    /// Writes `batches` (each with the table it belongs to) as one atomic commit.
+    pub fn commit(
+        &mut self,
+        batches: &[(&str, RecordBatch)],
+        checkpoint: &Checkpoint,
+        source_path: Option<&str>,
+    ) -> Result<CommitSummary, StoreError> {
+        let mut pending = self.begin();
+        for (table, batch) in batches {
+            pending.write(table, batch)?;
+        }
+        self.finish(pending, checkpoint, source_path)
+    }
 }
 
-/// Rows of every batch grouped by table and the UTC hour of their `ts` (the first column).
-fn split_by_hour(batches: &[(&str, RecordBatch)]) -> BTreeMap<Destination, Vec<RecordBatch>> {
-    let mut groups: BTreeMap<Destination, Vec<RecordBatch>> = BTreeMap::new();
-    for (table, batch) in batches {
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        let ts = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .expect("every store table starts with its ts column");
-        let mut rows: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
-        for (row, value) in ts.values().iter().enumerate() {
-            rows.entry(utc_date_hour(*value)).or_default().push(row as u32);
-        }
-        for ((date, hour), indices) in rows {
-            let part = if indices.len() == batch.num_rows() {
-                batch.clone()
-            } else {
-                take_record_batch(batch, &UInt32Array::from(indices))
-                    .expect("indices come from the batch itself")
-            };
-            let destination = Destination { table: (*table).to_owned(), date, hour };
-            groups.entry(destination).or_default().push(part);
-        }
+fn writer_properties() -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a zstd level")))
+        .set_dictionary_enabled(true)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(format!("egresslens {}", env!("CARGO_PKG_VERSION")));
+    for column in NO_DICTIONARY {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
-    groups
+    props.build()
 }
 
-fn write_parquet(
-    path: &Path,
-    batches: &[RecordBatch],
-    props: WriterProperties,
-) -> Result<(), StoreError> {
-    let file = File::create(path).map_err(io_err("create", path))?;
-    let parquet_err = |source| StoreError::Parquet { path: path.to_path_buf(), source };
-    let handle = file.try_clone().map_err(io_err("open", path))?;
-    let mut writer =
-        ArrowWriter::try_new(handle, batches[0].schema(), Some(props)).map_err(parquet_err)?;
-    for batch in batches {
-        writer.write(batch).map_err(parquet_err)?;
+/// The rows of `batch` grouped by the UTC hour of their `ts` (the first column).
+fn split_by_hour(table: &str, batch: &RecordBatch) -> Vec<(Destination, RecordBatch)> {
+    if batch.num_rows() == 0 {
+        return Vec::new();
     }
-    writer.close().map_err(parquet_err)?;
-    file.sync_all().map_err(io_err("sync", path))
+    let ts = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .expect("every store table starts with its ts column");
+    let destination = |(date, hour)| Destination { table: table.to_owned(), date, hour };
+    // Nearly always one hour: check that before grouping row by row.
+    let first = utc_date_hour(ts.value(0));
+    let hour_ns = 3_600_000_000_000;
+    let start = ts.value(0) - ts.value(0).rem_euclid(hour_ns);
+    if ts.values().iter().all(|t| (start..start + hour_ns).contains(t)) {
+        return vec![(destination(first), batch.clone())];
+    }
+    let mut rows: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
+    for (row, value) in ts.values().iter().enumerate() {
+        rows.entry(utc_date_hour(*value)).or_default().push(row as u32);
+    }
+    rows.into_iter()
+        .map(|(hour, indices)| {
+            let part = take_record_batch(batch, &UInt32Array::from(indices))
+                .expect("indices come from the batch itself");
+            (destination(hour), part)
+        })
+        .collect()
 }
 
 /// Creates `dir` and its missing parents, syncing each parent so the new entries survive a

@@ -3,11 +3,12 @@
 //! atomic commits that carry the source position they cover. The store is the collector's
 //! checkpoint: no other state survives a restart.
 //!
-//! A commit writes all its files (one per table and hour) into `.tmp/`, fsyncs them, and only
-//! then renames them into place one by one. So a commit with any file in place has all its
-//! files complete: on open, [`Store::open`] finishes such commits from `.tmp/` (roll forward)
-//! and deletes the temporary files of commits that never reached the renames. Readers list
-//! `*.parquet` below the table directories and never see `.tmp/`.
+//! A commit writes all its files (one per table and hour) into `.tmp/` as they fill (`.open`),
+//! then closes, fsyncs and names them all, and only then renames them into place one by one.
+//! So a commit with any file in place has all its files complete: on open, [`Store::open`]
+//! finishes such commits from `.tmp/` (roll forward) and deletes the temporary files of commits
+//! that never reached the renames. Readers list `*.parquet` below the table directories and
+//! never see `.tmp/`.
 
 mod commit;
 
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 
-pub use commit::CommitSummary;
+pub use commit::{CommitSummary, PendingCommit};
 
 /// Tables of the store.
 pub const ACCESS_LOG: &str = "access_log";
@@ -27,6 +28,8 @@ pub const REJECTS: &str = "rejects";
 pub const TABLES: [&str; 2] = [ACCESS_LOG, REJECTS];
 /// Where commits are staged; never read by queries.
 const TMP_DIR: &str = ".tmp";
+/// Suffix of a staged file still being written.
+const OPEN_SUFFIX: &str = "open";
 
 /// Parquet key-value metadata keys every committed file carries.
 pub mod meta {
@@ -111,6 +114,11 @@ impl Destination {
         format!("{}.{}.{}.{}", self.table, self.date, self.hour, file.render())
     }
 
+    fn open_name(&self, commit: u64, n: usize) -> String {
+        format!("{}.{}.{}.c{commit:012}-{n}.{OPEN_SUFFIX}", self.table, self.date, self.hour)
+    }
+
+    /// A staged file's destination and name; `None` for files still being written.
     fn parse_staged(name: &str) -> Option<(Destination, FileName)> {
         let mut parts = name.splitn(4, '.');
         let (table, date, hour, file) =
