@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use egresslens::collect::{CollectConfig, collect_once};
+use egresslens::collect::{CollectConfig, CollectSummary, Control, collect};
 use egresslens::ingest::{self, IngestConfig};
 use egresslens::parse::time::parse_rfc3339_ns;
 use egresslens::query::{self, CANNED, QueryError, ResultFormat};
@@ -28,6 +28,7 @@ Examples:
   egresslens stats waypoint.log.gz --sort error_rate --top 20
   egresslens stats /var/log/pods/istio-egress_waypoint-*/istio-proxy/*.log -o json
   egresslens gen --lines 100000 --seed 7 --bad 0.02 --truth truth.json > egress.log
+  egresslens collect --file /var/log/waypoint.log --retain 7d   follow it like tail -F
   egresslens collect --once --file egress.log --store ./egresslens-data
   egresslens query @top-hosts
   egresslens query -o json \"SELECT authority, count(*) FROM access_log WHERE hour = '09' GROUP BY 1\"";
@@ -65,9 +66,13 @@ struct CollectArgs {
     /// The store directory.
     #[arg(long, default_value = "./egresslens-data")]
     store: PathBuf,
-    /// Read to the end and exit (batch import). Following a growing file is not built yet.
+    /// Read to the end and exit (batch import). Without it, the file is followed like
+    /// `tail -F` (appends, truncation, rotation) until SIGINT or SIGTERM.
     #[arg(long)]
     once: bool,
+    /// The longest a parsed line waits before it is committed (and visible to queries).
+    #[arg(long, value_parser = parse_age, default_value = "30s")]
+    commit_every: std::time::Duration,
     /// Rows per commit (and at most per file): what a crash can make the next run read again.
     #[arg(long, default_value_t = 1024 * 1024)]
     commit_rows: usize,
@@ -79,19 +84,20 @@ struct CollectArgs {
     retain: Option<std::time::Duration>,
 }
 
-/// `7d`, `36h`, `90m`, `3600s`.
+/// `7d`, `36h`, `90m`, `3600s`, `300ms`.
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().map_err(|_| format!("{text:?} does not start with a number"))?;
-    let seconds = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
-        _ => return Err(format!("{text:?}: use d, h, m or s, as in 7d")),
+    let millis = match unit {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1_000,
+        "ms" => 1,
+        _ => return Err(format!("{text:?}: use d, h, m, s or ms, as in 7d")),
     };
-    Ok(std::time::Duration::from_secs(n * seconds))
+    Ok(std::time::Duration::from_millis(n.saturating_mul(millis)))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -429,11 +435,8 @@ fn run_demo(args: DemoArgs) -> Result<()> {
 }
 
 fn run_collect(args: CollectArgs) -> Result<()> {
-    if !args.once {
-        bail!("following a growing file is not built yet: pass --once to read to the end");
-    }
-    if args.max_line < 1024 || args.commit_rows == 0 {
-        bail!("--max-line must be at least 1024 and --commit-rows at least 1");
+    if args.max_line < 1024 || args.commit_rows == 0 || args.commit_every.is_zero() {
+        bail!("--max-line must be at least 1024, --commit-rows and --commit-every above 0");
     }
     let input = match &args.file {
         Some(path) => Input::Path(path.clone()),
@@ -442,6 +445,9 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     let config = CollectConfig {
         max_line: args.max_line,
         commit_rows: args.commit_rows,
+        commit_every: args.commit_every,
+        once: args.once,
+        retain: args.retain,
         ..CollectConfig::default()
     };
     let (mut store, recovery) = Store::open(&args.store)?;
@@ -453,25 +459,94 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             recovery.discarded
         );
     }
-    let summary = collect_once(&input, &mut store, &config)?;
-    if let Some(age) = args.retain {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-        let cutoff = now.saturating_sub(age).as_nanos() as i64;
-        let removed = store.expire(cutoff)?;
-        let _ =
-            writeln!(io::stderr(), "egresslens: removed {} expired hour partitions", removed.len());
+    let control = std::sync::Arc::new(Control::default());
+    // The first SIGINT or SIGTERM asks for a clean stop; a second one ends the process.
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+        let control = control.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let total = match &input {
+        Input::Path(path) if args.once => std::fs::metadata(path).ok().map(|m| m.len()),
+        _ => None,
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let summary = std::thread::scope(|scope| {
+        if io::IsTerminal::is_terminal(&io::stderr()) {
+            scope.spawn(|| progress::show(&control, &done, total));
+        }
+        let summary = collect(&input, &mut store, &config, &control);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        summary
+    })?;
+    report_collect(&summary, &input, &args.store);
+    Ok(())
+}
+
+fn report_collect(summary: &CollectSummary, input: &Input, store: &std::path::Path) {
+    let mut err = io::stderr().lock();
+    for warning in &summary.warnings {
+        let _ = writeln!(err, "egresslens: warning: {warning}");
+    }
+    if let Some(rotated) = &summary.finished_rotated {
+        let _ = writeln!(err, "egresslens: finished {} (rotated) first", rotated.display());
+    }
+    if summary.expired > 0 {
+        let _ = writeln!(err, "egresslens: removed {} expired hour partitions", summary.expired);
     }
     let _ = writeln!(
-        io::stderr(),
+        err,
         "egresslens: {} records and {} rejects from {} in {} commits to {} (resumed at byte {})",
         summary.records,
         summary.rejects,
         input.name(),
         summary.commits,
-        args.store.display(),
+        store.display(),
         summary.resumed_at
     );
-    Ok(())
+}
+
+/// A one-line progress display on a terminal: lines, bytes, rates, share of the file.
+mod progress {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use egresslens::collect::Control;
+
+    pub(super) fn show(control: &Control, done: &AtomicBool, total: Option<u64>) {
+        let started = Instant::now();
+        let mut shown = false;
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            let seconds = started.elapsed().as_secs_f64().max(1e-3);
+            let lines = control.lines.load(Ordering::Relaxed);
+            let bytes = control.bytes.load(Ordering::Relaxed);
+            let share = total
+                .filter(|t| *t > 0)
+                .map(|t| format!(" {:>3.0}%", bytes as f64 * 100.0 / t as f64))
+                .unwrap_or_default();
+            let _ = write!(
+                std::io::stderr(),
+                "\r\x1b[K{share} {lines} lines  {:.1} MB  {:.0} lines/s  {:.1} MB/s  {} committed",
+                bytes as f64 / 1e6,
+                lines as f64 / seconds,
+                bytes as f64 / 1e6 / seconds,
+                control.committed.load(Ordering::Relaxed),
+            );
+            shown = true;
+        }
+        if shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
 }
 
 fn run_query(args: QueryArgs) -> Result<()> {

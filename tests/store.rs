@@ -12,7 +12,7 @@ use std::path::Path;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
-use egresslens::collect::{CollectConfig, collect_once};
+use egresslens::collect::{CollectConfig, Control, collect};
 use egresslens::query::{self, CANNED};
 use egresslens::source::Input;
 use egresslens::store::Store;
@@ -92,7 +92,8 @@ fn truth_comes_back_through_sql_and_reruns_only_add_what_is_new() {
     let config =
         CollectConfig { commit_rows: 1_500, chunk_bytes: 64 * 1024, ..CollectConfig::default() };
     let (mut store, _) = Store::open(&root).unwrap();
-    let summary = collect_once(&Input::Path(log.clone()), &mut store, &config).unwrap();
+    let summary =
+        collect(&Input::Path(log.clone()), &mut store, &config, &Control::default()).unwrap();
     assert!(summary.commits >= 5, "{summary:?}");
     assert_eq!(per_host(&root), expected(&truth));
     assert_eq!(
@@ -105,7 +106,8 @@ fn truth_comes_back_through_sql_and_reruns_only_add_what_is_new() {
         count(&root, "SELECT count(*) FROM access_log WHERE date = '2025-08-18' AND hour = '10'");
     assert!(hour > 0 && hour < truth.good as i64);
 
-    let again = collect_once(&Input::Path(log.clone()), &mut store, &config).unwrap();
+    let again =
+        collect(&Input::Path(log.clone()), &mut store, &config, &Control::default()).unwrap();
     assert_eq!(
         (again.records, again.rejects, again.resumed_at),
         (0, 0, fs::metadata(&log).unwrap().len())
@@ -117,7 +119,7 @@ fn truth_comes_back_through_sql_and_reruns_only_add_what_is_new() {
         GenConfig { seed: 6, start_ns: first.start_ns + 5 * 3_600_000_000_000, ..first.clone() };
     let more = generate_into(&log, &later);
     let (mut store, _) = Store::open(&root).unwrap();
-    collect_once(&Input::Path(log.clone()), &mut store, &config).unwrap();
+    collect(&Input::Path(log.clone()), &mut store, &config, &Control::default()).unwrap();
     let mut want = expected(&truth);
     for (host, (r, b, s2, s5)) in expected(&more) {
         let e = want.entry(host).or_default();
@@ -138,7 +140,8 @@ fn interrupted_commits_are_finished_or_discarded_on_open() {
         &GenConfig { lines: 2_000, seed: 7, rate: 1.0, ..GenConfig::default() },
     );
     let (mut store, _) = Store::open(&root).unwrap();
-    collect_once(&Input::Path(log.clone()), &mut store, &CollectConfig::default()).unwrap();
+    collect(&Input::Path(log.clone()), &mut store, &CollectConfig::default(), &Control::default())
+        .unwrap();
     let committed: Vec<_> = walk(&root.join("access_log"));
     assert!(committed.len() >= 2, "the log spans hours: {committed:?}");
 
@@ -221,7 +224,7 @@ fn canned_query_results_on_a_fixture_store() {
     };
     generate_into(&log, &config);
     let (mut store, _) = Store::open(&root).unwrap();
-    collect_once(&Input::Path(log), &mut store, &CollectConfig::default()).unwrap();
+    collect(&Input::Path(log), &mut store, &CollectConfig::default(), &Control::default()).unwrap();
     for (name, _) in CANNED {
         let table =
             datafusion::arrow::util::pretty::pretty_format_batches(&run_canned(&root, name))

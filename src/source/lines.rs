@@ -169,7 +169,9 @@ impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
             if self.buf.len() - self.end < READ_SIZE {
                 self.buf.resize(self.end + READ_SIZE, 0);
             }
-            let n = match input.read(&mut self.buf[self.end..]) {
+            // Reads no bigger than a chunk, so small chunks stay small.
+            let room = (self.buf.len() - self.end).min(self.chunk_size.max(READ_SIZE / 64));
+            let n = match input.read(&mut self.buf[self.end..self.end + room]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -596,6 +598,23 @@ mod tests {
                 assert_eq!(input.as_bytes()[*end as usize - 1], b'\n', "chunk {chunk}: {ends:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_growing_input_hands_over_whole_lines_and_keeps_the_unfinished_one() {
+        let mut texts = Vec::new();
+        let mut each = |c: Chunk| {
+            c.lines(100, |l| {
+                texts.push((String::from_utf8_lossy(l.bytes).into_owned(), l.line_no))
+            });
+        };
+        let mut reader = ChunkReader::new(1 << 20, 100, || None);
+        reader.read_available(&mut &b"one\ntw"[..], &mut each).unwrap();
+        assert_eq!(reader.handed_over(), 4);
+        reader.read_available(&mut &b"o\nthr"[..], &mut each).unwrap();
+        assert_eq!((reader.handed_over(), reader.bytes_read()), (8, 11));
+        assert_eq!(reader.finish(&mut each), 11);
+        assert_eq!(texts, [("one".into(), 1), ("two".into(), 2), ("thr".into(), 3)]);
     }
 
     #[test]

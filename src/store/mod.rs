@@ -231,6 +231,19 @@ impl Store {
 
     /// The newest committed position of `source`, if any commit came from it.
     pub fn checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.newest_checkpoint(|kv| kv.get(meta::SOURCE).is_some_and(|s| s == source))
+    }
+
+    /// The newest committed position of whatever file was read by the name `path` (after a
+    /// rotation, another file than the one there now).
+    pub fn checkpoint_of_path(&self, path: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.newest_checkpoint(|kv| kv.get(meta::SOURCE_PATH).is_some_and(|p| p == path))
+    }
+
+    fn newest_checkpoint(
+        &self,
+        matches: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> Result<Option<Checkpoint>, StoreError> {
         // Newest commit first; each commit's files carry the same checkpoint.
         let mut by_commit: BTreeMap<u64, PathBuf> = BTreeMap::new();
         for (name, path) in committed_files(&self.root)? {
@@ -238,14 +251,16 @@ impl Store {
         }
         for path in by_commit.values().rev() {
             let metadata = read_key_values(path)?;
-            if metadata.get(meta::SOURCE).map(String::as_str) != Some(source) {
+            if !matches(&metadata) {
                 continue;
             }
+            let foreign = |why| StoreError::Foreign { path: path.clone(), why };
+            let source = metadata.get(meta::SOURCE).ok_or_else(|| foreign("no source"))?;
             let offset = metadata
                 .get(meta::OFFSET)
                 .and_then(|o| o.parse().ok())
-                .ok_or_else(|| StoreError::Foreign { path: path.clone(), why: "no offset" })?;
-            return Ok(Some(Checkpoint { source: source.to_owned(), offset }));
+                .ok_or_else(|| foreign("no offset"))?;
+            return Ok(Some(Checkpoint { source: source.clone(), offset }));
         }
         Ok(None)
     }
