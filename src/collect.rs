@@ -28,7 +28,7 @@ use crate::ingest::{BatchSink, EncodingLock, TableBatch, now_ns, process_line};
 use crate::parse::LogFormat;
 use crate::source::Input;
 use crate::source::lines::{Chunk, ChunkReader};
-use crate::store::{ACCESS_LOG, Checkpoint, REJECTS, Store, StoreError};
+use crate::store::{ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError};
 
 /// Settings of a collect run.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +49,8 @@ pub struct CollectConfig {
     pub poll: Duration,
     /// Remove hour partitions older than this, after commits (at most once a minute).
     pub retain: Option<Duration>,
+    /// Merge the small files of hours that ended more than an hour ago, at most this often.
+    pub compact_every: Option<Duration>,
 }
 
 impl Default for CollectConfig {
@@ -63,6 +65,7 @@ impl Default for CollectConfig {
             once: true,
             poll: Duration::from_millis(200),
             retain: None,
+            compact_every: None,
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct CollectSummary {
     pub commits: usize,
     /// Hour partitions removed by retention.
     pub expired: usize,
+    /// Files merged away by compaction.
+    pub compacted: usize,
     /// Warnings for the operator (a rotated file that could not be found, a truncation).
     pub warnings: Vec<String>,
 }
@@ -663,34 +668,21 @@ fn commit_in_order(
     control: &Control,
     summary: &mut CollectSummary,
 ) -> Result<(), CollectError> {
+    let mut committer = Committer {
+        store,
+        config,
+        control,
+        summary,
+        last_expiry: None,
+        last_compaction: Instant::now(),
+    };
+    committer.maintain()?;
     let mut waiting: BTreeMap<u64, Parsed> = BTreeMap::new();
     let mut next_seq = 0;
-    let mut pending = store.begin();
+    let mut pending = committer.store.begin();
     // The source and offset the pending commit reaches, and when its first row came.
     let mut reached: Option<(Arc<Source>, u64)> = None;
     let mut since: Option<Instant> = None;
-    // Retention runs at the start and then after commits, at most once a minute.
-    let mut last_expiry: Option<Instant> = None;
-    let mut expire = |store: &Store, expired: &mut usize| {
-        if let Some(age) = config.retain
-            && last_expiry.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
-            let cutoff = now_ns().saturating_sub(age.as_nanos() as i64);
-            *expired += store.expire(cutoff)?.len();
-            last_expiry = Some(Instant::now());
-        }
-        Ok::<_, StoreError>(())
-    };
-    expire(store, &mut summary.expired)?;
-    let mut commit = |store: &mut Store, pending, reached: &Option<(Arc<Source>, u64)>| {
-        let Some((source, offset)) = reached else { return Ok(store.begin()) };
-        let checkpoint = Checkpoint { source: source.id.clone(), offset: *offset };
-        let written = store.finish(pending, &checkpoint, source.path.as_deref())?;
-        summary.commits += usize::from(written.files > 0);
-        control.committed.fetch_add(written.rows as u64, Ordering::Relaxed);
-        expire(store, &mut summary.expired)?;
-        Ok::<_, StoreError>(store.begin())
-    };
     loop {
         let received = match since {
             Some(t) => parsed.recv_deadline(t + config.commit_every),
@@ -699,7 +691,7 @@ fn commit_in_order(
         let chunk = match received {
             Ok(chunk) => chunk,
             Err(RecvTimeoutError::Timeout) => {
-                pending = commit(store, pending, &reached)?;
+                pending = committer.commit(pending, &reached)?;
                 since = None;
                 continue;
             }
@@ -710,17 +702,17 @@ fn commit_in_order(
             next_seq += 1;
             if reached.as_ref().is_some_and(|(source, _)| !Arc::ptr_eq(source, &chunk.source)) {
                 // Each commit covers one source: the checkpoint names one position.
-                pending = commit(store, pending, &reached)?;
+                pending = committer.commit(pending, &reached)?;
                 since = None;
             }
             for batch in chunk.batches {
                 let (table, batch) = match batch {
                     TableBatch::AccessLog(b) => {
-                        summary.records += b.num_rows();
+                        committer.summary.records += b.num_rows();
                         (ACCESS_LOG, b)
                     }
                     TableBatch::Rejects(b) => {
-                        summary.rejects += b.num_rows();
+                        committer.summary.rejects += b.num_rows();
                         (REJECTS, b)
                     }
                 };
@@ -731,11 +723,57 @@ fn commit_in_order(
                 since = Some(Instant::now());
             }
             if pending.rows() >= config.commit_rows || pending.open_files() > MAX_OPEN_FILES {
-                pending = commit(store, pending, &reached)?;
+                pending = committer.commit(pending, &reached)?;
                 since = None;
             }
         }
     }
-    commit(store, pending, &reached)?;
+    committer.commit(pending, &reached)?;
     Ok(())
+}
+
+/// Makes commits, and keeps the store in shape between them.
+struct Committer<'a> {
+    store: &'a mut Store,
+    config: &'a CollectConfig,
+    control: &'a Control,
+    summary: &'a mut CollectSummary,
+    last_expiry: Option<Instant>,
+    last_compaction: Instant,
+}
+
+impl Committer<'_> {
+    /// Commits `pending` as reaching `reached`, and returns the next pending commit.
+    fn commit(
+        &mut self,
+        pending: PendingCommit,
+        reached: &Option<(Arc<Source>, u64)>,
+    ) -> Result<PendingCommit, StoreError> {
+        let Some((source, offset)) = reached else { return Ok(pending) };
+        let checkpoint = Checkpoint { source: source.id.clone(), offset: *offset };
+        let written = self.store.finish(pending, &checkpoint, source.path.as_deref())?;
+        self.summary.commits += usize::from(written.files > 0);
+        self.control.committed.fetch_add(written.rows as u64, Ordering::Relaxed);
+        self.maintain()?;
+        Ok(self.store.begin())
+    }
+
+    /// Retention at most once a minute, compaction at most every `compact_every`.
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        if let Some(age) = self.config.retain
+            && self.last_expiry.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            let cutoff = now_ns().saturating_sub(age.as_nanos() as i64);
+            self.summary.expired += self.store.expire(cutoff)?.len();
+            self.last_expiry = Some(Instant::now());
+        }
+        if let Some(every) = self.config.compact_every
+            && self.last_compaction.elapsed() >= every
+        {
+            let hour_ago = now_ns().saturating_sub(3_600_000_000_000);
+            self.summary.compacted += self.store.compact(hour_ago)?.files_replaced;
+            self.last_compaction = Instant::now();
+        }
+        Ok(())
+    }
 }

@@ -53,6 +53,18 @@ enum Command {
     Collect(CollectArgs),
     /// Run SQL (or a canned query, @name) over the Parquet store.
     Query(QueryArgs),
+    /// Merge the small files of past hours in the store into one file per hour.
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompactArgs {
+    /// The store directory (not while a collector writes to it: that one compacts by itself).
+    #[arg(long, default_value = "./egresslens-data")]
+    store: PathBuf,
+    /// Only hours that ended at least this long ago, e.g. 1h, 0s.
+    #[arg(long, value_parser = parse_age, default_value = "1h")]
+    older_than: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +85,10 @@ struct CollectArgs {
     /// The longest a parsed line waits before it is committed (and visible to queries).
     #[arg(long, value_parser = parse_age, default_value = "30s")]
     commit_every: std::time::Duration,
+    /// While following: how often the small files of hours that ended over an hour ago are
+    /// merged (0s: never).
+    #[arg(long, value_parser = parse_age, default_value = "10m")]
+    compact_every: std::time::Duration,
     /// Rows per commit (and at most per file): what a crash can make the next run read again.
     #[arg(long, default_value_t = 1024 * 1024)]
     commit_rows: usize,
@@ -240,6 +256,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(args),
         Command::Collect(args) => run_collect(args),
         Command::Query(args) => run_query(args),
+        Command::Compact(args) => run_compact(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -448,6 +465,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         commit_every: args.commit_every,
         once: args.once,
         retain: args.retain,
+        compact_every: Some(args.compact_every).filter(|e| !args.once && !e.is_zero()),
         ..CollectConfig::default()
     };
     let (mut store, recovery) = Store::open(&args.store)?;
@@ -498,6 +516,9 @@ fn report_collect(summary: &CollectSummary, input: &Input, store: &std::path::Pa
     if let Some(rotated) = &summary.finished_rotated {
         let _ = writeln!(err, "egresslens: finished {} (rotated) first", rotated.display());
     }
+    if summary.compacted > 0 {
+        let _ = writeln!(err, "egresslens: merged {} small files", summary.compacted);
+    }
     if summary.expired > 0 {
         let _ = writeln!(err, "egresslens: removed {} expired hour partitions", summary.expired);
     }
@@ -547,6 +568,22 @@ mod progress {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
     }
+}
+
+fn run_compact(args: CompactArgs) -> Result<()> {
+    let (mut store, _) = Store::open(&args.store)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let before = now.saturating_sub(args.older_than).as_nanos() as i64;
+    let summary = store.compact(before)?;
+    let _ = writeln!(
+        io::stderr(),
+        "egresslens: merged {} files ({} rows) into {} in {}",
+        summary.files_replaced,
+        summary.rows,
+        summary.partitions,
+        args.store.display()
+    );
+    Ok(())
 }
 
 fn run_query(args: QueryArgs) -> Result<()> {

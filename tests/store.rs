@@ -118,6 +118,10 @@ fn truth_comes_back_through_sql_and_reruns_only_add_what_is_new() {
     let later =
         GenConfig { seed: 6, start_ns: first.start_ns + 5 * 3_600_000_000_000, ..first.clone() };
     let more = generate_into(&log, &later);
+    // One writer at a time: the store is locked while open.
+    let second = Store::open(&root).unwrap_err();
+    assert!(second.to_string().contains("in use by another egresslens process"), "{second}");
+    drop(store);
     let (mut store, _) = Store::open(&root).unwrap();
     collect(&Input::Path(log.clone()), &mut store, &config, &Control::default()).unwrap();
     let mut want = expected(&truth);
@@ -142,6 +146,7 @@ fn interrupted_commits_are_finished_or_discarded_on_open() {
     let (mut store, _) = Store::open(&root).unwrap();
     collect(&Input::Path(log.clone()), &mut store, &CollectConfig::default(), &Control::default())
         .unwrap();
+    drop(store);
     let committed: Vec<_> = walk(&root.join("access_log"));
     assert!(committed.len() >= 2, "the log spans hours: {committed:?}");
 

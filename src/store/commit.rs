@@ -108,6 +108,14 @@ impl PendingCommit {
     }
 }
 
+/// A commit whose files are complete in `.tmp/` under their staged names.
+#[derive(Debug)]
+pub(super) struct Sealed {
+    pub(super) commit: u64,
+    pub(super) staged: Vec<(PathBuf, Destination, FileName)>,
+    pub(super) rows: usize,
+}
+
 impl Store {
     /// Starts the next commit.
     pub fn begin(&self) -> PendingCommit {
@@ -127,25 +135,34 @@ impl Store {
         checkpoint: &Checkpoint,
         source_path: Option<&str>,
     ) -> Result<CommitSummary, StoreError> {
-        let PendingCommit { commit, tmp, files, rows } = pending;
-        if rows == 0 {
-            for open in files.into_values() {
-                fs::remove_file(&open.path).map_err(io_err("remove", &open.path))?;
-            }
-            return Ok(CommitSummary::default());
-        }
-        let of = files.len();
         let mut key_values = vec![
-            (meta::COMMIT, commit.to_string()),
             (meta::SOURCE, checkpoint.source.clone()),
             (meta::OFFSET, checkpoint.offset.to_string()),
         ];
         if let Some(path) = source_path {
             key_values.push((meta::SOURCE_PATH, path.to_owned()));
         }
+        let sealed = self.seal(pending, &key_values)?;
+        self.publish(sealed)
+    }
+
+    /// Closes the files of `pending` with `key_values` (and the commit number) in their
+    /// metadata, fsyncs them and gives them their staged names; nothing is visible yet.
+    pub(super) fn seal(
+        &self,
+        pending: PendingCommit,
+        key_values: &[(&str, String)],
+    ) -> Result<Sealed, StoreError> {
+        let PendingCommit { commit, tmp, files, rows } = pending;
+        let of = files.len();
         let mut staged = Vec::with_capacity(of);
         for (i, (destination, mut open)) in files.into_iter().enumerate() {
-            for (key, value) in &key_values {
+            if rows == 0 {
+                fs::remove_file(&open.path).map_err(io_err("remove", &open.path))?;
+                continue;
+            }
+            let commit_kv = (meta::COMMIT, commit.to_string());
+            for (key, value) in std::iter::once(&commit_kv).chain(key_values) {
                 open.writer
                     .append_key_value_metadata(KeyValue::new((*key).to_owned(), value.clone()));
             }
@@ -160,7 +177,17 @@ impl Store {
             staged.push((path, destination, name));
         }
         sync_dir(&tmp)?;
-        // From the first rename on, recovery finishes this commit instead of discarding it.
+        Ok(Sealed { commit, staged, rows })
+    }
+
+    /// Renames sealed files into place: from the first rename on, recovery finishes the
+    /// commit instead of discarding it.
+    pub(super) fn publish(&mut self, sealed: Sealed) -> Result<CommitSummary, StoreError> {
+        let Sealed { commit, staged, rows } = sealed;
+        if staged.is_empty() {
+            return Ok(CommitSummary::default());
+        }
+        let files = staged.len();
         for (path, destination, file) in staged {
             let dir = destination.dir(&self.root);
             create_dirs(&dir)?;
@@ -168,7 +195,7 @@ impl Store {
             sync_dir(&dir)?;
         }
         self.next_commit += 1;
-        Ok(CommitSummary { commit, files: of, rows })
+        Ok(CommitSummary { commit, files, rows })
     }
 
     /// Writes `batches` (each with the table it belongs to) as one atomic commit.

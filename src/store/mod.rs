@@ -11,6 +11,7 @@
 //! never see `.tmp/`.
 
 mod commit;
+mod compact;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -21,6 +22,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 
 pub use commit::{CommitSummary, PendingCommit};
+pub use compact::{CompactSummary, SMALL_FILE_ROWS};
 
 /// Tables of the store.
 pub const ACCESS_LOG: &str = "access_log";
@@ -40,6 +42,8 @@ pub mod meta {
     pub const OFFSET: &str = "egresslens.offset";
     /// The source's path when it was read, for people.
     pub const SOURCE_PATH: &str = "egresslens.source_path";
+    /// On a compacted file (which has no source): the names of the files it replaced.
+    pub const COMPACTED_FROM: &str = "egresslens.compacted_from";
 }
 
 /// An error of the store, naming the file it concerns.
@@ -60,6 +64,8 @@ pub enum StoreError {
     },
     #[error("{} is not a committed store file: {why}", path.display())]
     Foreign { path: PathBuf, why: &'static str },
+    #[error("the store {} is in use by another egresslens process (collect or compact)", path.display())]
+    Locked { path: PathBuf },
 }
 
 pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
@@ -75,7 +81,7 @@ pub struct Checkpoint {
 }
 
 /// A committed or staged file's name: `c<commit>-<n>of<k>.parquet`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct FileName {
     commit: u64,
     n: usize,
@@ -119,6 +125,19 @@ impl Destination {
     }
 
     /// A staged file's destination and name; `None` for files still being written.
+    /// The destination a partition directory (`<root>/<table>/date=…/hour=…`) stands for.
+    fn of_dir(root: &Path, dir: &Path) -> Option<Destination> {
+        let hour = partition_value(dir, "hour")?;
+        let date_dir = dir.parent()?;
+        let date = partition_value(date_dir, "date")?;
+        let table = date_dir.parent()?;
+        if table.parent()? != root {
+            return None;
+        }
+        let table = table.file_name()?.to_str()?.to_owned();
+        Some(Destination { table, date, hour })
+    }
+
     fn parse_staged(name: &str) -> Option<(Destination, FileName)> {
         let mut parts = name.splitn(4, '.');
         let (table, date, hour, file) =
@@ -132,11 +151,13 @@ impl Destination {
     }
 }
 
-/// The store directory, opened for writing by one collector.
+/// The store directory, opened for writing by one process at a time (a lock on `.lock`).
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     next_commit: u64,
+    /// Held while the store is open.
+    _lock: File,
 }
 
 /// What [`Store::open`] found and did.
@@ -146,6 +167,8 @@ pub struct Recovery {
     pub rolled_forward: usize,
     /// Staged files of commits that never began their renames, deleted.
     pub discarded: usize,
+    /// Interrupted compactions completed.
+    pub compactions: usize,
 }
 
 impl Store {
@@ -154,14 +177,22 @@ impl Store {
     pub fn open(root: &Path) -> Result<(Store, Recovery), StoreError> {
         let tmp = root.join(TMP_DIR);
         fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+        let lock_path = root.join(".lock");
+        let lock = File::create(&lock_path).map_err(io_err("create", &lock_path))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                fs::TryLockError::WouldBlock => StoreError::Locked { path: root.to_path_buf() },
+                fs::TryLockError::Error(e) => io_err("lock", &lock_path)(e),
+            });
+        }
         for table in TABLES {
             let dir = root.join(table);
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
+        let mut recovery = Recovery { compactions: compact::recover(root)?, ..Recovery::default() };
         let committed = committed_files(root)?;
         let started: std::collections::BTreeSet<u64> =
             committed.iter().map(|(name, _)| name.commit).collect();
-        let mut recovery = Recovery::default();
         for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
             let path = entry.map_err(io_err("list", &tmp))?.path();
             let staged =
@@ -183,7 +214,7 @@ impl Store {
         }
         sync_dir(&tmp)?;
         let next_commit = started.last().map_or(1, |c| c + 1);
-        Ok((Store { root: root.to_path_buf(), next_commit }, recovery))
+        Ok((Store { root: root.to_path_buf(), next_commit, _lock: lock }, recovery))
     }
 
     pub fn root(&self) -> &Path {
@@ -191,11 +222,11 @@ impl Store {
     }
 
     /// Removes whole hour partitions that end before `cutoff_ns`. The partitions holding the
-    /// newest commit stay whatever their age: that commit is the checkpoint, and losing it
-    /// would make the collector read its source again. Returns the partitions removed.
+    /// newest checkpoint stay whatever their age: losing it would make the collector read its
+    /// source again. Returns the partitions removed.
     pub fn expire(&self, cutoff_ns: i64) -> Result<Vec<PathBuf>, StoreError> {
         let files = committed_files(&self.root)?;
-        let newest = files.iter().map(|(name, _)| name.commit).max();
+        let newest = self.newest(|_| true)?.map(|(commit, _)| commit);
         let keep: std::collections::BTreeSet<PathBuf> = files
             .iter()
             .filter(|(name, _)| Some(name.commit) == newest)
@@ -244,23 +275,31 @@ impl Store {
         &self,
         matches: impl Fn(&BTreeMap<String, String>) -> bool,
     ) -> Result<Option<Checkpoint>, StoreError> {
-        // Newest commit first; each commit's files carry the same checkpoint.
+        let Some((_, footer)) = self.newest(matches)? else { return Ok(None) };
+        let source = footer.key_values.get(meta::SOURCE).cloned();
+        let offset = footer.key_values.get(meta::OFFSET).and_then(|o| o.parse().ok());
+        match (source, offset) {
+            (Some(source), Some(offset)) => Ok(Some(Checkpoint { source, offset })),
+            _ => Err(StoreError::Foreign { path: footer.path, why: "no source and offset" }),
+        }
+    }
+
+    /// The newest commit carrying a checkpoint whose metadata `matches`.
+    fn newest(
+        &self,
+        matches: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> Result<Option<(u64, Footer)>, StoreError> {
+        // Newest commit first; each commit's files carry the same checkpoint. Compactions
+        // carry none.
         let mut by_commit: BTreeMap<u64, PathBuf> = BTreeMap::new();
         for (name, path) in committed_files(&self.root)? {
             by_commit.entry(name.commit).or_insert(path);
         }
-        for path in by_commit.values().rev() {
-            let metadata = read_key_values(path)?;
-            if !matches(&metadata) {
-                continue;
+        for (commit, path) in by_commit.into_iter().rev() {
+            let footer = read_footer(&path)?;
+            if footer.key_values.contains_key(meta::SOURCE) && matches(&footer.key_values) {
+                return Ok(Some((commit, footer)));
             }
-            let foreign = |why| StoreError::Foreign { path: path.clone(), why };
-            let source = metadata.get(meta::SOURCE).ok_or_else(|| foreign("no source"))?;
-            let offset = metadata
-                .get(meta::OFFSET)
-                .and_then(|o| o.parse().ok())
-                .ok_or_else(|| foreign("no offset"))?;
-            return Ok(Some(Checkpoint { source: source.clone(), offset }));
         }
         Ok(None)
     }
@@ -313,19 +352,27 @@ fn walk(dir: &Path, out: &mut Vec<(FileName, PathBuf)>) -> Result<(), StoreError
     Ok(())
 }
 
-/// The Parquet key-value metadata of a file.
-fn read_key_values(path: &Path) -> Result<BTreeMap<String, String>, StoreError> {
+/// What a committed file's footer says: its rows and key-value metadata.
+#[derive(Debug)]
+struct Footer {
+    path: PathBuf,
+    rows: i64,
+    key_values: BTreeMap<String, String>,
+}
+
+fn read_footer(path: &Path) -> Result<Footer, StoreError> {
     let file = File::open(path).map_err(io_err("open", path))?;
     let metadata = ParquetMetaDataReader::new()
         .parse_and_finish(&file)
         .map_err(|source| StoreError::Parquet { path: path.to_path_buf(), source })?;
-    Ok(metadata
-        .file_metadata()
+    let file_metadata = metadata.file_metadata();
+    let key_values = file_metadata
         .key_value_metadata()
         .into_iter()
         .flatten()
         .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
-        .collect())
+        .collect();
+    Ok(Footer { path: path.to_path_buf(), rows: file_metadata.num_rows(), key_values })
 }
 
 /// Makes a directory's entries (renames, new files) durable.
