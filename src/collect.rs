@@ -1,8 +1,8 @@
 //! `collect`: log lines into the store, committed in input order together with the position
 //! they reach, and resumed from the store's checkpoint, so no line is stored twice or lost.
 //!
-//! Threads: a reader cuts the input into chunks of whole lines (following a file like
-//! `tail -F`, or reading to the end with `once`); `workers` parse chunks into Arrow batches;
+//! Threads: a reader ([`crate::source::follow`]) cuts the input into chunks of whole lines
+//! (following a file like `tail -F`, or reading to the end with `once`); `workers` parse chunks into Arrow batches;
 //! the calling thread puts them back in input order and writes them into the pending commit,
 //! which is made every `commit_rows` rows, once rows have waited `commit_every`, when the
 //! source file changes (rotation, truncation) and at the end. Every channel is bounded, so a
@@ -11,11 +11,9 @@
 //! Stopping (`Control::stop`, set by SIGINT/SIGTERM) hands over every whole line read, commits
 //! and returns; an unfinished last line stays in the file for the next run.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,10 +22,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, bounded};
 
 use crate::batch::LineContext;
-use crate::ingest::{BatchSink, EncodingLock, TableBatch, now_ns, process_line};
+use crate::ingest::{BatchSink, TableBatch, now_ns, process_line};
 use crate::parse::LogFormat;
 use crate::source::Input;
-use crate::source::lines::{Chunk, ChunkReader};
+use crate::source::follow::{
+    ReadFailure, ReadOptions, Reader, Source, Start, file_id, find_rotated,
+};
+use crate::source::lines::Chunk;
 use crate::store::{ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError};
 
 /// Settings of a collect run.
@@ -116,18 +117,6 @@ pub enum CollectError {
     Store(#[from] StoreError),
 }
 
-/// One file from one open to its rotation or truncation (or stdin): what the offsets of its
-/// chunks refer to.
-#[derive(Debug)]
-struct Source {
-    /// `file:<device>:<inode>`, or `stdin:<start ns>` (never resumed).
-    id: String,
-    /// The path it was opened by, for people and for finding it after a rotation.
-    path: Option<String>,
-    /// Where reading started.
-    base: u64,
-}
-
 /// A chunk on its way to a worker.
 struct Work {
     seq: u64,
@@ -142,25 +131,6 @@ struct Parsed {
     batches: Vec<TableBatch>,
     source: Arc<Source>,
     end_offset: u64,
-}
-
-fn file_id(meta: &fs::Metadata) -> String {
-    format!("file:{}:{}", meta.dev(), meta.ino())
-}
-
-fn is_gzip(file: &mut File) -> io::Result<bool> {
-    let mut magic = [0u8; 2];
-    let gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
-    file.seek(SeekFrom::Start(0))?;
-    Ok(gzip)
-}
-
-/// Where reading a path starts: a rotated file to finish first, then the path's own offset.
-#[derive(Debug, Default)]
-struct Start {
-    rotated: Option<(PathBuf, u64)>,
-    offset: u64,
-    warning: Option<String>,
 }
 
 /// Looks up where `path` was left: its own checkpoint, or, when the store's newest commit from
@@ -198,27 +168,6 @@ fn plan_start(path: &Path, store: &Store) -> Result<Start, CollectError> {
     }
 }
 
-/// A file next to `path` named `<name>.<anything>` with the identity `id`.
-fn find_rotated(path: &Path, id: &str) -> io::Result<Option<PathBuf>> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-        return Ok(None);
-    };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let prefix = format!("{name}.");
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let sibling = entry.file_name();
-        if !sibling.to_str().is_some_and(|s| s.starts_with(&prefix)) {
-            continue;
-        }
-        let meta = entry.metadata()?;
-        if meta.is_file() && file_id(&meta) == id {
-            return Ok(Some(entry.path()));
-        }
-    }
-    Ok(None)
-}
-
 /// Reads `input` into `store` from where the store says it was left, until its end (`once`,
 /// stdin) or until `control.stop`.
 pub fn collect(
@@ -250,14 +199,20 @@ pub fn collect(
         }
         drop((work_rx, parsed_tx, spare_tx));
         let reader = scope.spawn(move || {
-            let mut reader = Reader {
-                config,
-                control,
-                work: work_tx,
-                spare: spare_rx,
-                seq: 0,
-                closed: Cell::new(false),
+            let mut seq = 0;
+            let mut hand = |chunk, encoding, source: &Arc<Source>| {
+                let work = Work { seq, chunk, encoding, source: source.clone() };
+                seq += 1;
+                work_tx.send(work).is_ok()
             };
+            let options = ReadOptions {
+                chunk_bytes: config.chunk_bytes,
+                max_line: config.max_line,
+                once: config.once,
+                poll: config.poll,
+            };
+            let mut reader =
+                Reader::new(options, &control.stop, &control.bytes, &mut hand, spare_rx);
             let mut warnings = Vec::new();
             let read = reader.run(input, start, &mut warnings);
             (read, warnings)
@@ -311,347 +266,6 @@ fn parse_chunks(
         if parsed.send(Parsed { seq, batches, source, end_offset }).is_err() {
             return;
         }
-    }
-}
-
-enum ReadFailure {
-    Io(io::Error),
-    Gzip,
-}
-
-impl From<io::Error> for ReadFailure {
-    fn from(e: io::Error) -> Self {
-        ReadFailure::Io(e)
-    }
-}
-
-/// The reader thread: cuts inputs into chunks and numbers them for the committer.
-struct Reader<'a> {
-    config: &'a CollectConfig,
-    control: &'a Control,
-    work: crossbeam_channel::Sender<Work>,
-    spare: crossbeam_channel::Receiver<Vec<u8>>,
-    seq: u64,
-    /// The workers are gone (the committer failed): stop reading.
-    closed: Cell<bool>,
-}
-
-type Spare = Box<dyn FnMut() -> Option<Vec<u8>> + Send>;
-
-/// A file (or stdin) being read: its source, chunk reader and encoding.
-struct Open<R> {
-    input: R,
-    source: Arc<Source>,
-    chunks: ChunkReader<Spare>,
-    lock: EncodingLock,
-}
-
-impl<R: Read> Open<R> {
-    /// Where the input stands: the source offset of the next byte to read.
-    fn position(&self) -> u64 {
-        self.source.base + self.chunks.bytes_read()
-    }
-}
-
-impl Reader<'_> {
-    fn open<R: Read>(&self, input: R, id: String, path: Option<String>, base: u64) -> Open<R> {
-        let spare = self.spare.clone();
-        let spare: Spare = Box::new(move || spare.try_recv().ok());
-        Open {
-            input,
-            source: Arc::new(Source { id, path, base }),
-            chunks: ChunkReader::new(self.config.chunk_bytes, self.config.max_line, spare),
-            lock: EncodingLock::default(),
-        }
-    }
-
-    fn stopping(&self) -> bool {
-        self.closed.get() || self.control.stop.load(Ordering::Relaxed)
-    }
-
-    fn run(
-        &mut self,
-        input: &Input,
-        start: Start,
-        warnings: &mut Vec<String>,
-    ) -> Result<(), ReadFailure> {
-        match input {
-            Input::Path(path) => {
-                if let Some((rotated, offset)) = &start.rotated {
-                    self.finish_rotated(rotated, path, *offset)?;
-                }
-                if self.config.once {
-                    self.read_file_once(path, start.offset)
-                } else {
-                    self.follow(path, start.offset, warnings)
-                }
-            }
-            Input::Stdin => self.read_stdin(),
-            Input::Memory { name, .. } => {
-                let id = format!("memory:{name}");
-                let mut open = self.open(input.open()?, id, Some(name.clone()), 0);
-                self.drain(&mut open, true)?;
-                self.finish(open);
-                Ok(())
-            }
-        }
-    }
-
-    /// Reads what `open` has now, handing over whole lines, until a stop if `stoppable`;
-    /// returns the bytes read.
-    fn drain<R: Read>(&mut self, open: &mut Open<R>, stoppable: bool) -> io::Result<u64> {
-        let Open { input, source, chunks, lock } = open;
-        let no_stop = AtomicBool::new(false);
-        let stop = if stoppable { &self.control.stop } else { &no_stop };
-        let mut input = Until { inner: input, closed: &self.closed, stop };
-        let (work, seq, closed, control, max_line) =
-            (&self.work, &mut self.seq, &self.closed, self.control, self.config.max_line);
-        let before = chunks.bytes_read();
-        chunks.read_available(&mut input, &mut |chunk| {
-            send(work, seq, closed, chunk, lock, source, max_line);
-        })?;
-        let read = chunks.bytes_read() - before;
-        control.bytes.fetch_add(read, Ordering::Relaxed);
-        Ok(read)
-    }
-
-    /// Hands over what is left of a complete input, an unfinished last line included.
-    fn finish<R: Read>(&mut self, open: Open<R>) {
-        let Open { source, chunks, mut lock, .. } = open;
-        let (work, seq, closed, max_line) =
-            (&self.work, &mut self.seq, &self.closed, self.config.max_line);
-        chunks.finish(&mut |chunk| send(work, seq, closed, chunk, &mut lock, &source, max_line));
-    }
-
-    fn open_file(&self, path: &Path, offset: u64) -> Result<Open<File>, ReadFailure> {
-        let mut file = File::open(path)?;
-        let meta = file.metadata()?;
-        let offset = if meta.len() < offset { 0 } else { offset };
-        if is_gzip(&mut file)? {
-            return Err(ReadFailure::Gzip);
-        }
-        file.seek(SeekFrom::Start(offset))?;
-        let path = Some(path.display().to_string());
-        Ok(self.open(file, file_id(&meta), path, offset))
-    }
-
-    /// A file that was rotated away while no collector ran: read from the checkpoint to its
-    /// end, under the name the collector knew it by.
-    fn finish_rotated(
-        &mut self,
-        rotated: &Path,
-        path: &Path,
-        offset: u64,
-    ) -> Result<(), ReadFailure> {
-        let mut open = self.open_file(rotated, offset)?;
-        open.source = Arc::new(Source {
-            id: open.source.id.clone(),
-            path: Some(path.display().to_string()),
-            base: open.source.base,
-        });
-        self.drain(&mut open, true)?;
-        if !self.stopping() {
-            self.finish(open);
-        }
-        Ok(())
-    }
-
-    fn read_file_once(&mut self, path: &Path, offset: u64) -> Result<(), ReadFailure> {
-        let mut file = File::open(path)?;
-        if is_gzip(&mut file)? {
-            // Compressed: no seeking, so skip the committed part by reading it.
-            let mut reader = Input::Path(path.to_path_buf()).open()?;
-            let skipped = io::copy(&mut (&mut reader).take(offset), &mut io::sink())?;
-            let (reader, base) = if skipped < offset {
-                (Input::Path(path.to_path_buf()).open()?, 0)
-            } else {
-                (reader, offset)
-            };
-            let id = file_id(&file.metadata()?);
-            let mut open = self.open(reader, id, Some(path.display().to_string()), base);
-            self.drain(&mut open, true)?;
-            if !self.stopping() {
-                self.finish(open);
-            }
-            return Ok(());
-        }
-        let mut open = self.open_file(path, offset)?;
-        self.drain(&mut open, true)?;
-        if !self.stopping() {
-            self.finish(open);
-        }
-        Ok(())
-    }
-
-    /// `tail -F`: reads what is appended, starts over when the file is truncated, and when
-    /// another file takes the path (rotation), finishes the old one and reads the new one from
-    /// its start. A missing path is waited for.
-    fn follow(
-        &mut self,
-        path: &Path,
-        mut offset: u64,
-        warnings: &mut Vec<String>,
-    ) -> Result<(), ReadFailure> {
-        let mut current: Option<Open<File>> = None;
-        while !self.stopping() {
-            let Some(open) = current.as_mut() else {
-                match self.open_file(path, offset) {
-                    Ok(open) => current = Some(open),
-                    Err(ReadFailure::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                        self.sleep();
-                    }
-                    Err(e) => return Err(e),
-                }
-                offset = 0;
-                continue;
-            };
-            if self.drain(open, true)? > 0 || self.stopping() {
-                continue;
-            }
-            let position = open.position();
-            if open.input.metadata()?.len() < position {
-                // Truncated in place (copytruncate): what was beyond is gone; start over.
-                warnings.push(format!(
-                    "{} was truncated at byte {position}; reading it again from its start",
-                    path.display()
-                ));
-                let mut old = current.take().expect("checked above");
-                old.input.seek(SeekFrom::Start(0))?;
-                let path = old.source.path.clone();
-                let id = old.source.id.clone();
-                let (file, lock) = (old.input.try_clone()?, std::mem::take(&mut old.lock));
-                self.finish(old);
-                let mut fresh = self.open(file, id, path, 0);
-                fresh.lock = lock;
-                current = Some(fresh);
-                continue;
-            }
-            let replaced = match fs::metadata(path) {
-                Ok(meta) => file_id(&meta) != open.source.id,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err(e.into()),
-            };
-            if replaced {
-                // Rotated: take what the writer added before it moved on, then switch.
-                self.drain(open, true)?;
-                if self.stopping() {
-                    continue;
-                }
-                let old = current.take().expect("checked above");
-                self.finish(old);
-                continue;
-            }
-            self.sleep();
-        }
-        Ok(())
-    }
-
-    /// Stdin, through a thread that owns the blocking reads, so a stop is seen even while no
-    /// line comes. Stdin is never resumed, so on a stop whatever was read is handed over.
-    fn read_stdin(&mut self) -> Result<(), ReadFailure> {
-        let (tx, rx) = bounded::<io::Result<Vec<u8>>>(4);
-        std::thread::spawn(move || {
-            let mut stdin = io::stdin().lock();
-            loop {
-                let mut block = vec![0u8; 256 * 1024];
-                let read = match stdin.read(&mut block) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        block.truncate(n);
-                        Ok(block)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => Err(e),
-                };
-                if tx.send(read).is_err() {
-                    return;
-                }
-            }
-        });
-        let piped = Piped { rx, pending: Vec::new(), at: 0, poll: self.config.poll, eof: false };
-        let id = format!("stdin:{}", now_ns());
-        let mut open = self.open(piped, id, None, 0);
-        while !open.input.eof && !self.closed.get() {
-            if self.control.stop.load(Ordering::Relaxed) {
-                // Take what already came through the pipe, then stop waiting for more.
-                open.input.poll = Duration::ZERO;
-                self.drain(&mut open, false)?;
-                break;
-            }
-            self.drain(&mut open, true)?;
-        }
-        self.finish(open);
-        Ok(())
-    }
-
-    fn sleep(&self) {
-        let until = Instant::now() + self.config.poll;
-        while !self.stopping() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20).min(self.config.poll));
-        }
-    }
-}
-
-/// Hands a chunk to the workers, deciding the source's encoding from its first lines.
-fn send(
-    work: &crossbeam_channel::Sender<Work>,
-    seq: &mut u64,
-    closed: &Cell<bool>,
-    chunk: Chunk,
-    lock: &mut EncodingLock,
-    source: &Arc<Source>,
-    max_line: usize,
-) {
-    lock.observe_chunk(&chunk, max_line);
-    let work_item = Work { seq: *seq, chunk, encoding: lock.encoding(), source: source.clone() };
-    if work.send(work_item).is_err() {
-        closed.set(true);
-    }
-    *seq += 1;
-}
-
-/// A reader that reports "nothing more for now" (0) once a stop is requested.
-struct Until<'a, R> {
-    inner: &'a mut R,
-    closed: &'a Cell<bool>,
-    stop: &'a AtomicBool,
-}
-
-impl<R: Read> Read for Until<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.closed.get() || self.stop.load(Ordering::Relaxed) {
-            return Ok(0);
-        }
-        self.inner.read(buf)
-    }
-}
-
-/// Stdin's blocks as they arrive: 0 after `poll` without any ("nothing for now"), or at the
-/// end (`eof`).
-struct Piped {
-    rx: crossbeam_channel::Receiver<io::Result<Vec<u8>>>,
-    pending: Vec<u8>,
-    at: usize,
-    poll: Duration,
-    eof: bool,
-}
-
-impl Read for Piped {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.pending.len() {
-            match self.rx.recv_timeout(self.poll) {
-                Ok(block) => (self.pending, self.at) = (block?, 0),
-                Err(RecvTimeoutError::Timeout) => return Ok(0),
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.eof = true;
-                    return Ok(0);
-                }
-            }
-        }
-        let n = buf.len().min(self.pending.len() - self.at);
-        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 

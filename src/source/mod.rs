@@ -1,6 +1,7 @@
 //! Where lines come from: files (plain or gzip), stdin, or bytes in memory (the demo's
 //! generator). The Kubernetes and tail-following sources join here later.
 
+pub mod follow;
 pub mod lines;
 
 use std::fs::File;
