@@ -202,15 +202,11 @@ impl<'a> Reader<'a> {
         let Open { input, source, chunks, lock } = open;
         let no_stop = AtomicBool::new(false);
         let stop = if stoppable { self.stop } else { &no_stop };
-        let mut input = Until { inner: input, closed: &self.closed, stop };
+        let mut input = Until { inner: input, closed: &self.closed, stop, bytes: self.bytes };
         let (hand, closed, max_line) = (&mut *self.hand, &self.closed, self.options.max_line);
-        let before = chunks.bytes_read();
         chunks.read_available(&mut input, &mut |chunk| {
             send(hand, closed, chunk, lock, source, max_line);
-        })?;
-        let read = chunks.bytes_read() - before;
-        self.bytes.fetch_add(read, Ordering::Relaxed);
-        Ok(read)
+        })
     }
 
     /// Hands over what is left of a complete input, an unfinished last line included.
@@ -404,11 +400,13 @@ fn send(
     }
 }
 
-/// A reader that reports "nothing more for now" (0) once a stop is requested.
+/// A reader that reports "nothing more for now" (0) once a stop is requested, and counts the
+/// bytes it reads as they come (for progress displays).
 struct Until<'a, R> {
     inner: &'a mut R,
     closed: &'a Cell<bool>,
     stop: &'a AtomicBool,
+    bytes: &'a AtomicU64,
 }
 
 impl<R: Read> Read for Until<'_, R> {
@@ -416,7 +414,9 @@ impl<R: Read> Read for Until<'_, R> {
         if self.closed.get() || self.stop.load(Ordering::Relaxed) {
             return Ok(0);
         }
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
