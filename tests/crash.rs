@@ -1,6 +1,6 @@
 //! Exactly-once under SIGKILL: `collect` follows a file as a child process and is killed at
-//! pseudo-random moments, 25 times, while more lines keep arriving in its input and the file is
-//! rotated once; then a last run catches up and stops on SIGTERM. The store must equal the
+//! pseudo-random moments, 25 times, while a writer thread appends to the file (in slices cut
+//! mid-line too) and rotates it once; then a last run catches up and stops on SIGTERM. The store must equal the
 //! generator's truth: exact per-host counts, every reject once, no request stored twice.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
@@ -47,12 +47,47 @@ fn query_rows(store: &Path, sql: &str) -> Vec<(String, i64)> {
     out
 }
 
+/// Appends 8 parts of generated traffic (each an hour after the last) to `log` in slices cut
+/// anywhere, mid-line included, with pauses between them; rotates the file after the fourth
+/// part. Returns the truth: requests per host, and rejects.
+fn write_traffic(log: &Path) -> (BTreeMap<String, i64>, i64) {
+    let mut requests: BTreeMap<String, i64> = BTreeMap::new();
+    let mut rejects = 0i64;
+    for part in 0..8u64 {
+        if part == 4 {
+            fs::rename(log, log.with_extension("log.1")).unwrap();
+        }
+        let config = GenConfig {
+            lines: 3_000,
+            seed: part,
+            bad: 0.03,
+            format: GenFormat::Kubectl,
+            start_ns: 1_755_509_790_000_000_000 + part as i64 * 3_600_000_000_000,
+            ..GenConfig::default()
+        };
+        let mut bytes = Vec::new();
+        let truth = generate(&config, &mut bytes).unwrap();
+        for slice in bytes.chunks(bytes.len() / 16 + 1) {
+            let mut file = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+            file.write_all(slice).unwrap();
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        for (host, h) in &truth.hosts {
+            *requests.entry(host.clone()).or_default() += h.requests as i64;
+        }
+        rejects += truth.rejects.values().sum::<u64>() as i64;
+    }
+    (requests, rejects)
+}
+
 #[test]
 fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (log, store) = (dir.path().join("waypoint.log"), dir.path().join("store"));
-    let mut requests: BTreeMap<String, i64> = BTreeMap::new();
-    let mut rejects = 0i64;
+    let writer = std::thread::spawn({
+        let log = log.clone();
+        move || write_traffic(&log)
+    });
     let mut interrupted = 0;
     let mut random = 0x2545_F491_4F6C_DD1Du64;
     let mut next = |bound: u64| {
@@ -61,39 +96,11 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
         random ^= random << 17;
         random % bound
     };
-    for round in 0..25u64 {
-        if round == 13 {
-            // Rotation while no collector runs: the next one must finish the old file first.
-            fs::rename(&log, log.with_extension("log.1")).unwrap();
-        }
-        if round % 3 == 0 {
-            // More traffic arrives, each part an hour later than the last.
-            let config = GenConfig {
-                lines: 6_000,
-                seed: round,
-                bad: 0.03,
-                format: GenFormat::Kubectl,
-                start_ns: 1_755_509_790_000_000_000 + round as i64 * 3_600_000_000_000,
-                ..GenConfig::default()
-            };
-            let mut bytes = Vec::new();
-            let truth = generate(&config, &mut bytes).unwrap();
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .unwrap()
-                .write_all(&bytes)
-                .unwrap();
-            for (host, h) in &truth.hosts {
-                *requests.entry(host.clone()).or_default() += h.requests as i64;
-            }
-            rejects += truth.rejects.values().sum::<u64>() as i64;
-        }
+    for _ in 0..25 {
         let mut child = collect(&log, &store);
         // Long enough for a commit or two (a debug build is slow), short enough to land
-        // anywhere in the reading of a part.
-        std::thread::sleep(Duration::from_millis(100 + next(700)));
+        // anywhere: while reading, committing, waiting for lines or crossing the rotation.
+        std::thread::sleep(Duration::from_millis(100 + next(500)));
         if child.try_wait().unwrap().is_none() {
             interrupted += 1;
         }
@@ -101,6 +108,7 @@ fn sigkill_at_any_moment_loses_and_duplicates_nothing() {
         child.wait().unwrap();
     }
     assert_eq!(interrupted, 25, "a following collector ended by itself");
+    let (requests, rejects) = writer.join().unwrap();
     let child = collect(&log, &store);
     let per_host = || -> BTreeMap<String, i64> {
         query_rows(&store, "SELECT authority, count(*) FROM access_log GROUP BY authority")
