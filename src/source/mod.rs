@@ -2,6 +2,7 @@
 //! generator). The Kubernetes and tail-following sources join here later.
 
 pub mod follow;
+pub mod kube;
 pub mod lines;
 
 use std::fs::File;

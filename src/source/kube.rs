@@ -1,0 +1,391 @@
+//! Waypoint pods followed through the Kubernetes API: a watch finds the pods by label, one
+//! follower per running container instance streams `pods/{name}/log?follow&timestamps`, and
+//! after a cut, a stall or an error it reconnects from its cursor and drops the overlap exactly.
+//!
+//! `sinceTime` has whole-second precision, so a reconnect is served again every line of the
+//! cursor's second. The cursor is the timestamp of the last line taken (the kubelet's are in
+//! nanoseconds) and how many lines taken carried exactly that timestamp: on a reconnect, lines
+//! before it and the first `same` lines at it are the overlap. A line that genuinely repeats,
+//! even with the same timestamp, is taken again.
+//!
+//! A container restart is a new instance (its `restartCount`), followed from its start; the
+//! old instance's stream ends when it exits and is read to that end. A deleted pod's followers
+//! read to the end of their streams and stop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::kube::api::{Api, LogParams};
+use ::kube::runtime::watcher;
+use ::kube::{Client, ResourceExt};
+use futures::{AsyncBufRead, AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::parse::time::parse_rfc3339_ns;
+
+/// Label selecting waypoint pods (Istio 1.18+).
+pub const WAYPOINT_SELECTOR: &str = "gateway.istio.io/managed=istio.io-mesh-controller";
+/// The waypoint's Envoy container.
+pub const WAYPOINT_CONTAINER: &str = "istio-proxy";
+
+/// What to follow and how.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// Namespaces to watch; empty: every namespace (a cluster-wide watch).
+    pub namespaces: Vec<String>,
+    /// Label selector of the pods.
+    pub selector: String,
+    /// The container whose log is followed.
+    pub container: String,
+    /// A stream of a running container that sends nothing this long is reconnected.
+    pub stall: Duration,
+    /// The longest wait between reconnects (backoff doubles from 100 ms up to it).
+    pub max_backoff: Duration,
+    /// Lines are handed over in blocks of about this many bytes…
+    pub batch_bytes: usize,
+    /// …or after this long, whichever comes first.
+    pub batch_wait: Duration,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions {
+            namespaces: Vec::new(),
+            selector: WAYPOINT_SELECTOR.to_owned(),
+            container: WAYPOINT_CONTAINER.to_owned(),
+            stall: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(10),
+            batch_bytes: 256 * 1024,
+            batch_wait: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Where a follower stands (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub ts_ns: i64,
+    pub same: u64,
+}
+
+/// One container instance of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Instance {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub restart: i32,
+}
+
+impl Instance {
+    /// The name its position is stored under: `pod:<namespace>/<pod>/<container>#<restart>`.
+    pub fn source_id(&self) -> String {
+        format!("pod:{}/{}/{}#{}", self.namespace, self.pod, self.container, self.restart)
+    }
+}
+
+/// Lines taken from one instance, each with its newline and its timestamp prefix, and the
+/// cursor after the last of them.
+#[derive(Debug)]
+pub struct Lines {
+    pub instance: Arc<Instance>,
+    pub bytes: Vec<u8>,
+    pub cursor: Cursor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("watching pods ({selector}) failed")]
+    Watch {
+        selector: String,
+        #[source]
+        source: watcher::Error,
+    },
+}
+
+/// What followers need to know of their pod: the restart count of the running instance
+/// (`None` while no instance runs) and whether the pod is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PodState {
+    running: Option<i32>,
+    deleted: bool,
+}
+
+/// Follows every matching pod until `stop` turns true, sending lines to `out`. `cursors`
+/// holds where earlier runs left instances, by [`Instance::source_id`].
+pub async fn follow_pods(
+    client: Client,
+    options: KubeOptions,
+    cursors: HashMap<String, Cursor>,
+    out: mpsc::Sender<Lines>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), KubeError> {
+    let config = watcher::Config::default().labels(&options.selector);
+    let apis: Vec<Api<Pod>> = if options.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        options.namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    };
+    let mut events = futures::stream::select_all(
+        apis.into_iter().map(|api| watcher(api, config.clone()).boxed()),
+    );
+    let mut pods: HashMap<(String, String), watch::Sender<PodState>> = HashMap::new();
+    // Instances with a follower: bounded by the pods that run, as finished ones leave.
+    let mut following: HashSet<Instance> = HashSet::new();
+    let mut followers = tokio::task::JoinSet::new();
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            Some(done) = followers.join_next(), if !followers.is_empty() => {
+                if let Ok(instance) = done {
+                    following.remove(&instance);
+                }
+                continue;
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Some(event) = event else { break };
+        let event = match event {
+            Ok(event) => event,
+            Err(source) => {
+                // The watcher re-lists by itself (410 Gone included); errors are transient
+                // unless they repeat, so wait a little and go on.
+                let error = KubeError::Watch { selector: options.selector.clone(), source };
+                warn(&error);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let (pod, deleted) = match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => (pod, false),
+            watcher::Event::Delete(pod) => (pod, true),
+            watcher::Event::Init | watcher::Event::InitDone => continue,
+        };
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let running = if deleted { None } else { running_restart(&pod, &options.container) };
+        let state = PodState { running, deleted };
+        let key = (namespace.clone(), name.clone());
+        let sender = pods.entry(key.clone()).or_insert_with(|| watch::channel(state).0);
+        sender.send_replace(state);
+        if deleted {
+            pods.remove(&key);
+            continue;
+        }
+        let Some(restart) = running else { continue };
+        let instance =
+            Instance { namespace, pod: name, container: options.container.clone(), restart };
+        if !following.insert(instance.clone()) {
+            continue;
+        }
+        let api: Api<Pod> = Api::namespaced(client.clone(), &instance.namespace);
+        let cursor = cursors.get(&instance.source_id()).copied();
+        let follower = Follower {
+            api,
+            instance: Arc::new(instance.clone()),
+            cursor,
+            state: sender.subscribe(),
+            options: options.clone(),
+            out: out.clone(),
+            stop: stop.clone(),
+        };
+        followers.spawn(follower.run());
+    }
+    while followers.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Reports a transient error on stderr, with its causes.
+fn warn(error: &KubeError) {
+    use std::io::Write;
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let _ = writeln!(std::io::stderr(), "egresslens: warning: {chain}");
+}
+
+/// The restart count of `container` when it is running.
+fn running_restart(pod: &Pod, container: &str) -> Option<i32> {
+    let status = pod.status.as_ref()?;
+    let container = status.container_statuses.as_ref()?.iter().find(|c| c.name == container)?;
+    container.state.as_ref()?.running.as_ref()?;
+    Some(container.restart_count)
+}
+
+/// One instance's log, followed until it ends for good.
+struct Follower {
+    api: Api<Pod>,
+    instance: Arc<Instance>,
+    cursor: Option<Cursor>,
+    state: watch::Receiver<PodState>,
+    options: KubeOptions,
+    out: mpsc::Sender<Lines>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Why a stream stopped being read.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The server closed it (or cut it mid-line).
+    Closed,
+    /// Nothing came for `stall`.
+    Stalled,
+    /// Stop requested, or nobody takes lines any more.
+    Stopped,
+}
+
+impl Follower {
+    /// Follows until the instance has ended (or a stop); returns the instance.
+    async fn run(mut self) -> Instance {
+        let instance = (*self.instance).clone();
+        self.follow().await;
+        instance
+    }
+
+    async fn follow(&mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let params = LogParams {
+                container: Some(self.instance.container.clone()),
+                follow: true,
+                timestamps: true,
+                // Whole seconds, rounded down: kube rounds to the nearest second, which could
+                // skip the lines of the cursor's last half second.
+                since_time: self.cursor.map(|c| whole_second(c.ts_ns)),
+                ..LogParams::default()
+            };
+            let ended = match self.api.log_stream(&self.instance.pod, &params).await {
+                Ok(stream) => {
+                    let ended = self.read(stream).await;
+                    if ended == Ended::Closed {
+                        backoff = Duration::from_millis(100);
+                    }
+                    ended
+                }
+                Err(::kube::Error::Api(status)) if status.code == 404 => return,
+                Err(_) => Ended::Closed,
+            };
+            if ended == Ended::Stopped || *self.stop.borrow() {
+                return;
+            }
+            // Go on only while this instance runs: a restarted or deleted one has ended, and
+            // its stream was read to that end.
+            let state = *self.state.borrow();
+            if state.deleted || state.running != Some(self.instance.restart) {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+
+    /// Reads one stream, handing over whole lines past the cursor.
+    async fn read(&mut self, stream: impl AsyncBufRead) -> Ended {
+        let mut stream = std::pin::pin!(stream);
+        let mut line = Vec::new();
+        let mut batch = Vec::new();
+        // Lines at the cursor's timestamp seen on this connection: the first `same` are the
+        // overlap with what was taken before.
+        let mut seen_same = 0u64;
+        let start = self.cursor;
+        let mut quiet = Duration::ZERO;
+        let ended = loop {
+            let wait = if batch.is_empty() {
+                self.options.stall.saturating_sub(quiet)
+            } else {
+                self.options.batch_wait
+            };
+            let read = tokio::select! {
+                read = tokio::time::timeout(wait, stream.read_until(b'\n', &mut line)) => read,
+                _ = self.stop.wait_for(|s| *s) => break Ended::Stopped,
+            };
+            match read {
+                Err(_) if batch.is_empty() => break Ended::Stalled,
+                Err(_) => {
+                    quiet += wait;
+                    if !self.flush(&mut batch).await {
+                        break Ended::Stopped;
+                    }
+                    continue;
+                }
+                Ok(Ok(0) | Err(_)) => break Ended::Closed,
+                Ok(Ok(_)) => {}
+            }
+            quiet = Duration::ZERO;
+            if line.last() != Some(&b'\n') {
+                // Cut mid-line: the whole line comes again after the reconnect.
+                line.clear();
+                break Ended::Closed;
+            }
+            let ts = line_timestamp(&line);
+            if let (Some(ts), Some(start)) = (ts, start)
+                && (ts < start.ts_ns || (ts == start.ts_ns && seen_same < start.same))
+            {
+                seen_same += u64::from(ts == start.ts_ns);
+                line.clear();
+                continue;
+            }
+            if let Some(ts) = ts {
+                self.cursor = Some(match self.cursor {
+                    Some(c) if c.ts_ns == ts => Cursor { ts_ns: ts, same: c.same + 1 },
+                    _ => Cursor { ts_ns: ts, same: 1 },
+                });
+            }
+            batch.extend_from_slice(&line);
+            line.clear();
+            if batch.len() >= self.options.batch_bytes && !self.flush(&mut batch).await {
+                break Ended::Stopped;
+            }
+        };
+        if ended != Ended::Stopped || !batch.is_empty() {
+            self.flush(&mut batch).await;
+        }
+        ended
+    }
+
+    /// Hands over the batch; false when nobody takes lines any more.
+    async fn flush(&mut self, batch: &mut Vec<u8>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let lines = Lines {
+            instance: self.instance.clone(),
+            bytes: std::mem::take(batch),
+            cursor: self.cursor.unwrap_or_default(),
+        };
+        self.out.send(lines).await.is_ok()
+    }
+}
+
+/// The timestamp the kubelet put before the line (`2025-08-18T09:36:30.123456789Z `).
+fn line_timestamp(line: &[u8]) -> Option<i64> {
+    let end = memchr::memchr(b' ', line)?;
+    parse_rfc3339_ns(std::str::from_utf8(&line[..end]).ok()?)
+}
+
+/// `ts_ns` rounded down to its second.
+fn whole_second(ts_ns: i64) -> Timestamp {
+    let seconds = ts_ns.div_euclid(1_000_000_000);
+    Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_down_to_the_second() {
+        let ts = parse_rfc3339_ns("2025-08-18T09:36:30.987654321Z").expect("a timestamp");
+        assert_eq!(whole_second(ts).to_string(), "2025-08-18T09:36:30Z");
+        assert_eq!(line_timestamp(b"2025-08-18T09:36:30.987654321Z {\"a\":1}\n"), Some(ts));
+        assert_eq!(line_timestamp(b"no timestamp here\n"), None);
+    }
+}

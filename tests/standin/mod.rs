@@ -1,0 +1,362 @@
+//! The stand-in Kubernetes API server: a real HTTP server on 127.0.0.1 that kube-rs reaches
+//! through a generated kubeconfig, serving the endpoints the collector uses in the API's own
+//! shapes (no cluster can run where these tests run):
+//!
+//! - `GET /api/v1/pods` and `/api/v1/namespaces/{ns}/pods`: list (`PodList` with a
+//!   `resourceVersion`) and `watch=true` (a chunked stream of `{"type","object"}` events), with
+//!   `labelSelector` (`k=v,…`);
+//! - `GET /api/v1/namespaces/{ns}/pods/{name}/log`: `container`, `follow`, `timestamps`
+//!   (RFC 3339 with nanoseconds before each line), `sinceTime` (whole seconds, as the kubelet
+//!   honours it), streaming appended lines until the container instance ends.
+//!
+//! Faults: a watch answered with `410 Gone` (the API's `ERROR` event with an `Expired` status),
+//! log requests answered with 500, a log stream cut after some bytes (mid-line), a log stream
+//! that stalls.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test right there
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use egresslens::parse::time::format_rfc3339_ns;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast};
+
+const POD: &str = include_str!("../fixtures/kube/waypoint-pod.json");
+
+/// One container instance's log: lines with their kubelet timestamps.
+#[derive(Debug, Default)]
+struct Instance {
+    lines: Vec<(i64, String)>,
+    /// The instance has exited: streams end after its last line.
+    ended: bool,
+}
+
+#[derive(Debug)]
+struct PodEntry {
+    object: Value,
+    /// Deleted: no longer listed, and new log requests get 404, but open streams still get
+    /// the lines written before the containers ended.
+    deleted: bool,
+    /// Logs by restart count.
+    instances: BTreeMap<i32, Instance>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Watches still to answer with 410 Gone.
+    gone: usize,
+    /// Log requests still to answer with 500.
+    log_errors: usize,
+    /// Log streams still to cut after this many bytes.
+    cuts: Vec<usize>,
+    /// Log streams still to stall (send what exists, then nothing).
+    stalls: usize,
+}
+
+#[derive(Debug)]
+struct Cluster {
+    pods: BTreeMap<(String, String), PodEntry>,
+    version: u64,
+    faults: Faults,
+    /// Requests seen, by kind: "list", "watch", "log".
+    requests: HashMap<&'static str, usize>,
+}
+
+/// The server's handle for tests: change the cluster, inject faults.
+#[derive(Debug, Clone)]
+pub(crate) struct StandIn {
+    cluster: Arc<Mutex<Cluster>>,
+    events: broadcast::Sender<String>,
+    changed: Arc<Notify>,
+    pub(crate) url: String,
+}
+
+impl StandIn {
+    /// Starts the server on a free loopback port.
+    pub(crate) async fn start() -> StandIn {
+        let cluster = Cluster {
+            pods: BTreeMap::new(),
+            version: 1000,
+            faults: Faults::default(),
+            requests: HashMap::new(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let standin = StandIn {
+            cluster: Arc::new(Mutex::new(cluster)),
+            events: broadcast::channel(1024).0,
+            changed: Arc::new(Notify::new()),
+            url,
+        };
+        let app = Router::new()
+            .route("/api/v1/pods", get(all_pods))
+            .route("/api/v1/namespaces/{ns}/pods", get(namespaced_pods))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .with_state(standin.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        standin
+    }
+
+    /// A kubeconfig that points kube-rs here.
+    pub(crate) fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {}\n\
+             users:\n- name: tester\n  user:\n    token: stand-in-token\ncontexts:\n- name: standin\n  \
+             context:\n    cluster: standin\n    user: tester\ncurrent-context: standin\n",
+            self.url
+        )
+    }
+
+    fn update(&self, kind: &str, ns: &str, name: &str, edit: impl FnOnce(&mut PodEntry)) {
+        let mut cluster = self.cluster.lock().unwrap();
+        cluster.version += 1;
+        let version = cluster.version.to_string();
+        let key = (ns.to_owned(), name.to_owned());
+        let entry = cluster.pods.entry(key.clone()).or_insert_with(|| PodEntry {
+            object: waypoint_pod(ns, name),
+            deleted: false,
+            instances: BTreeMap::from([(0, Instance::default())]),
+        });
+        edit(entry);
+        entry.object["metadata"]["resourceVersion"] = json!(version);
+        let event = json!({"type": kind, "object": entry.object}).to_string();
+        if kind == "DELETED" {
+            entry.deleted = true;
+            for instance in entry.instances.values_mut() {
+                instance.ended = true;
+            }
+        }
+        drop(cluster);
+        let _ = self.events.send(event);
+        self.changed.notify_waiters();
+    }
+
+    /// A running waypoint replica.
+    pub(crate) fn add_pod(&self, ns: &str, name: &str) {
+        self.update("ADDED", ns, name, |_| {});
+    }
+
+    /// The pod's container exits and starts again: a new instance with an empty log.
+    pub(crate) fn restart(&self, ns: &str, name: &str) {
+        self.update("MODIFIED", ns, name, |pod| {
+            let restart = *pod.instances.keys().last().unwrap();
+            pod.instances.get_mut(&restart).unwrap().ended = true;
+            pod.instances.insert(restart + 1, Instance::default());
+            let status = &mut pod.object["status"]["containerStatuses"][0];
+            status["restartCount"] = json!(restart + 1);
+            status["lastState"] = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                "startedAt": "2025-08-18T09:30:03Z", "finishedAt": "2025-08-18T10:00:00Z",
+                "containerID": "containerd://0f1e2d3c"}});
+        });
+    }
+
+    pub(crate) fn delete_pod(&self, ns: &str, name: &str) {
+        self.update("DELETED", ns, name, |_| {});
+    }
+
+    /// Appends lines to the running instance's log.
+    pub(crate) fn log(&self, ns: &str, name: &str, lines: &[(i64, String)]) {
+        let mut cluster = self.cluster.lock().unwrap();
+        let pod = cluster.pods.get_mut(&(ns.to_owned(), name.to_owned())).unwrap();
+        let instance = pod.instances.values_mut().last().unwrap();
+        instance.lines.extend(lines.iter().cloned());
+        drop(cluster);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn fail_watches_with_gone(&self, n: usize) {
+        self.cluster.lock().unwrap().faults.gone += n;
+    }
+
+    pub(crate) fn fail_logs_with_500(&self, n: usize) {
+        self.cluster.lock().unwrap().faults.log_errors += n;
+    }
+
+    pub(crate) fn cut_next_log_after(&self, bytes: usize) {
+        self.cluster.lock().unwrap().faults.cuts.push(bytes);
+    }
+
+    pub(crate) fn stall_next_log(&self) {
+        self.cluster.lock().unwrap().faults.stalls += 1;
+    }
+
+    pub(crate) fn requests(&self, kind: &str) -> usize {
+        self.cluster.lock().unwrap().requests.get(kind).copied().unwrap_or(0)
+    }
+}
+
+fn waypoint_pod(ns: &str, name: &str) -> Value {
+    let mut pod: Value = serde_json::from_str(POD).unwrap();
+    pod["metadata"]["name"] = json!(name);
+    pod["metadata"]["namespace"] = json!(ns);
+    pod["metadata"]["uid"] = json!(format!("uid-{ns}-{name}"));
+    pod
+}
+
+/// `k=v,k2=v2` against the pod's labels.
+fn selected(pod: &Value, selector: Option<&String>) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else { return true };
+    selector.split(',').all(|term| {
+        let (key, value) = term.split_once('=').unwrap();
+        pod["metadata"]["labels"][key].as_str() == Some(value.trim_start_matches('='))
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code})
+}
+
+async fn all_pods(
+    State(standin): State<StandIn>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    pods(standin, None, query)
+}
+
+async fn namespaced_pods(
+    State(standin): State<StandIn>,
+    Path(ns): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    pods(standin, Some(ns), query)
+}
+
+fn pods(standin: StandIn, ns: Option<String>, query: HashMap<String, String>) -> Response {
+    let selector = query.get("labelSelector").cloned();
+    let in_scope = move |pod: &Value| {
+        ns.as_deref().is_none_or(|ns| pod["metadata"]["namespace"] == ns)
+            && selected(pod, selector.as_ref())
+    };
+    let mut cluster = standin.cluster.lock().unwrap();
+    if query.get("watch").map(String::as_str) != Some("true") {
+        *cluster.requests.entry("list").or_default() += 1;
+        let items = cluster.pods.values().filter(|p| !p.deleted).map(|p| p.object.clone());
+        let items: Vec<Value> = items.filter(|p| in_scope(p)).collect();
+        let list = json!({"kind": "PodList", "apiVersion": "v1",
+            "metadata": {"resourceVersion": cluster.version.to_string()}, "items": items});
+        return axum::Json(list).into_response();
+    }
+    *cluster.requests.entry("watch").or_default() += 1;
+    if cluster.faults.gone > 0 {
+        cluster.faults.gone -= 1;
+        let gone = status(410, "Expired", "too old resource version: 1000 (1042)");
+        let event = json!({"type": "ERROR", "object": gone}).to_string() + "\n";
+        return Body::from(event).into_response();
+    }
+    drop(cluster);
+    let events = standin.events.subscribe();
+    let stream = futures::stream::unfold(events, move |mut events| {
+        let in_scope = in_scope.clone();
+        async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        let parsed: Value = serde_json::from_str(&event).unwrap();
+                        if in_scope(&parsed["object"]) {
+                            return Some((Ok::<_, std::io::Error>(event + "\n"), events));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Body::from_stream(stream).into_response()
+}
+
+async fn pod_log(
+    State(standin): State<StandIn>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let key = (ns.clone(), name.clone());
+    let (restart, cut, stall) = {
+        let mut cluster = standin.cluster.lock().unwrap();
+        *cluster.requests.entry("log").or_default() += 1;
+        if cluster.faults.log_errors > 0 {
+            cluster.faults.log_errors -= 1;
+            let error =
+                status(500, "InternalError", "an error on the server has prevented the request");
+            return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(error)).into_response();
+        }
+        let Some(pod) = cluster.pods.get(&key).filter(|p| !p.deleted) else {
+            let missing = status(404, "NotFound", &format!("pods \"{name}\" not found"));
+            return (StatusCode::NOT_FOUND, axum::Json(missing)).into_response();
+        };
+        let restart = *pod.instances.keys().last().unwrap();
+        // One fault per request: 500s first, then cuts, then stalls.
+        let cut =
+            if cluster.faults.cuts.is_empty() { None } else { Some(cluster.faults.cuts.remove(0)) };
+        let stall = cut.is_none() && cluster.faults.stalls > 0;
+        cluster.faults.stalls -= usize::from(stall);
+        (restart, cut, stall)
+    };
+    let since = query.get("sinceTime").map(|t| {
+        let since = egresslens::parse::time::parse_rfc3339_ns(t).unwrap();
+        assert_eq!(since.rem_euclid(1_000_000_000), 0, "sinceTime {t} has whole seconds");
+        since
+    });
+    let since = since.unwrap_or(i64::MIN);
+    let timestamps = query.get("timestamps").map(String::as_str) == Some("true");
+    let follow = query.get("follow").map(String::as_str) == Some("true");
+    // (next line index, bytes sent)
+    let state = (0usize, 0usize);
+    let stream = futures::stream::unfold(state, move |(mut next, mut sent)| {
+        let standin = standin.clone();
+        let key = key.clone();
+        async move {
+            loop {
+                let notified = standin.changed.notified();
+                let (chunk, ended) = {
+                    let cluster = standin.cluster.lock().unwrap();
+                    let instance = cluster.pods.get(&key).and_then(|p| p.instances.get(&restart));
+                    let instance = instance?;
+                    let mut chunk = String::new();
+                    while next < instance.lines.len() {
+                        let (ts, line) = &instance.lines[next];
+                        next += 1;
+                        if *ts < since {
+                            continue;
+                        }
+                        if timestamps {
+                            chunk.push_str(&format_rfc3339_ns(*ts));
+                            chunk.push(' ');
+                        }
+                        chunk.push_str(line);
+                        chunk.push('\n');
+                    }
+                    (chunk, instance.ended)
+                };
+                if !chunk.is_empty() {
+                    let mut bytes = chunk.into_bytes();
+                    if let Some(cut) = cut {
+                        if sent >= cut {
+                            return None;
+                        }
+                        bytes.truncate(cut - sent);
+                    }
+                    sent += bytes.len();
+                    return Some((Ok::<_, std::io::Error>(bytes), (next, sent)));
+                }
+                if ended || !follow || cut.is_some_and(|c| sent >= c) {
+                    return None;
+                }
+                if stall && next > 0 {
+                    std::future::pending::<()>().await;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+            }
+        }
+    });
+    Body::from_stream(stream).into_response()
+}
