@@ -11,7 +11,7 @@
 //! Stopping (`Control::stop`, set by SIGINT/SIGTERM) hands over every whole line read, commits
 //! and returns; an unfinished last line stays in the file for the next run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, bounded};
 
 use crate::batch::LineContext;
+use crate::ingest::EncodingLock;
 use crate::ingest::{BatchSink, TableBatch, now_ns, process_line};
 use crate::parse::LogFormat;
 use crate::source::Input;
 use crate::source::follow::{
     ReadFailure, ReadOptions, Reader, Source, Start, file_id, find_rotated,
 };
+use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods};
 use crate::source::lines::Chunk;
 use crate::store::{ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError};
 
@@ -99,6 +101,8 @@ pub struct CollectSummary {
     pub expired: usize,
     /// Files merged away by compaction.
     pub compacted: usize,
+    /// Stream cursors dropped past the limit a commit carries.
+    pub cursors_dropped: u64,
     /// Warnings for the operator (a rotated file that could not be found, a truncation).
     pub warnings: Vec<String>,
 }
@@ -113,8 +117,19 @@ pub enum CollectError {
     },
     #[error("{name} is gzip-compressed: it cannot grow, so read it with --once")]
     FollowGzip { name: String },
+    #[error("following pods through the Kubernetes API failed: {0}")]
+    Kube(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Where a source stands after a chunk.
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    /// A byte offset in a file.
+    Offset(u64),
+    /// A pod stream's cursor.
+    Cursor(Cursor),
 }
 
 /// A chunk on its way to a worker.
@@ -123,6 +138,7 @@ struct Work {
     chunk: Chunk,
     encoding: Option<LogFormat>,
     source: Arc<Source>,
+    position: Position,
 }
 
 /// One chunk parsed by a worker: its batches, and where its source stands after it.
@@ -130,8 +146,11 @@ struct Parsed {
     seq: u64,
     batches: Vec<TableBatch>,
     source: Arc<Source>,
-    end_offset: u64,
+    position: Position,
 }
+
+/// Hands a chunk to the workers; false once they are gone.
+type Handoff<'a> = dyn FnMut(Chunk, Option<LogFormat>, &Arc<Source>, Position) -> bool + 'a;
 
 /// Looks up where `path` was left: its own checkpoint, or, when the store's newest commit from
 /// this path came from another file, that file under a rotated name (`PATH.1`, `PATH.<ts>`).
@@ -185,6 +204,150 @@ pub fn collect(
     summary.resumed_at = start.offset;
     summary.finished_rotated = start.rotated.as_ref().map(|(path, _)| path.clone());
     summary.warnings.extend(start.warning.clone());
+    let name = &name;
+    let read = move |hand: &mut Handoff<'_>, spare| {
+        let mut file_hand = |chunk: Chunk, encoding, source: &Arc<Source>| {
+            let position = Position::Offset(source.base + chunk.end_offset());
+            hand(chunk, encoding, source, position)
+        };
+        let options = ReadOptions {
+            chunk_bytes: config.chunk_bytes,
+            max_line: config.max_line,
+            once: config.once,
+            poll: config.poll,
+        };
+        let mut reader = Reader::new(options, &control.stop, &control.bytes, &mut file_hand, spare);
+        let mut warnings = Vec::new();
+        reader.run(input, start, &mut warnings).map_err(|source| match source {
+            ReadFailure::Io(source) => CollectError::Read { name: name.clone(), source },
+            ReadFailure::Gzip => CollectError::FollowGzip { name: name.clone() },
+        })?;
+        Ok(warnings)
+    };
+    run_pipeline(store, config, control, &mut summary, Reached::File(None), read)?;
+    Ok(summary)
+}
+
+/// Follows the Kubernetes pods `options` select into `store` until `control.stop`, resuming
+/// every container instance from the cursors of the newest commit of `kube:<cluster>`.
+pub fn collect_kube(
+    kube_config: ::kube::Config,
+    options: KubeOptions,
+    cluster: Option<String>,
+    store: &mut Store,
+    config: &CollectConfig,
+    control: &Control,
+) -> Result<CollectSummary, CollectError> {
+    let source = format!("kube:{}", cluster.as_deref().unwrap_or("default"));
+    let stored = store.cursors(&source)?;
+    let cursors: HashMap<String, Cursor> =
+        stored.iter().filter_map(|(id, c)| Some((id.clone(), c.parse().ok()?))).collect();
+    let mut summary = CollectSummary::default();
+    let read = move |hand: &mut Handoff<'_>, _spare| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|source| CollectError::Read { name: source_name(&cluster), source })?;
+        let follow = follow_into(kube_config, options, cluster, cursors, config, control, hand);
+        runtime.block_on(follow)?;
+        Ok(Vec::new())
+    };
+    let reached = Reached::Streams { source, cursors: stored };
+    run_pipeline(store, config, control, &mut summary, reached, read)?;
+    Ok(summary)
+}
+
+fn source_name(cluster: &Option<String>) -> String {
+    format!("the Kubernetes API ({})", cluster.as_deref().unwrap_or("default cluster"))
+}
+
+/// Pod lines as chunks for the workers, each with its instance's source and cursor.
+async fn follow_into(
+    kube_config: ::kube::Config,
+    options: KubeOptions,
+    cluster: Option<String>,
+    cursors: HashMap<String, Cursor>,
+    config: &CollectConfig,
+    control: &Control,
+    hand: &mut Handoff<'_>,
+) -> Result<(), CollectError> {
+    // The client's connection tasks run on this runtime, so it is made here.
+    let client =
+        ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.to_string()))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follow = tokio::spawn(follow_pods(client, options, cursors, tx, stopped));
+    // Per instance: its source, next line number and encoding; bounded (forgotten wholesale
+    // past the limit, which only restarts line numbers and the encoding check).
+    let mut instances: HashMap<Arc<Instance>, (Arc<Source>, u64, EncodingLock)> = HashMap::new();
+    let mut closed = false;
+    loop {
+        let lines = tokio::select! {
+            lines = rx.recv() => lines,
+            () = tokio::time::sleep(config.poll) => {
+                if control.stop.load(Ordering::Relaxed) {
+                    stop.send_replace(true);
+                }
+                continue;
+            }
+        };
+        let Some(lines) = lines else { break };
+        if closed {
+            continue;
+        }
+        if instances.len() >= MAX_INSTANCES && !instances.contains_key(&lines.instance) {
+            instances.clear();
+        }
+        let (source, line_no, lock) =
+            instances.entry(lines.instance.clone()).or_insert_with(|| {
+                let instance = &lines.instance;
+                let source = Source {
+                    id: instance.source_id(),
+                    path: Some(format!("{}/{}", instance.namespace, instance.pod)),
+                    base: 0,
+                    pod: Some((cluster.clone(), instance.clone())),
+                };
+                (Arc::new(source), 1, EncodingLock::default())
+            });
+        control.bytes.fetch_add(lines.bytes.len() as u64, Ordering::Relaxed);
+        let count = memchr::memchr_iter(b'\n', &lines.bytes).count() as u64;
+        let len = lines.bytes.len();
+        let chunk = Chunk::Lines { buf: lines.bytes, len, first_line_no: *line_no, end_offset: 0 };
+        *line_no += count;
+        lock.observe_chunk(&chunk, config.max_line);
+        if !hand(chunk, lock.encoding(), source, Position::Cursor(lines.cursor)) {
+            // The committer failed: stop following, drain what is in flight.
+            stop.send_replace(true);
+            closed = true;
+        }
+    }
+    follow
+        .await
+        .map_err(|e| CollectError::Kube(e.to_string()))?
+        .map_err(|e| CollectError::Kube(e.to_string()))
+}
+
+/// Most container instances whose line numbers and encodings are remembered at once.
+const MAX_INSTANCES: usize = 10_000;
+
+/// The pipeline around a reader: `read` runs on its own thread and hands chunks over (with
+/// the position each reaches) and returns its warnings; workers parse; this thread commits.
+fn run_pipeline<R>(
+    store: &mut Store,
+    config: &CollectConfig,
+    control: &Control,
+    summary: &mut CollectSummary,
+    reached: Reached,
+    read: R,
+) -> Result<(), CollectError>
+where
+    R: FnOnce(
+            &mut Handoff<'_>,
+            crossbeam_channel::Receiver<Vec<u8>>,
+        ) -> Result<Vec<String>, CollectError>
+        + Send,
+{
     let workers = config.workers.max(1);
     // Bounded at both ends: the reader waits for workers, workers wait for the committer.
     let (work_tx, work_rx) = bounded::<Work>(workers * 2);
@@ -200,38 +363,24 @@ pub fn collect(
         drop((work_rx, parsed_tx, spare_tx));
         let reader = scope.spawn(move || {
             let mut seq = 0;
-            let mut hand = |chunk, encoding, source: &Arc<Source>| {
-                let work = Work { seq, chunk, encoding, source: source.clone() };
+            let mut hand = |chunk, encoding, source: &Arc<Source>, position| {
+                let work = Work { seq, chunk, encoding, source: source.clone(), position };
                 seq += 1;
                 work_tx.send(work).is_ok()
             };
-            let options = ReadOptions {
-                chunk_bytes: config.chunk_bytes,
-                max_line: config.max_line,
-                once: config.once,
-                poll: config.poll,
-            };
-            let mut reader =
-                Reader::new(options, &control.stop, &control.bytes, &mut hand, spare_rx);
-            let mut warnings = Vec::new();
-            let read = reader.run(input, start, &mut warnings);
-            (read, warnings)
+            read(&mut hand, spare_rx)
         });
-        let committed = commit_in_order(&parsed_rx, store, config, control, &mut summary);
+        let committed = commit_in_order(&parsed_rx, store, config, control, summary, reached);
         if committed.is_err() {
             // Stop the reader, even one waiting for its file to grow.
             control.stop.store(true, Ordering::Relaxed);
         }
         drop(parsed_rx);
-        let (read, warnings) = reader.join().expect("the reader thread panicked");
-        summary.warnings.extend(warnings);
+        let read = reader.join().expect("the reader thread panicked");
         committed?;
-        read.map_err(|source| match source {
-            ReadFailure::Io(source) => CollectError::Read { name: name.clone(), source },
-            ReadFailure::Gzip => CollectError::FollowGzip { name: name.clone() },
-        })?;
+        summary.warnings.extend(read?);
         summary.bytes = control.bytes.load(Ordering::Relaxed);
-        Ok(summary)
+        Ok(())
     })
 }
 
@@ -242,15 +391,26 @@ fn parse_chunks(
     config: &CollectConfig,
     control: &Control,
 ) {
-    for Work { seq, chunk, encoding, source } in work {
+    for Work { seq, chunk, encoding, source, position } in work {
         let mut batches = Vec::new();
         // Builders are sized for this chunk's lines (waypoint lines run near a kilobyte), not
         // for a whole batch: a worker makes one set per chunk.
         let expected = (chunk.len_bytes() / 1024).clamp(64, config.batch_rows);
         let mut sink = BatchSink::new(expected, |b| batches.push(b));
         let origin = source.path.as_deref().unwrap_or("stdin");
-        let ctx =
-            LineContext { origin, ingest_ts_ns: now_ns(), encoding, ..LineContext::default() };
+        let (cluster, pod) = match &source.pod {
+            Some((cluster, instance)) => (cluster.as_deref(), Some(&**instance)),
+            None => (None, None),
+        };
+        let ctx = LineContext {
+            origin,
+            ingest_ts_ns: now_ns(),
+            encoding,
+            cluster,
+            namespace: pod.map(|p| p.namespace.as_str()),
+            pod: pod.map(|p| p.pod.as_str()),
+            ..LineContext::default()
+        };
         let mut lines = 0;
         chunk.lines(config.max_line, |line| {
             process_line(line, &ctx, &mut sink);
@@ -258,12 +418,11 @@ fn parse_chunks(
         });
         sink.flush();
         control.lines.fetch_add(lines, Ordering::Relaxed);
-        let end_offset = source.base + chunk.end_offset();
         if let Some(buffer) = chunk.into_buffer() {
             // Full means enough are waiting; this one is freed.
             let _ = spare.try_send(buffer);
         }
-        if parsed.send(Parsed { seq, batches, source, end_offset }).is_err() {
+        if parsed.send(Parsed { seq, batches, source, position }).is_err() {
             return;
         }
     }
@@ -281,6 +440,7 @@ fn commit_in_order(
     config: &CollectConfig,
     control: &Control,
     summary: &mut CollectSummary,
+    mut reached: Reached,
 ) -> Result<(), CollectError> {
     let mut committer = Committer {
         store,
@@ -294,8 +454,7 @@ fn commit_in_order(
     let mut waiting: BTreeMap<u64, Parsed> = BTreeMap::new();
     let mut next_seq = 0;
     let mut pending = committer.store.begin();
-    // The source and offset the pending commit reaches, and when its first row came.
-    let mut reached: Option<(Arc<Source>, u64)> = None;
+    // When the pending commit's first row came.
     let mut since: Option<Instant> = None;
     loop {
         let received = match since {
@@ -314,8 +473,8 @@ fn commit_in_order(
         waiting.insert(chunk.seq, chunk);
         while let Some(chunk) = waiting.remove(&next_seq) {
             next_seq += 1;
-            if reached.as_ref().is_some_and(|(source, _)| !Arc::ptr_eq(source, &chunk.source)) {
-                // Each commit covers one source: the checkpoint names one position.
+            if reached.changes_file(&chunk.source) {
+                // Each commit covers one file: the checkpoint names one position.
                 pending = committer.commit(pending, &reached)?;
                 since = None;
             }
@@ -332,7 +491,7 @@ fn commit_in_order(
                 };
                 pending.write(table, &batch)?;
             }
-            reached = Some((chunk.source, chunk.end_offset));
+            reached.advance(chunk.source, chunk.position, &mut committer.summary.cursors_dropped);
             if since.is_none() && pending.rows() > 0 {
                 since = Some(Instant::now());
             }
@@ -344,6 +503,46 @@ fn commit_in_order(
     }
     committer.commit(pending, &reached)?;
     Ok(())
+}
+
+/// Most stream cursors a commit carries; past it, those of the streams heard from longest
+/// ago are dropped (a pod gone for long), and counted.
+const MAX_CURSORS: usize = 10_000;
+
+/// What the pending commit reaches.
+#[derive(Debug)]
+enum Reached {
+    /// One file (or stdin) and the offset after its last chunk.
+    File(Option<(Arc<Source>, u64)>),
+    /// Every stream of one source (pods) and its cursor: all of them go into each commit.
+    Streams { source: String, cursors: BTreeMap<String, String> },
+}
+
+impl Reached {
+    /// Whether a chunk of `source` starts another file than the pending commit's.
+    fn changes_file(&self, source: &Arc<Source>) -> bool {
+        matches!(self, Reached::File(Some((current, _))) if !Arc::ptr_eq(current, source))
+    }
+
+    fn advance(&mut self, source: Arc<Source>, position: Position, dropped: &mut u64) {
+        match (self, position) {
+            (Reached::File(reached), Position::Offset(offset)) => *reached = Some((source, offset)),
+            (Reached::Streams { cursors, .. }, Position::Cursor(cursor)) => {
+                cursors.insert(source.id.clone(), cursor.to_string());
+                if cursors.len() > MAX_CURSORS {
+                    let oldest = cursors
+                        .iter()
+                        .min_by_key(|(_, c)| c.parse::<Cursor>().map_or(i64::MIN, |c| c.ts_ns))
+                        .map(|(id, _)| id.clone());
+                    if let Some(oldest) = oldest {
+                        cursors.remove(&oldest);
+                        *dropped += 1;
+                    }
+                }
+            }
+            (reached, position) => unreachable!("{position:?} does not go with {reached:?}"),
+        }
+    }
 }
 
 /// Makes commits, and keeps the store in shape between them.
@@ -361,11 +560,18 @@ impl Committer<'_> {
     fn commit(
         &mut self,
         pending: PendingCommit,
-        reached: &Option<(Arc<Source>, u64)>,
+        reached: &Reached,
     ) -> Result<PendingCommit, StoreError> {
-        let Some((source, offset)) = reached else { return Ok(pending) };
-        let checkpoint = Checkpoint { source: source.id.clone(), offset: *offset };
-        let written = self.store.finish(pending, &checkpoint, source.path.as_deref())?;
+        let written = match reached {
+            Reached::File(None) => return Ok(pending),
+            Reached::File(Some((source, offset))) => {
+                let checkpoint = Checkpoint { source: source.id.clone(), offset: *offset };
+                self.store.finish(pending, &checkpoint, source.path.as_deref())?
+            }
+            Reached::Streams { source, cursors, .. } => {
+                self.store.finish_streams(pending, source, cursors)?
+            }
+        };
         self.summary.commits += usize::from(written.files > 0);
         self.control.committed.fetch_add(written.rows as u64, Ordering::Relaxed);
         self.maintain()?;

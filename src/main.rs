@@ -11,12 +11,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use egresslens::collect::{CollectConfig, CollectSummary, Control, collect};
+use egresslens::collect::{CollectConfig, CollectSummary, Control, collect, collect_kube};
 use egresslens::ingest::{self, IngestConfig};
 use egresslens::parse::time::parse_rfc3339_ns;
 use egresslens::query::{self, CANNED, QueryError, ResultFormat};
 use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_report};
 use egresslens::source::Input;
+use egresslens::source::kube::KubeOptions;
 use egresslens::stats::Window;
 use egresslens::store::Store;
 use egresslens::traffic::{GenConfig, GenFormat, generate};
@@ -70,11 +71,16 @@ struct CompactArgs {
 #[derive(Debug, Args)]
 struct CollectArgs {
     /// A log file (plain or gzip) to read.
-    #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+    #[arg(long, conflicts_with_all = ["stdin", "kube"])]
     file: Option<PathBuf>,
     /// Read standard input (never resumed: a pipe has no position to come back to).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kube")]
     stdin: bool,
+    /// Follow the waypoint pods through the Kubernetes API (the default inside a pod).
+    #[arg(long)]
+    kube: bool,
+    #[command(flatten)]
+    kube_args: KubeArgs,
     /// The store directory.
     #[arg(long, default_value = "./egresslens-data")]
     store: PathBuf,
@@ -98,6 +104,35 @@ struct CollectArgs {
     /// Remove hour partitions older than this (by the wall clock), e.g. 7d, 36h, 90m.
     #[arg(long, value_parser = parse_age)]
     retain: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+struct KubeArgs {
+    /// The kubeconfig file (default: in-cluster service account, else $KUBECONFIG, else
+    /// ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long)]
+    context: Option<String>,
+    /// A namespace to watch (repeatable; default: every namespace).
+    #[arg(long = "namespace", short = 'n')]
+    namespaces: Vec<String>,
+    /// Only this waypoint (its Gateway's name).
+    #[arg(long)]
+    waypoint: Option<String>,
+    /// The label selector of waypoint pods.
+    #[arg(long, default_value = egresslens::source::kube::WAYPOINT_SELECTOR)]
+    selector: String,
+    /// The container whose log is followed.
+    #[arg(long, default_value = egresslens::source::kube::WAYPOINT_CONTAINER)]
+    container: String,
+    /// The cluster's name, for the `cluster` column and the checkpoint's name.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Reconnect a stream that sends nothing for this long while its pod runs.
+    #[arg(long, value_parser = parse_age, default_value = "5m")]
+    stall: std::time::Duration,
 }
 
 /// `7d`, `36h`, `90m`, `3600s`, `300ms`.
@@ -455,9 +490,18 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     if args.max_line < 1024 || args.commit_rows == 0 || args.commit_every.is_zero() {
         bail!("--max-line must be at least 1024, --commit-rows and --commit-every above 0");
     }
-    let input = match &args.file {
-        Some(path) => Input::Path(path.clone()),
-        None => Input::Stdin,
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let source = match (&args.file, args.stdin) {
+        (Some(path), _) => CollectSource::Input(Input::Path(path.clone())),
+        (None, true) => CollectSource::Input(Input::Stdin),
+        (None, false) if args.kube || in_pod => {
+            if args.once {
+                bail!("--once reads a file to its end; a Kubernetes collector runs until stopped");
+            }
+            let (config, options) = kube_source(&args.kube_args)?;
+            CollectSource::Kube(Box::new(config), options)
+        }
+        (None, false) => bail!("say what to collect: --file PATH, --stdin or --kube"),
     };
     let config = CollectConfig {
         max_line: args.max_line,
@@ -491,24 +535,70 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
     }
-    let total = match &input {
-        Input::Path(path) if args.once => std::fs::metadata(path).ok().map(|m| m.len()),
+    let total = match &source {
+        CollectSource::Input(Input::Path(path)) if args.once => {
+            std::fs::metadata(path).ok().map(|m| m.len())
+        }
         _ => None,
+    };
+    let name = match &source {
+        CollectSource::Input(input) => input.name(),
+        CollectSource::Kube(..) => "the Kubernetes API".to_owned(),
     };
     let done = std::sync::atomic::AtomicBool::new(false);
     let summary = std::thread::scope(|scope| {
         if io::IsTerminal::is_terminal(&io::stderr()) {
             scope.spawn(|| progress::show(&control, &done, total));
         }
-        let summary = collect(&input, &mut store, &config, &control);
+        let summary = match source {
+            CollectSource::Input(input) => collect(&input, &mut store, &config, &control),
+            CollectSource::Kube(kube_config, options) => {
+                let cluster = args.kube_args.cluster.clone();
+                collect_kube(*kube_config, options, cluster, &mut store, &config, &control)
+            }
+        };
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         summary
     })?;
-    report_collect(&summary, &input, &args.store);
+    report_collect(&summary, &name, &args.store);
     Ok(())
 }
 
-fn report_collect(summary: &CollectSummary, input: &Input, store: &std::path::Path) {
+/// What `collect` reads.
+enum CollectSource {
+    Input(Input),
+    Kube(Box<kube::Config>, KubeOptions),
+}
+
+/// The Kubernetes client configuration (like kubectl: in-cluster, $KUBECONFIG, ~/.kube/config,
+/// or the file and context given) and what to follow.
+fn kube_source(args: &KubeArgs) -> Result<(kube::Config, KubeOptions)> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+    let config = runtime.block_on(async {
+        match &args.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+                Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)
+            }
+            None if args.context.is_some() => Ok(kube::Config::from_kubeconfig(&options).await?),
+            None => kube::Config::infer().await.context("no Kubernetes configuration found"),
+        }
+    })?;
+    let options = KubeOptions {
+        namespaces: args.namespaces.clone(),
+        selector: args.selector.clone(),
+        container: args.container.clone(),
+        gateway: args.waypoint.clone(),
+        stall: args.stall,
+        ..KubeOptions::default()
+    };
+    Ok((config, options))
+}
+
+fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path) {
     let mut err = io::stderr().lock();
     for warning in &summary.warnings {
         let _ = writeln!(err, "egresslens: warning: {warning}");
@@ -527,7 +617,7 @@ fn report_collect(summary: &CollectSummary, input: &Input, store: &std::path::Pa
         "egresslens: {} records and {} rejects from {} in {} commits to {} (resumed at byte {})",
         summary.records,
         summary.rejects,
-        input.name(),
+        name,
         summary.commits,
         store.display(),
         summary.resumed_at

@@ -11,7 +11,10 @@ mod standin;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use egresslens::collect::{CollectConfig, CollectSummary, Control, collect_kube};
 use egresslens::source::kube::{Cursor, KubeOptions, Lines, follow_pods};
+use egresslens::store::Store;
+use egresslens::traffic::{GenConfig, GenFormat, generate};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use standin::StandIn;
@@ -196,4 +199,128 @@ async fn a_gone_watch_relists_and_a_restarted_follower_resumes_exactly() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(follower.rx.try_recv().is_err(), "a line came twice");
     follower.stop().await;
+}
+
+/// Realistic waypoint JSON lines (the generator's), spread over time from `start_ns`, several
+/// per timestamp.
+fn waypoint_lines(seed: u64, n: u64, start_ns: i64) -> Vec<(i64, String)> {
+    let config = GenConfig { lines: n, seed, format: GenFormat::Json, ..GenConfig::default() };
+    let mut bytes = Vec::new();
+    generate(&config, &mut bytes).unwrap();
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (start_ns + (i as i64 / 4) * 100_000_000, l.to_owned()))
+        .collect()
+}
+
+fn store_count(root: &std::path::Path, sql: &str) -> i64 {
+    use arrow_array::cast::AsArray;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let batches = runtime.block_on(async {
+        let ctx = egresslens::query::session(root).await.unwrap();
+        egresslens::query::run(&ctx, sql).await.unwrap()
+    });
+    batches[0].column(0).as_primitive::<arrow_array::types::Int64Type>().value(0)
+}
+
+/// Runs `collect_kube` on its own thread (it makes its own runtime) until the store holds
+/// `rows` records, then stops it.
+fn collect_until(standin: &StandIn, root: &std::path::Path, rows: i64) -> CollectSummary {
+    let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let kube_config = runtime
+        .block_on(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()))
+        .unwrap();
+    let control = std::sync::Arc::new(Control::default());
+    let config = CollectConfig {
+        once: false,
+        commit_every: Duration::from_millis(200),
+        poll: Duration::from_millis(50),
+        ..CollectConfig::default()
+    };
+    let (root_owned, control_thread) = (root.to_path_buf(), control.clone());
+    let run = std::thread::spawn(move || {
+        let (mut store, _) = Store::open(&root_owned).unwrap();
+        let options = options();
+        let cluster = Some("test-cluster".to_owned());
+        collect_kube(kube_config, options, cluster, &mut store, &config, &control_thread).unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = store_count(root, "SELECT count(*) FROM access_log");
+        if got == rows {
+            break;
+        }
+        assert!(Instant::now() < deadline, "store has {got} records, want {rows}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    run.join().unwrap()
+}
+
+#[test]
+fn collect_kube_stores_every_line_once_across_a_collector_restart() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let standin = runtime.block_on(StandIn::start());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    standin.add_pod(NS, "waypoint-a");
+    standin.add_pod(NS, "waypoint-b");
+    let (a1, b1) = (waypoint_lines(1, 400, T0), waypoint_lines(2, 300, T0));
+    standin.log(NS, "waypoint-a", &a1);
+    standin.log(NS, "waypoint-b", &b1);
+    let first = collect_until(&standin, &root, 700);
+    assert_eq!((first.records, first.rejects), (700, 0), "{first:?}");
+
+    // While the collector is down: more lines, some in the second it stopped in.
+    let last_a = a1.last().unwrap().0;
+    standin.log(NS, "waypoint-a", &waypoint_lines(3, 150, last_a));
+    standin.log(NS, "waypoint-b", &waypoint_lines(4, 50, T0 + 60_000_000_000));
+    let second = collect_until(&standin, &root, 900);
+    assert_eq!(second.records, 200, "{second:?}");
+    let per_pod = "SELECT count(*) FROM access_log \
+                   WHERE namespace = 'istio-egress' AND pod = 'waypoint-a' AND cluster = 'test-cluster'";
+    assert_eq!(store_count(&root, per_pod), 550);
+    let dups = "SELECT count(*) - count(DISTINCT request_id) FROM access_log \
+                WHERE request_id IS NOT NULL";
+    assert_eq!(store_count(&root, dups), 0);
+}
+
+/// `egresslens collect --kube` as a user runs it: a kubeconfig file, a namespace, one
+/// waypoint of two; SIGTERM ends it with everything committed.
+#[test]
+fn the_cli_follows_one_waypoint_and_stops_cleanly_on_sigterm() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let standin = runtime.block_on(StandIn::start());
+    let dir = tempfile::tempdir().unwrap();
+    let (root, kubeconfig) = (dir.path().join("store"), dir.path().join("kubeconfig"));
+    std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
+    standin.add_pod_of(NS, "egress-a", "egress");
+    standin.add_pod_of(NS, "other-a", "other");
+    standin.log(NS, "egress-a", &waypoint_lines(5, 120, T0));
+    standin.log(NS, "other-a", &waypoint_lines(6, 80, T0));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["collect", "--kube", "--namespace", NS, "--waypoint", "egress", "--cluster", "c1"])
+        .args(["--commit-every", "200ms", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--store")
+        .arg(&root)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store_count(&root, "SELECT count(*) FROM access_log") < 120 {
+        assert!(Instant::now() < deadline, "the collector stored too little");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut term = std::process::Command::new("kill");
+    term.args(["-TERM", &child.id().to_string()]);
+    assert!(term.status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("120 records"), "{stderr}");
+    assert_eq!(store_count(&root, "SELECT count(*) FROM access_log WHERE pod = 'egress-a'"), 120);
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, bounded};
 
 use super::Input;
+use super::kube::Instance;
 use super::lines::{Chunk, ChunkReader};
 use crate::ingest::{EncodingLock, now_ns};
 use crate::parse::LogFormat;
@@ -33,16 +34,25 @@ pub struct ReadOptions {
     pub poll: Duration,
 }
 
-/// One file from one open to its rotation or truncation (or stdin): what the offsets of its
-/// chunks refer to.
+/// One file from one open to its rotation or truncation, stdin, or one pod's container
+/// instance: what the positions of its chunks refer to.
 #[derive(Debug)]
 pub struct Source {
-    /// `file:<device>:<inode>`, or `stdin:<start ns>` (never resumed).
+    /// `file:<device>:<inode>`, `stdin:<start ns>` (never resumed), or a pod's
+    /// [`Instance::source_id`].
     pub id: String,
     /// The path it was opened by, for people and for finding it after a rotation.
     pub path: Option<String>,
     /// Where reading started.
     pub base: u64,
+    /// The pod it comes from, with the cluster's name when one was given.
+    pub pod: Option<(Option<String>, Arc<Instance>)>,
+}
+
+impl Source {
+    pub fn file(id: String, path: Option<String>, base: u64) -> Source {
+        Source { id, path, base, pod: None }
+    }
 }
 
 /// `file:<device>:<inode>`: what identifies a file across renames.
@@ -156,7 +166,7 @@ impl<'a> Reader<'a> {
         let spare: Spare = Box::new(move || spare.try_recv().ok());
         Open {
             input,
-            source: Arc::new(Source { id, path, base }),
+            source: Arc::new(Source::file(id, path, base)),
             chunks: ChunkReader::new(self.options.chunk_bytes, self.options.max_line, spare),
             lock: EncodingLock::default(),
         }
@@ -237,11 +247,8 @@ impl<'a> Reader<'a> {
         offset: u64,
     ) -> Result<(), ReadFailure> {
         let mut open = self.open_file(rotated, offset)?;
-        open.source = Arc::new(Source {
-            id: open.source.id.clone(),
-            path: Some(path.display().to_string()),
-            base: open.source.base,
-        });
+        let (id, base) = (open.source.id.clone(), open.source.base);
+        open.source = Arc::new(Source::file(id, Some(path.display().to_string()), base));
         self.drain(&mut open, true)?;
         if !self.stopping() {
             self.finish(open);

@@ -29,6 +29,9 @@ use crate::parse::time::parse_rfc3339_ns;
 
 /// Label selecting waypoint pods (Istio 1.18+).
 pub const WAYPOINT_SELECTOR: &str = "gateway.istio.io/managed=istio.io-mesh-controller";
+/// Labels naming a waypoint pod's Gateway, newest first.
+const GATEWAY_LABELS: [&str; 2] =
+    ["gateway.networking.k8s.io/gateway-name", "istio.io/gateway-name"];
 /// The waypoint's Envoy container.
 pub const WAYPOINT_CONTAINER: &str = "istio-proxy";
 
@@ -41,6 +44,9 @@ pub struct KubeOptions {
     pub selector: String,
     /// The container whose log is followed.
     pub container: String,
+    /// Only the pods of this waypoint (Gateway name), by either label Istio sets:
+    /// `gateway.networking.k8s.io/gateway-name` (1.21+) or `istio.io/gateway-name` (≤1.23).
+    pub gateway: Option<String>,
     /// A stream of a running container that sends nothing this long is reconnected.
     pub stall: Duration,
     /// The longest wait between reconnects (backoff doubles from 100 ms up to it).
@@ -57,6 +63,7 @@ impl Default for KubeOptions {
             namespaces: Vec::new(),
             selector: WAYPOINT_SELECTOR.to_owned(),
             container: WAYPOINT_CONTAINER.to_owned(),
+            gateway: None,
             stall: Duration::from_secs(60),
             max_backoff: Duration::from_secs(10),
             batch_bytes: 256 * 1024,
@@ -70,6 +77,23 @@ impl Default for KubeOptions {
 pub struct Cursor {
     pub ts_ns: i64,
     pub same: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    /// `<ts_ns>/<same>`, as commits store it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ts_ns, self.same)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{text:?} is not a cursor (<ts_ns>/<same>)");
+        let (ts, same) = text.split_once('/').ok_or_else(bad)?;
+        Ok(Cursor { ts_ns: ts.parse().map_err(|_| bad())?, same: same.parse().map_err(|_| bad())? })
+    }
 }
 
 /// One container instance of one pod.
@@ -165,6 +189,11 @@ pub async fn follow_pods(
             watcher::Event::Delete(pod) => (pod, true),
             watcher::Event::Init | watcher::Event::InitDone => continue,
         };
+        if let Some(gateway) = &options.gateway
+            && !GATEWAY_LABELS.iter().any(|l| pod.labels().get(*l) == Some(gateway))
+        {
+            continue;
+        }
         let namespace = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let running = if deleted { None } else { running_restart(&pod, &options.container) };
@@ -380,6 +409,13 @@ fn whole_second(ts_ns: i64) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_round_trip_as_text() {
+        let cursor = Cursor { ts_ns: 1_755_509_790_123_456_789, same: 3 };
+        assert_eq!(cursor.to_string().parse::<Cursor>(), Ok(cursor));
+        assert!("12".parse::<Cursor>().is_err());
+    }
 
     #[test]
     fn cursors_round_down_to_the_second() {

@@ -146,6 +146,25 @@ impl Store {
         self.publish(sealed)
     }
 
+    /// Makes `pending` visible as one atomic commit of `source`, a source of many streams,
+    /// with every stream's cursor (all of them, not only those in this commit: the newest
+    /// commit is the whole checkpoint).
+    pub fn finish_streams(
+        &mut self,
+        pending: PendingCommit,
+        source: &str,
+        cursors: &BTreeMap<String, String>,
+    ) -> Result<CommitSummary, StoreError> {
+        let json = serde_json::to_string(cursors).expect("a map of strings serialises");
+        let key_values = [
+            (meta::SOURCE, source.to_owned()),
+            (meta::OFFSET, "0".to_owned()),
+            (meta::CURSORS, json),
+        ];
+        let sealed = self.seal(pending, &key_values)?;
+        self.publish(sealed)
+    }
+
     /// Closes the files of `pending` with `key_values` (and the commit number) in their
     /// metadata, fsyncs them and gives them their staged names; nothing is visible yet.
     pub(super) fn seal(

@@ -42,6 +42,10 @@ pub mod meta {
     pub const OFFSET: &str = "egresslens.offset";
     /// The source's path when it was read, for people.
     pub const SOURCE_PATH: &str = "egresslens.source_path";
+    /// For sources made of many streams (the Kubernetes API): every stream's cursor, as a
+    /// JSON object keyed by stream (`pod:<ns>/<pod>/<container>#<restart>`). The source's
+    /// offset is then 0.
+    pub const CURSORS: &str = "egresslens.cursors";
     /// On a compacted file (which has no source): the names of the files it replaced.
     pub const COMPACTED_FROM: &str = "egresslens.compacted_from";
 }
@@ -263,6 +267,15 @@ impl Store {
     /// The newest committed position of `source`, if any commit came from it.
     pub fn checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
         self.newest_checkpoint(|kv| kv.get(meta::SOURCE).is_some_and(|s| s == source))
+    }
+
+    /// The stream cursors of the newest commit from `source` (see [`meta::CURSORS`]).
+    pub fn cursors(&self, source: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        let newest = self.newest(|kv| kv.get(meta::SOURCE).is_some_and(|s| s == source))?;
+        let Some((_, footer)) = newest else { return Ok(BTreeMap::new()) };
+        let Some(json) = footer.key_values.get(meta::CURSORS) else { return Ok(BTreeMap::new()) };
+        serde_json::from_str(json)
+            .map_err(|_| StoreError::Foreign { path: footer.path, why: "unreadable cursors" })
     }
 
     /// The newest committed position of whatever file was read by the name `path` (after a

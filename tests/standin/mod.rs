@@ -144,6 +144,15 @@ impl StandIn {
         self.update("ADDED", ns, name, |_| {});
     }
 
+    /// A running replica of the waypoint (Gateway) `gateway`.
+    pub(crate) fn add_pod_of(&self, ns: &str, name: &str, gateway: &str) {
+        self.update("ADDED", ns, name, |pod| {
+            let labels = &mut pod.object["metadata"]["labels"];
+            labels["gateway.networking.k8s.io/gateway-name"] = json!(gateway);
+            labels["istio.io/gateway-name"] = json!(gateway);
+        });
+    }
+
     /// The pod's container exits and starts again: a new instance with an empty log.
     pub(crate) fn restart(&self, ns: &str, name: &str) {
         self.update("MODIFIED", ns, name, |pod| {
