@@ -324,3 +324,26 @@ fn the_cli_follows_one_waypoint_and_stops_cleanly_on_sigterm() {
     assert!(stderr.contains("120 records"), "{stderr}");
     assert_eq!(store_count(&root, "SELECT count(*) FROM access_log WHERE pod = 'egress-a'"), 120);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_no_follower_ran_is_read_from_the_previous_instance() {
+    let standin = StandIn::start().await;
+    standin.add_pod(NS, "waypoint-a");
+    let a1 = lines("a", 0, 20, T0);
+    standin.log(NS, "waypoint-a", &a1);
+    let mut follower = Follower::start(&standin, HashMap::new()).await;
+    follower.until(&Received::from([(id("waypoint-a", 0), texts(&a1))])).await;
+    let cursors = follower.stop().await;
+
+    // While it is down: the old instance writes more, exits, and a new one starts.
+    let a2 = lines("a", 20, 8, T0);
+    standin.log(NS, "waypoint-a", &a2);
+    standin.restart(NS, "waypoint-a");
+    let fresh = lines("a-restarted", 0, 6, T0 + 30_000_000_000);
+    standin.log(NS, "waypoint-a", &fresh);
+    let mut follower = Follower::start(&standin, cursors).await;
+    let want =
+        Received::from([(id("waypoint-a", 0), texts(&a2)), (id("waypoint-a", 1), texts(&fresh))]);
+    follower.until(&want).await;
+    follower.stop().await;
+}

@@ -29,6 +29,9 @@ use crate::parse::time::parse_rfc3339_ns;
 
 /// Label selecting waypoint pods (Istio 1.18+).
 pub const WAYPOINT_SELECTOR: &str = "gateway.istio.io/managed=istio.io-mesh-controller";
+/// Tries at reading a previous instance's log before giving it up.
+const PREVIOUS_ATTEMPTS: u32 = 5;
+
 /// Labels naming a waypoint pod's Gateway, newest first.
 const GATEWAY_LABELS: [&str; 2] =
     ["gateway.networking.k8s.io/gateway-name", "istio.io/gateway-name"];
@@ -212,17 +215,26 @@ pub async fn follow_pods(
             continue;
         }
         let api: Api<Pod> = Api::namespaced(client.clone(), &instance.namespace);
-        let cursor = cursors.get(&instance.source_id()).copied();
-        let follower = Follower {
-            api,
-            instance: Arc::new(instance.clone()),
-            cursor,
+        let follower = |instance: Instance, previous| Follower {
+            api: api.clone(),
+            cursor: cursors.get(&instance.source_id()).copied(),
+            instance: Arc::new(instance),
+            previous,
             state: sender.subscribe(),
             options: options.clone(),
             out: out.clone(),
             stop: stop.clone(),
         };
-        followers.spawn(follower.run());
+        // The container restarted while no collector ran: what its previous instance wrote
+        // after the stored cursor is still there (the kubelet keeps one previous log).
+        let previous = Instance { restart: restart - 1, ..instance.clone() };
+        if restart > 0
+            && cursors.contains_key(&previous.source_id())
+            && following.insert(previous.clone())
+        {
+            followers.spawn(follower(previous, true).run());
+        }
+        followers.spawn(follower(instance, false).run());
     }
     while followers.join_next().await.is_some() {}
     Ok(())
@@ -253,6 +265,8 @@ fn running_restart(pod: &Pod, container: &str) -> Option<i32> {
 struct Follower {
     api: Api<Pod>,
     instance: Arc<Instance>,
+    /// An instance that has exited, read once to its end (`previous=true`).
+    previous: bool,
     cursor: Option<Cursor>,
     state: watch::Receiver<PodState>,
     options: KubeOptions,
@@ -263,8 +277,10 @@ struct Follower {
 /// Why a stream stopped being read.
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
-    /// The server closed it (or cut it mid-line).
+    /// The server closed it.
     Closed,
+    /// It ended in the middle of a line (or with an error).
+    Cut,
     /// Nothing came for `stall`.
     Stalled,
     /// Stop requested, or nobody takes lines any more.
@@ -281,10 +297,13 @@ impl Follower {
 
     async fn follow(&mut self) {
         let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let params = LogParams {
                 container: Some(self.instance.container.clone()),
-                follow: true,
+                follow: !self.previous,
+                previous: self.previous,
                 timestamps: true,
                 // Whole seconds, rounded down: kube rounds to the nearest second, which could
                 // skip the lines of the cursor's last half second.
@@ -293,22 +312,28 @@ impl Follower {
             };
             let ended = match self.api.log_stream(&self.instance.pod, &params).await {
                 Ok(stream) => {
+                    let before = self.cursor;
                     let ended = self.read(stream).await;
-                    if ended == Ended::Closed {
+                    if self.cursor != before {
+                        // It made progress: the next trouble starts the backoff afresh.
                         backoff = Duration::from_millis(100);
                     }
                     ended
                 }
                 Err(::kube::Error::Api(status)) if status.code == 404 => return,
-                Err(_) => Ended::Closed,
+                Err(_) => Ended::Cut,
             };
             if ended == Ended::Stopped || *self.stop.borrow() {
+                return;
+            }
+            if self.previous && (ended == Ended::Closed || attempts >= PREVIOUS_ATTEMPTS) {
                 return;
             }
             // Go on only while this instance runs: a restarted or deleted one has ended, and
             // its stream was read to that end.
             let state = *self.state.borrow();
-            if state.deleted || state.running != Some(self.instance.restart) {
+            let running = state.running == Some(self.instance.restart);
+            if !self.previous && (state.deleted || !running) {
                 return;
             }
             tokio::time::sleep(backoff).await;
@@ -345,14 +370,15 @@ impl Follower {
                     }
                     continue;
                 }
-                Ok(Ok(0) | Err(_)) => break Ended::Closed,
+                Ok(Ok(0)) => break Ended::Closed,
+                Ok(Err(_)) => break Ended::Cut,
                 Ok(Ok(_)) => {}
             }
             quiet = Duration::ZERO;
             if line.last() != Some(&b'\n') {
                 // Cut mid-line: the whole line comes again after the reconnect.
                 line.clear();
-                break Ended::Closed;
+                break Ended::Cut;
             }
             let ts = line_timestamp(&line);
             if let (Some(ts), Some(start)) = (ts, start)

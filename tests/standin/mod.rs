@@ -302,7 +302,14 @@ async fn pod_log(
             let missing = status(404, "NotFound", &format!("pods \"{name}\" not found"));
             return (StatusCode::NOT_FOUND, axum::Json(missing)).into_response();
         };
-        let restart = *pod.instances.keys().last().unwrap();
+        let mut restart = *pod.instances.keys().last().unwrap();
+        if query.get("previous").map(String::as_str) == Some("true") {
+            if restart == 0 {
+                let none = status(400, "BadRequest", "previous terminated container not found");
+                return (StatusCode::BAD_REQUEST, axum::Json(none)).into_response();
+            }
+            restart -= 1;
+        }
         // One fault per request: 500s first, then cuts, then stalls.
         let cut =
             if cluster.faults.cuts.is_empty() { None } else { Some(cluster.faults.cuts.remove(0)) };
