@@ -347,3 +347,60 @@ async fn a_restart_while_no_follower_ran_is_read_from_the_previous_instance() {
     follower.until(&want).await;
     follower.stop().await;
 }
+
+/// `collect --kube` killed with SIGKILL five times while two replicas keep logging: after a
+/// last run catches up, the store holds every served line once.
+#[test]
+fn sigkill_while_following_pods_loses_and_duplicates_nothing() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let standin = runtime.block_on(StandIn::start());
+    let dir = tempfile::tempdir().unwrap();
+    let (root, kubeconfig) = (dir.path().join("store"), dir.path().join("kubeconfig"));
+    std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
+    standin.add_pod(NS, "waypoint-a");
+    standin.add_pod(NS, "waypoint-b");
+    // The replicas log 20 parts of 40 lines each, 4 lines per 100 ms of log time.
+    let writer = std::thread::spawn({
+        let standin = standin.clone();
+        move || {
+            for part in 0..20u64 {
+                let start = T0 + part as i64 * 1_000_000_000;
+                standin.log(NS, "waypoint-a", &waypoint_lines(100 + part, 40, start));
+                standin.log(NS, "waypoint-b", &waypoint_lines(200 + part, 40, start));
+                std::thread::sleep(Duration::from_millis(80));
+            }
+        }
+    });
+    let collector = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+            .args(["collect", "--kube", "--namespace", NS, "--commit-every", "100ms"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--store")
+            .arg(&root)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for pause in [150, 400, 250, 600, 300] {
+        let mut child = collector();
+        std::thread::sleep(Duration::from_millis(pause));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    writer.join().unwrap();
+    let child = collector();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store_count(&root, "SELECT count(*) FROM access_log") < 1_600 {
+        assert!(Instant::now() < deadline, "the collector stored too little");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut term = std::process::Command::new("kill");
+    term.args(["-TERM", &child.id().to_string()]);
+    assert!(term.status().unwrap().success());
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(store_count(&root, "SELECT count(*) FROM access_log"), 1_600);
+    let dups = "SELECT count(*) - count(DISTINCT request_id) FROM access_log \
+                WHERE request_id IS NOT NULL";
+    assert_eq!(store_count(&root, dups), 0);
+}
