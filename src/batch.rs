@@ -16,6 +16,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use crate::parse::derived::{ClusterName, ip_of, port_of, tls_originated};
 use crate::parse::{Entry, LogFormat, RejectReason};
 use crate::schema;
+use crate::workloads::Workloads;
 
 /// Where a line came from and when, as known outside the entry itself.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,6 +35,8 @@ pub struct LineContext<'a> {
     /// The access-log encoding of this line's stream, once known: entries in the other
     /// encoding are rejected as `mixed_encoding`.
     pub encoding: Option<LogFormat>,
+    /// Pod IPs to workloads, when sources are resolved.
+    pub workloads: Option<&'a Workloads>,
 }
 
 impl LineContext<'_> {
@@ -85,6 +88,8 @@ pub struct AccessLogBatcher {
     upstream_port: UInt16Builder,
     tls_originated: BooleanBuilder,
     source_ip: StringBuilder,
+    source_workload: StringBuilder,
+    source_namespace: StringBuilder,
     extra: StringBuilder,
 }
 
@@ -132,6 +137,8 @@ impl AccessLogBatcher {
             upstream_port: UInt16Builder::with_capacity(capacity),
             tls_originated: BooleanBuilder::with_capacity(capacity),
             source_ip: s(),
+            source_workload: s(),
+            source_namespace: s(),
             extra: s(),
         }
     }
@@ -189,7 +196,11 @@ impl AccessLogBatcher {
         self.service_host.append_option(cluster.and_then(|c| c.host));
         self.upstream_port.append_option(upstream_port);
         self.tls_originated.append_value(tls_originated(service_port, upstream_port));
-        self.source_ip.append_option(entry.downstream_remote_address.as_deref().and_then(ip_of));
+        let source_ip = entry.downstream_remote_address.as_deref().and_then(ip_of);
+        self.source_ip.append_option(source_ip);
+        let workload = source_ip.zip(ctx.workloads).and_then(|(ip, w)| w.lookup(ip));
+        self.source_workload.append_option(workload.as_ref().map(|w| &*w.name));
+        self.source_namespace.append_option(workload.as_ref().map(|w| &*w.namespace));
         self.extra.append_option(entry.extra.as_deref());
         (self.len() >= self.capacity).then(|| self.finish())
     }
@@ -241,6 +252,8 @@ impl AccessLogBatcher {
             Arc::new(self.upstream_port.finish()),
             Arc::new(self.tls_originated.finish()),
             Arc::new(self.source_ip.finish()),
+            Arc::new(self.source_workload.finish()),
+            Arc::new(self.source_namespace.finish()),
             Arc::new(self.extra.finish()),
         ];
         RecordBatch::try_new(schema::access_log(), columns)

@@ -29,9 +29,10 @@ use crate::source::Input;
 use crate::source::follow::{
     ReadFailure, ReadOptions, Reader, Source, Start, file_id, find_rotated,
 };
-use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods};
+use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_workloads};
 use crate::source::lines::Chunk;
 use crate::store::{ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError};
+use crate::workloads::Workloads;
 
 /// Settings of a collect run.
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +225,7 @@ pub fn collect(
         })?;
         Ok(warnings)
     };
-    run_pipeline(store, config, control, &mut summary, Reached::File(None), read)?;
+    run_pipeline(store, config, control, &mut summary, Reached::File(None), None, read)?;
     Ok(summary)
 }
 
@@ -243,19 +244,32 @@ pub fn collect_kube(
     let cursors: HashMap<String, Cursor> =
         stored.iter().filter_map(|(id, c)| Some((id.clone(), c.parse().ok()?))).collect();
     let mut summary = CollectSummary::default();
+    let workloads = options.resolve_sources.then(|| Arc::new(Workloads::default()));
+    let following = Following { options, cluster, cursors, workloads: workloads.clone() };
     let read = move |hand: &mut Handoff<'_>, _spare| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
-            .map_err(|source| CollectError::Read { name: source_name(&cluster), source })?;
-        let follow = follow_into(kube_config, options, cluster, cursors, config, control, hand);
-        runtime.block_on(follow)?;
+            .map_err(|source| CollectError::Read {
+                name: source_name(&following.cluster),
+                source,
+            })?;
+        runtime.block_on(follow_into(kube_config, following, config, control, hand))?;
         Ok(Vec::new())
     };
     let reached = Reached::Streams { source, cursors: stored };
-    run_pipeline(store, config, control, &mut summary, reached, read)?;
+    let workloads = workloads.as_deref();
+    run_pipeline(store, config, control, &mut summary, reached, workloads, read)?;
     Ok(summary)
+}
+
+/// What a Kubernetes reader follows, from where, and the workload directory it keeps.
+struct Following {
+    options: KubeOptions,
+    cluster: Option<String>,
+    cursors: HashMap<String, Cursor>,
+    workloads: Option<Arc<Workloads>>,
 }
 
 fn source_name(cluster: &Option<String>) -> String {
@@ -265,9 +279,7 @@ fn source_name(cluster: &Option<String>) -> String {
 /// Pod lines as chunks for the workers, each with its instance's source and cursor.
 async fn follow_into(
     kube_config: ::kube::Config,
-    options: KubeOptions,
-    cluster: Option<String>,
-    cursors: HashMap<String, Cursor>,
+    following: Following,
     config: &CollectConfig,
     control: &Control,
     hand: &mut Handoff<'_>,
@@ -277,6 +289,14 @@ async fn follow_into(
         ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.to_string()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let Following { options, cluster, cursors, workloads } = following;
+    if let Some(workloads) = workloads {
+        let (listed, list_done) = tokio::sync::oneshot::channel();
+        tokio::spawn(reflect_workloads(client.clone(), workloads, listed, stopped.clone()));
+        // Sources are named from the first line on: wait for the first full pod list (for a
+        // while; a slow API server does not hold the collector back for long).
+        let _ = tokio::time::timeout(WORKLOADS_LIST_WAIT, list_done).await;
+    }
     let follow = tokio::spawn(follow_pods(client, options, cursors, tx, stopped));
     // Per instance: its source, next line number and encoding; bounded (forgotten wholesale
     // past the limit, which only restarts line numbers and the encoding check).
@@ -328,6 +348,9 @@ async fn follow_into(
         .map_err(|e| CollectError::Kube(e.to_string()))
 }
 
+/// How long following waits for the first list of pods when sources are resolved.
+const WORKLOADS_LIST_WAIT: Duration = Duration::from_secs(30);
+
 /// Most container instances whose line numbers and encodings are remembered at once.
 const MAX_INSTANCES: usize = 10_000;
 
@@ -339,6 +362,7 @@ fn run_pipeline<R>(
     control: &Control,
     summary: &mut CollectSummary,
     reached: Reached,
+    workloads: Option<&Workloads>,
     read: R,
 ) -> Result<(), CollectError>
 where
@@ -356,9 +380,8 @@ where
     let (spare_tx, spare_rx) = bounded::<Vec<u8>>(workers * 4);
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let (work_rx, parsed_tx, spare_tx) =
-                (work_rx.clone(), parsed_tx.clone(), spare_tx.clone());
-            scope.spawn(move || parse_chunks(&work_rx, &parsed_tx, &spare_tx, config, control));
+            let channels = (work_rx.clone(), parsed_tx.clone(), spare_tx.clone());
+            scope.spawn(move || parse_chunks(channels, config, control, workloads));
         }
         drop((work_rx, parsed_tx, spare_tx));
         let reader = scope.spawn(move || {
@@ -384,12 +407,18 @@ where
     })
 }
 
+/// A worker's chunks in, parsed chunks out, and spent buffers back to the reader.
+type WorkerChannels = (
+    crossbeam_channel::Receiver<Work>,
+    crossbeam_channel::Sender<Parsed>,
+    crossbeam_channel::Sender<Vec<u8>>,
+);
+
 fn parse_chunks(
-    work: &crossbeam_channel::Receiver<Work>,
-    parsed: &crossbeam_channel::Sender<Parsed>,
-    spare: &crossbeam_channel::Sender<Vec<u8>>,
+    (work, parsed, spare): WorkerChannels,
     config: &CollectConfig,
     control: &Control,
+    workloads: Option<&Workloads>,
 ) {
     for Work { seq, chunk, encoding, source, position } in work {
         let mut batches = Vec::new();
@@ -409,6 +438,7 @@ fn parse_chunks(
             cluster,
             namespace: pod.map(|p| p.namespace.as_str()),
             pod: pod.map(|p| p.pod.as_str()),
+            workloads,
             ..LineContext::default()
         };
         let mut lines = 0;

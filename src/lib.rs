@@ -1,7 +1,9 @@
 //! egresslens: egress observability for Istio ambient mode.
 //!
 //! Layout, in the order data flows:
-//! - [`source`]: where lines come from (files, gzip, stdin, memory) and how they are split
+//! - [`source`]: where lines come from (files, gzip, stdin, memory, Kubernetes pods) and how
+//!   they are split
+//! - [`workloads`]: pod IP → workload, for the source columns
 //! - [`parse`]: bytes of one log line to an [`parse::Entry`] or a [`parse::RejectReason`]
 //! - [`schema`]: Arrow schemas and column names, the one source of truth
 //! - [`batch`]: entries and rejects to Arrow `RecordBatch`es
@@ -24,3 +26,4 @@ pub mod source;
 pub mod stats;
 pub mod store;
 pub mod traffic;
+pub mod workloads;

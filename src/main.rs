@@ -130,6 +130,9 @@ struct KubeArgs {
     /// The cluster's name, for the `cluster` column and the checkpoint's name.
     #[arg(long)]
     cluster: Option<String>,
+    /// Name the workload and namespace behind each request's source IP (watches every pod).
+    #[arg(long)]
+    resolve_sources: bool,
     /// Reconnect a stream that sends nothing for this long while its pod runs.
     #[arg(long, value_parser = parse_age, default_value = "5m")]
     stall: std::time::Duration,
@@ -592,6 +595,7 @@ fn kube_source(args: &KubeArgs) -> Result<(kube::Config, KubeOptions)> {
         selector: args.selector.clone(),
         container: args.container.clone(),
         gateway: args.waypoint.clone(),
+        resolve_sources: args.resolve_sources,
         stall: args.stall,
         ..KubeOptions::default()
     };

@@ -46,6 +46,8 @@ pub mod col {
     pub const UPSTREAM_PORT: &str = "upstream_port";
     pub const TLS_ORIGINATED: &str = "tls_originated";
     pub const SOURCE_IP: &str = "source_ip";
+    pub const SOURCE_WORKLOAD: &str = "source_workload";
+    pub const SOURCE_NAMESPACE: &str = "source_namespace";
     pub const EXTRA: &str = "extra";
 }
 
@@ -146,6 +148,8 @@ pub fn access_log() -> SchemaRef {
                 Field::new(UPSTREAM_PORT, DataType::UInt16, true),
                 Field::new(TLS_ORIGINATED, DataType::Boolean, false),
                 utf8(SOURCE_IP),
+                utf8(SOURCE_WORKLOAD),
+                utf8(SOURCE_NAMESPACE),
                 utf8(EXTRA),
             ]))
         })

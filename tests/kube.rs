@@ -228,6 +228,15 @@ fn store_count(root: &std::path::Path, sql: &str) -> i64 {
 /// Runs `collect_kube` on its own thread (it makes its own runtime) until the store holds
 /// `rows` records, then stops it.
 fn collect_until(standin: &StandIn, root: &std::path::Path, rows: i64) -> CollectSummary {
+    collect_until_with(standin, root, rows, options())
+}
+
+fn collect_until_with(
+    standin: &StandIn,
+    root: &std::path::Path,
+    rows: i64,
+    options: KubeOptions,
+) -> CollectSummary {
     let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let kube_config = runtime
@@ -243,7 +252,6 @@ fn collect_until(standin: &StandIn, root: &std::path::Path, rows: i64) -> Collec
     let (root_owned, control_thread) = (root.to_path_buf(), control.clone());
     let run = std::thread::spawn(move || {
         let (mut store, _) = Store::open(&root_owned).unwrap();
-        let options = options();
         let cluster = Some("test-cluster".to_owned());
         collect_kube(kube_config, options, cluster, &mut store, &config, &control_thread).unwrap()
     });
@@ -403,4 +411,33 @@ fn sigkill_while_following_pods_loses_and_duplicates_nothing() {
     let dups = "SELECT count(*) - count(DISTINCT request_id) FROM access_log \
                 WHERE request_id IS NOT NULL";
     assert_eq!(store_count(&root, dups), 0);
+}
+
+#[test]
+fn sources_resolve_to_workloads_from_pod_ips() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let standin = runtime.block_on(StandIn::start());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    standin.add_pod(NS, "waypoint-a");
+    let served = waypoint_lines(9, 300, T0);
+    // The busiest source IP belongs to a `sleep` pod in `apps`; the others to nobody known.
+    let mut by_ip: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, line) in &served {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        let address = entry["downstream_remote_address"].as_str().unwrap();
+        *by_ip.entry(address.rsplit_once(':').unwrap().0.to_owned()).or_default() += 1;
+    }
+    let (ip, n) = by_ip.iter().max_by_key(|(_, n)| **n).unwrap();
+    standin.add_app_pod("apps", "sleep", ip);
+    standin.log(NS, "waypoint-a", &served);
+    let options = KubeOptions { resolve_sources: true, ..options() };
+    collect_until_with(&standin, &root, 300, options);
+    let sql = format!(
+        "SELECT count(*) FROM access_log WHERE source_ip = '{ip}' \
+         AND source_workload = 'sleep' AND source_namespace = 'apps'"
+    );
+    assert_eq!(store_count(&root, &sql), *n);
+    let unknown = "SELECT count(*) FROM access_log WHERE source_workload IS NULL";
+    assert_eq!(store_count(&root, unknown), 300 - n);
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::parse::time::parse_rfc3339_ns;
+use crate::workloads::{Workload, Workloads, workload_name};
 
 /// Label selecting waypoint pods (Istio 1.18+).
 pub const WAYPOINT_SELECTOR: &str = "gateway.istio.io/managed=istio.io-mesh-controller";
@@ -52,6 +53,8 @@ pub struct KubeOptions {
     pub gateway: Option<String>,
     /// A stream of a running container that sends nothing this long is reconnected.
     pub stall: Duration,
+    /// Also watch every pod's IP, to name the workload behind each request's source.
+    pub resolve_sources: bool,
     /// The longest wait between reconnects (backoff doubles from 100 ms up to it).
     pub max_backoff: Duration,
     /// Lines are handed over in blocks of about this many bytes…
@@ -67,6 +70,7 @@ impl Default for KubeOptions {
             selector: WAYPOINT_SELECTOR.to_owned(),
             container: WAYPOINT_CONTAINER.to_owned(),
             gateway: None,
+            resolve_sources: false,
             stall: Duration::from_secs(60),
             max_backoff: Duration::from_secs(10),
             batch_bytes: 256 * 1024,
@@ -238,6 +242,86 @@ pub async fn follow_pods(
     }
     while followers.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Keeps `workloads` up to date from a watch of every pod in the cluster (sources live in
+/// any namespace) until `stop`: each pod's IPs to its workload. Only the IPs, names and UIDs
+/// are kept. `listed` is told when the first full list is in.
+pub async fn reflect_workloads(
+    client: Client,
+    workloads: Arc<Workloads>,
+    listed: tokio::sync::oneshot::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut listed = Some(listed);
+    let mut events = watcher(Api::<Pod>::all(client), watcher::Config::default()).boxed();
+    // A full list is gathered apart and swapped in whole, so lookups never see it half done.
+    let mut listing: Option<HashMap<String, Workload>> = None;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match event {
+            None => return,
+            Some(Err(source)) => {
+                warn(&KubeError::Watch { selector: "all pods".to_owned(), source });
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Some(Ok(watcher::Event::Init)) => listing = Some(HashMap::new()),
+            Some(Ok(watcher::Event::InitApply(pod))) => {
+                let (ips, workload) = pod_workload(&pod);
+                if let Some(listing) = listing.as_mut() {
+                    for ip in ips {
+                        if listing.len() < crate::workloads::MAX_IPS {
+                            listing.insert(ip, workload.clone());
+                        }
+                    }
+                }
+            }
+            Some(Ok(watcher::Event::InitDone)) => {
+                if let Some(listing) = listing.take() {
+                    workloads.replace(listing);
+                }
+                if let Some(listed) = listed.take() {
+                    let _ = listed.send(());
+                }
+            }
+            Some(Ok(watcher::Event::Apply(pod))) => {
+                let (ips, workload) = pod_workload(&pod);
+                workloads.insert(&ips, &workload);
+            }
+            Some(Ok(watcher::Event::Delete(pod))) => {
+                let (ips, workload) = pod_workload(&pod);
+                workloads.remove(&ips, &workload.uid);
+            }
+        }
+    }
+}
+
+/// A pod's IPs and workload.
+fn pod_workload(pod: &Pod) -> (Vec<String>, Workload) {
+    let status = pod.status.as_ref();
+    let mut ips: Vec<String> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().map(|ip| ip.ip.clone()).collect())
+        .unwrap_or_default();
+    if ips.is_empty() {
+        ips.extend(status.and_then(|s| s.pod_ip.clone()));
+    }
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.as_str(), o.name.as_str()));
+    let hash = pod.labels().get("pod-template-hash").map(String::as_str);
+    let name = workload_name(&pod.name_any(), owner, hash);
+    let workload = Workload {
+        name: name.into(),
+        namespace: pod.namespace().unwrap_or_default().into(),
+        uid: pod.uid().unwrap_or_default().into(),
+    };
+    (ips, workload)
 }
 
 /// Reports a transient error on stderr, with its causes.

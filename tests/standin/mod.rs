@@ -153,6 +153,18 @@ impl StandIn {
         });
     }
 
+    /// A pod of an application Deployment (not a waypoint) with the IP `ip`.
+    pub(crate) fn add_app_pod(&self, ns: &str, deployment: &str, ip: &str) {
+        let (hash, name) = ("7b9f8d6c5", format!("{deployment}-7b9f8d6c5-x2x7k"));
+        self.update("ADDED", ns, &name, |pod| {
+            let meta = &mut pod.object["metadata"];
+            meta["labels"] = json!({"app": deployment, "pod-template-hash": hash});
+            meta["ownerReferences"][0]["name"] = json!(format!("{deployment}-{hash}"));
+            pod.object["status"]["podIP"] = json!(ip);
+            pod.object["status"]["podIPs"] = json!([{"ip": ip}]);
+        });
+    }
+
     /// The pod's container exits and starts again: a new instance with an empty log.
     pub(crate) fn restart(&self, ns: &str, name: &str) {
         self.update("MODIFIED", ns, name, |pod| {
