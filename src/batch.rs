@@ -14,6 +14,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 
 use crate::parse::derived::{ClusterName, ip_of, port_of, tls_originated};
+use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, LogFormat, RejectReason};
 use crate::schema;
 use crate::workloads::Workloads;
@@ -334,6 +335,98 @@ impl RejectBatcher {
         ];
         RecordBatch::try_new(schema::rejects(), columns)
             .expect("builders follow schema::rejects column for column")
+    }
+}
+
+/// Builds `ztunnel_conn` batches.
+#[derive(Debug)]
+pub struct ZtunnelBatcher {
+    capacity: usize,
+    ts: TimestampNanosecondBuilder,
+    /// cluster, namespace, pod, level, message, src_addr, src_ip, src_workload,
+    /// src_namespace, src_identity, dst_addr, dst_ip: in schema order.
+    head: [StringBuilder; 12],
+    dst_port: UInt16Builder,
+    /// dst_hbone_addr, dst_service, dst_workload, dst_namespace, dst_identity, direction.
+    dst: [StringBuilder; 6],
+    bytes_sent: UInt64Builder,
+    bytes_recv: UInt64Builder,
+    duration_ms: Float64Builder,
+    error: StringBuilder,
+}
+
+impl ZtunnelBatcher {
+    pub fn new(capacity: usize) -> Self {
+        ZtunnelBatcher {
+            capacity: capacity.max(1),
+            ts: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            head: std::array::from_fn(|_| StringBuilder::new()),
+            dst_port: UInt16Builder::new(),
+            dst: std::array::from_fn(|_| StringBuilder::new()),
+            bytes_sent: UInt64Builder::new(),
+            bytes_recv: UInt64Builder::new(),
+            duration_ms: Float64Builder::new(),
+            error: StringBuilder::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.len() == 0
+    }
+
+    /// Appends one connection; returns a batch when `capacity` rows are reached.
+    pub fn push(&mut self, conn: &Connection<'_>, ctx: &LineContext<'_>) -> Option<RecordBatch> {
+        self.ts.append_value(conn.ts_ns.or(ctx.prefix_ts_ns).unwrap_or(ctx.ingest_ts_ns));
+        let src_ip = conn.src_addr.as_deref().and_then(ip_of);
+        let dst_ip = conn.dst_addr.as_deref().and_then(ip_of);
+        let head = [
+            ctx.cluster,
+            ctx.namespace,
+            ctx.pod,
+            conn.level.as_deref(),
+            conn.message.as_deref(),
+            conn.src_addr.as_deref(),
+            src_ip,
+            conn.src_workload.as_deref(),
+            conn.src_namespace.as_deref(),
+            conn.src_identity.as_deref(),
+            conn.dst_addr.as_deref(),
+            dst_ip,
+        ];
+        for (builder, value) in self.head.iter_mut().zip(head) {
+            builder.append_option(value);
+        }
+        self.dst_port.append_option(conn.dst_addr.as_deref().and_then(port_of));
+        let dst = [
+            conn.dst_hbone_addr.as_deref(),
+            conn.dst_service.as_deref(),
+            conn.dst_workload.as_deref(),
+            conn.dst_namespace.as_deref(),
+            conn.dst_identity.as_deref(),
+            conn.direction.as_deref(),
+        ];
+        for (builder, value) in self.dst.iter_mut().zip(dst) {
+            builder.append_option(value);
+        }
+        self.bytes_sent.append_option(conn.bytes_sent);
+        self.bytes_recv.append_option(conn.bytes_recv);
+        self.duration_ms.append_option(conn.duration_ms);
+        self.error.append_option(conn.error.as_deref());
+        (self.ts.len() >= self.capacity).then(|| self.finish())
+    }
+
+    /// Takes whatever rows are waiting (possibly none) as a batch.
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.ts.finish())];
+        columns.extend(self.head.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(self.dst_port.finish()));
+        columns.extend(self.dst.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(self.bytes_sent.finish()));
+        columns.push(Arc::new(self.bytes_recv.finish()));
+        columns.push(Arc::new(self.duration_ms.finish()));
+        columns.push(Arc::new(self.error.finish()));
+        RecordBatch::try_new(schema::ztunnel_conn(), columns)
+            .expect("builders follow schema::ztunnel_conn column for column")
     }
 }
 

@@ -31,7 +31,9 @@ use crate::source::follow::{
 };
 use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_workloads};
 use crate::source::lines::Chunk;
-use crate::store::{ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError};
+use crate::store::{
+    ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError, ZTUNNEL_CONN,
+};
 use crate::workloads::Workloads;
 
 /// Settings of a collect run.
@@ -97,6 +99,8 @@ pub struct CollectSummary {
     pub bytes: u64,
     pub records: usize,
     pub rejects: usize,
+    /// ztunnel connection records.
+    pub ztunnel: usize,
     pub commits: usize,
     /// Hour partitions removed by retention.
     pub expired: usize,
@@ -229,11 +233,12 @@ pub fn collect(
     Ok(summary)
 }
 
-/// Follows the Kubernetes pods `options` select into `store` until `control.stop`, resuming
-/// every container instance from the cursors of the newest commit of `kube:<cluster>`.
+/// Follows the Kubernetes pods each of `pods` selects (waypoints, and ztunnel when asked)
+/// into `store` until `control.stop`, resuming every container instance from the cursors of
+/// the newest commit of `kube:<cluster>`.
 pub fn collect_kube(
     kube_config: ::kube::Config,
-    options: KubeOptions,
+    pods: Vec<KubeOptions>,
     cluster: Option<String>,
     store: &mut Store,
     config: &CollectConfig,
@@ -244,8 +249,9 @@ pub fn collect_kube(
     let cursors: HashMap<String, Cursor> =
         stored.iter().filter_map(|(id, c)| Some((id.clone(), c.parse().ok()?))).collect();
     let mut summary = CollectSummary::default();
-    let workloads = options.resolve_sources.then(|| Arc::new(Workloads::default()));
-    let following = Following { options, cluster, cursors, workloads: workloads.clone() };
+    let resolve = pods.iter().any(|p| p.resolve_sources);
+    let workloads = resolve.then(|| Arc::new(Workloads::default()));
+    let following = Following { pods, cluster, cursors, workloads: workloads.clone() };
     let read = move |hand: &mut Handoff<'_>, _spare| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -266,7 +272,7 @@ pub fn collect_kube(
 
 /// What a Kubernetes reader follows, from where, and the workload directory it keeps.
 struct Following {
-    options: KubeOptions,
+    pods: Vec<KubeOptions>,
     cluster: Option<String>,
     cursors: HashMap<String, Cursor>,
     workloads: Option<Arc<Workloads>>,
@@ -289,7 +295,7 @@ async fn follow_into(
         ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.to_string()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let Following { options, cluster, cursors, workloads } = following;
+    let Following { pods, cluster, cursors, workloads } = following;
     if let Some(workloads) = workloads {
         let (listed, list_done) = tokio::sync::oneshot::channel();
         tokio::spawn(reflect_workloads(client.clone(), workloads, listed, stopped.clone()));
@@ -297,7 +303,12 @@ async fn follow_into(
         // while; a slow API server does not hold the collector back for long).
         let _ = tokio::time::timeout(WORKLOADS_LIST_WAIT, list_done).await;
     }
-    let follow = tokio::spawn(follow_pods(client, options, cursors, tx, stopped));
+    let mut follows = tokio::task::JoinSet::new();
+    for options in pods {
+        let (client, cursors, tx) = (client.clone(), cursors.clone(), tx.clone());
+        follows.spawn(follow_pods(client, options, cursors, tx, stopped.clone()));
+    }
+    drop(tx);
     // Per instance: its source, next line number and encoding; bounded (forgotten wholesale
     // past the limit, which only restarts line numbers and the encoding check).
     let mut instances: HashMap<Arc<Instance>, (Arc<Source>, u64, EncodingLock)> = HashMap::new();
@@ -342,10 +353,11 @@ async fn follow_into(
             closed = true;
         }
     }
-    follow
-        .await
-        .map_err(|e| CollectError::Kube(e.to_string()))?
-        .map_err(|e| CollectError::Kube(e.to_string()))
+    while let Some(done) = follows.join_next().await {
+        done.map_err(|e| CollectError::Kube(e.to_string()))?
+            .map_err(|e| CollectError::Kube(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// How long following waits for the first list of pods when sources are resolved.
@@ -517,6 +529,10 @@ fn commit_in_order(
                     TableBatch::Rejects(b) => {
                         committer.summary.rejects += b.num_rows();
                         (REJECTS, b)
+                    }
+                    TableBatch::Ztunnel(b) => {
+                        committer.summary.ztunnel += b.num_rows();
+                        (ZTUNNEL_CONN, b)
                     }
                 };
                 pending.write(table, &batch)?;

@@ -12,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arrow_array::RecordBatch;
 use crossbeam_channel::bounded;
 
-use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher};
+use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher, ZtunnelBatcher};
+use crate::parse::ztunnel::{self, Connection};
 use crate::parse::{
     Entry, LogFormat, Projection, RejectReason, frame, parse_message, sniff_encoding,
 };
@@ -58,6 +59,13 @@ pub trait LineSink {
     fn projection(&self) -> Projection;
     fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>);
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>);
+
+    /// A ztunnel connection line. Sinks that keep only waypoint entries count it as a reject
+    /// (`ztunnel_log`).
+    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
+        let _ = conn;
+        self.reject(RejectReason::ZtunnelLog, raw, raw_len, ctx);
+    }
 }
 
 /// Frames, parses and dispatches one logical line; `base` says where it came from.
@@ -72,6 +80,14 @@ pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl L
     };
     if line.too_long {
         sink.reject(RejectReason::TooLong, line.bytes, line.len, &ctx);
+        return;
+    }
+    if ztunnel::detect(framed.msg) {
+        match std::str::from_utf8(framed.msg).map(ztunnel::parse) {
+            Ok(Ok(conn)) => sink.ztunnel(&conn, line.bytes, line.len, &ctx),
+            Ok(Err(_)) => sink.reject(RejectReason::BadZtunnel, line.bytes, line.len, &ctx),
+            Err(_) => sink.reject(RejectReason::InvalidUtf8, line.bytes, line.len, &ctx),
+        }
         return;
     }
     match parse_message(framed.msg, sink.projection()) {
@@ -219,6 +235,7 @@ fn read_work(
 pub struct BatchSink<F> {
     access_log: AccessLogBatcher,
     rejects: RejectBatcher,
+    ztunnel: ZtunnelBatcher,
     out: F,
 }
 
@@ -228,6 +245,7 @@ impl<F: FnMut(TableBatch)> BatchSink<F> {
         BatchSink {
             access_log: AccessLogBatcher::new(batch_rows),
             rejects: RejectBatcher::new(batch_rows),
+            ztunnel: ZtunnelBatcher::new(batch_rows),
             out,
         }
     }
@@ -242,6 +260,10 @@ impl<F: FnMut(TableBatch)> BatchSink<F> {
             let batch = self.rejects.finish();
             (self.out)(TableBatch::Rejects(batch));
         }
+        if !self.ztunnel.is_empty() {
+            let batch = self.ztunnel.finish();
+            (self.out)(TableBatch::Ztunnel(batch));
+        }
     }
 }
 
@@ -250,6 +272,7 @@ impl<F: FnMut(TableBatch)> BatchSink<F> {
 pub enum TableBatch {
     AccessLog(RecordBatch),
     Rejects(RecordBatch),
+    Ztunnel(RecordBatch),
 }
 
 impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
@@ -266,6 +289,12 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
         if let Some(batch) = self.rejects.push(reason, raw, raw_len, ctx) {
             (self.out)(TableBatch::Rejects(batch));
+        }
+    }
+
+    fn ztunnel(&mut self, conn: &Connection<'_>, _: &[u8], _: u64, ctx: &LineContext<'_>) {
+        if let Some(batch) = self.ztunnel.push(conn, ctx) {
+            (self.out)(TableBatch::Ztunnel(batch));
         }
     }
 }

@@ -51,7 +51,7 @@ enum Command {
     /// Run the pipeline on built-in simulated traffic and show the report (no cluster needed).
     Demo(DemoArgs),
     /// Read waypoint logs into the Parquet store, resuming where the store says it left off.
-    Collect(CollectArgs),
+    Collect(Box<CollectArgs>),
     /// Run SQL (or a canned query, @name) over the Parquet store.
     Query(QueryArgs),
     /// Merge the small files of past hours in the store into one file per hour.
@@ -130,6 +130,15 @@ struct KubeArgs {
     /// The cluster's name, for the `cluster` column and the checkpoint's name.
     #[arg(long)]
     cluster: Option<String>,
+    /// Also follow the ztunnel pods (their connection lines go to the `ztunnel_conn` table).
+    #[arg(long)]
+    ztunnel: bool,
+    /// The namespace of the ztunnel pods.
+    #[arg(long, default_value = egresslens::source::kube::ZTUNNEL_NAMESPACE)]
+    ztunnel_namespace: String,
+    /// The label selector of ztunnel pods.
+    #[arg(long, default_value = egresslens::source::kube::ZTUNNEL_SELECTOR)]
+    ztunnel_selector: String,
     /// Name the workload and namespace behind each request's source IP (watches every pod).
     #[arg(long)]
     resolve_sources: bool,
@@ -292,7 +301,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => run_stats(args),
         Command::Gen(args) => run_gen(args),
         Command::Demo(args) => run_demo(args),
-        Command::Collect(args) => run_collect(args),
+        Command::Collect(args) => run_collect(*args),
         Command::Query(args) => run_query(args),
         Command::Compact(args) => run_compact(args),
     };
@@ -570,12 +579,12 @@ fn run_collect(args: CollectArgs) -> Result<()> {
 /// What `collect` reads.
 enum CollectSource {
     Input(Input),
-    Kube(Box<kube::Config>, KubeOptions),
+    Kube(Box<kube::Config>, Vec<KubeOptions>),
 }
 
 /// The Kubernetes client configuration (like kubectl: in-cluster, $KUBECONFIG, ~/.kube/config,
 /// or the file and context given) and what to follow.
-fn kube_source(args: &KubeArgs) -> Result<(kube::Config, KubeOptions)> {
+fn kube_source(args: &KubeArgs) -> Result<(kube::Config, Vec<KubeOptions>)> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
@@ -590,7 +599,7 @@ fn kube_source(args: &KubeArgs) -> Result<(kube::Config, KubeOptions)> {
             None => kube::Config::infer().await.context("no Kubernetes configuration found"),
         }
     })?;
-    let options = KubeOptions {
+    let waypoints = KubeOptions {
         namespaces: args.namespaces.clone(),
         selector: args.selector.clone(),
         container: args.container.clone(),
@@ -599,7 +608,17 @@ fn kube_source(args: &KubeArgs) -> Result<(kube::Config, KubeOptions)> {
         stall: args.stall,
         ..KubeOptions::default()
     };
-    Ok((config, options))
+    let mut pods = vec![waypoints.clone()];
+    if args.ztunnel {
+        pods.push(KubeOptions {
+            namespaces: vec![args.ztunnel_namespace.clone()],
+            selector: args.ztunnel_selector.clone(),
+            gateway: None,
+            resolve_sources: false,
+            ..waypoints
+        });
+    }
+    Ok((config, pods))
 }
 
 fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path) {
@@ -618,8 +637,10 @@ fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path)
     }
     let _ = writeln!(
         err,
-        "egresslens: {} records and {} rejects from {} in {} commits to {} (resumed at byte {})",
+        "egresslens: {} records, {} ztunnel connections and {} rejects from {} in {} commits \
+         to {} (resumed at byte {})",
         summary.records,
+        summary.ztunnel,
         summary.rejects,
         name,
         summary.commits,

@@ -17,7 +17,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 
 use crate::schema;
-use crate::store::{ACCESS_LOG, REJECTS};
+use crate::store::{ACCESS_LOG, REJECTS, ZTUNNEL_CONN};
 
 /// Partition columns of every store table, in directory order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
@@ -102,7 +102,12 @@ fn with_partitions(table: SchemaRef) -> SchemaRef {
 /// is an empty table of the right schema, so every query runs on an empty store.
 pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new();
-    for (name, table_schema) in [(ACCESS_LOG, schema::access_log()), (REJECTS, schema::rejects())] {
+    let tables = [
+        (ACCESS_LOG, schema::access_log()),
+        (REJECTS, schema::rejects()),
+        (ZTUNNEL_CONN, schema::ztunnel_conn()),
+    ];
+    for (name, table_schema) in tables {
         let dir = store.join(name);
         if !dir.is_dir() {
             let empty = MemTable::try_new(with_partitions(table_schema), vec![vec![]])?;

@@ -61,6 +61,34 @@ pub mod reject_col {
     pub const RAW: &str = "raw";
 }
 
+/// Column names of the `ztunnel_conn` table (ztunnel's keys with `.` as `_`).
+pub mod ztunnel_col {
+    pub const TS: &str = "ts";
+    pub const CLUSTER: &str = "cluster";
+    pub const NAMESPACE: &str = "namespace";
+    pub const POD: &str = "pod";
+    pub const LEVEL: &str = "level";
+    pub const MESSAGE: &str = "message";
+    pub const SRC_ADDR: &str = "src_addr";
+    pub const SRC_IP: &str = "src_ip";
+    pub const SRC_WORKLOAD: &str = "src_workload";
+    pub const SRC_NAMESPACE: &str = "src_namespace";
+    pub const SRC_IDENTITY: &str = "src_identity";
+    pub const DST_ADDR: &str = "dst_addr";
+    pub const DST_IP: &str = "dst_ip";
+    pub const DST_PORT: &str = "dst_port";
+    pub const DST_HBONE_ADDR: &str = "dst_hbone_addr";
+    pub const DST_SERVICE: &str = "dst_service";
+    pub const DST_WORKLOAD: &str = "dst_workload";
+    pub const DST_NAMESPACE: &str = "dst_namespace";
+    pub const DST_IDENTITY: &str = "dst_identity";
+    pub const DIRECTION: &str = "direction";
+    pub const BYTES_SENT: &str = "bytes_sent";
+    pub const BYTES_RECV: &str = "bytes_recv";
+    pub const DURATION_MS: &str = "duration_ms";
+    pub const ERROR: &str = "error";
+}
+
 /// Keys of the waypoint's JSON access-log entry: Istio's 24 default JSON keys, the walkthrough's
 /// waypoint keys (`authority_for`, `upstream_response_time`), the ≤1.7 `istio_policy_status` and
 /// the peer SAN some waypoint replicas add. Any other key lands in the `extra` column.
@@ -151,6 +179,42 @@ pub fn access_log() -> SchemaRef {
                 utf8(SOURCE_WORKLOAD),
                 utf8(SOURCE_NAMESPACE),
                 utf8(EXTRA),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of the `ztunnel_conn` table: one row per connection ztunnel logged.
+pub fn ztunnel_conn() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use ztunnel_col::*;
+            Arc::new(Schema::new(vec![
+                timestamp(TS),
+                utf8(CLUSTER),
+                utf8(NAMESPACE),
+                utf8(POD),
+                utf8(LEVEL),
+                utf8(MESSAGE),
+                utf8(SRC_ADDR),
+                utf8(SRC_IP),
+                utf8(SRC_WORKLOAD),
+                utf8(SRC_NAMESPACE),
+                utf8(SRC_IDENTITY),
+                utf8(DST_ADDR),
+                utf8(DST_IP),
+                Field::new(DST_PORT, DataType::UInt16, true),
+                utf8(DST_HBONE_ADDR),
+                utf8(DST_SERVICE),
+                utf8(DST_WORKLOAD),
+                utf8(DST_NAMESPACE),
+                utf8(DST_IDENTITY),
+                utf8(DIRECTION),
+                Field::new(BYTES_SENT, DataType::UInt64, true),
+                Field::new(BYTES_RECV, DataType::UInt64, true),
+                Field::new(DURATION_MS, DataType::Float64, true),
+                utf8(ERROR),
             ]))
         })
         .clone()

@@ -347,3 +347,30 @@ fn retention_removes_expired_hours_but_keeps_the_checkpoint() {
     assert!(stderr.contains("0 records"), "{stderr}");
     assert_eq!(collect(&["--retain", "7 days"]).status.code(), Some(2));
 }
+
+#[test]
+fn ztunnel_lines_go_to_their_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let log = fixture("ztunnel.log");
+    let out = run(&[
+        "collect",
+        "--once",
+        "--file",
+        log.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("0 records, 8 ztunnel connections and 0 rejects"), "{stderr}");
+    // The one outbound connection to an address outside the cluster, with no HBONE hop.
+    let sql = "SELECT src_workload, dst_ip, dst_port, bytes_recv, duration_ms FROM ztunnel_conn \
+               WHERE dst_hbone_addr IS NULL AND direction = 'outbound'";
+    let out = run(&["query", "--store", store.to_str().unwrap(), "-o", "csv", sql]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "src_workload,dst_ip,dst_port,bytes_recv,duration_ms\nistio-debug,142.250.191.142,443,8468,73.0\n"
+    );
+}

@@ -228,14 +228,15 @@ fn store_count(root: &std::path::Path, sql: &str) -> i64 {
 /// Runs `collect_kube` on its own thread (it makes its own runtime) until the store holds
 /// `rows` records, then stops it.
 fn collect_until(standin: &StandIn, root: &std::path::Path, rows: i64) -> CollectSummary {
-    collect_until_with(standin, root, rows, options())
+    collect_until_with(standin, root, ("SELECT count(*) FROM access_log", rows), vec![options()])
 }
 
+/// Runs `collect_kube` over `pods` until `sql` counts `rows`, then stops it.
 fn collect_until_with(
     standin: &StandIn,
     root: &std::path::Path,
-    rows: i64,
-    options: KubeOptions,
+    (sql, rows): (&str, i64),
+    pods: Vec<KubeOptions>,
 ) -> CollectSummary {
     let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -253,11 +254,11 @@ fn collect_until_with(
     let run = std::thread::spawn(move || {
         let (mut store, _) = Store::open(&root_owned).unwrap();
         let cluster = Some("test-cluster".to_owned());
-        collect_kube(kube_config, options, cluster, &mut store, &config, &control_thread).unwrap()
+        collect_kube(kube_config, pods, cluster, &mut store, &config, &control_thread).unwrap()
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = store_count(root, "SELECT count(*) FROM access_log");
+        let got = store_count(root, sql);
         if got == rows {
             break;
         }
@@ -432,7 +433,7 @@ fn sources_resolve_to_workloads_from_pod_ips() {
     standin.add_app_pod("apps", "sleep", ip);
     standin.log(NS, "waypoint-a", &served);
     let options = KubeOptions { resolve_sources: true, ..options() };
-    collect_until_with(&standin, &root, 300, options);
+    collect_until_with(&standin, &root, ("SELECT count(*) FROM access_log", 300), vec![options]);
     let sql = format!(
         "SELECT count(*) FROM access_log WHERE source_ip = '{ip}' \
          AND source_workload = 'sleep' AND source_namespace = 'apps'"
@@ -440,4 +441,33 @@ fn sources_resolve_to_workloads_from_pod_ips() {
     assert_eq!(store_count(&root, &sql), *n);
     let unknown = "SELECT count(*) FROM access_log WHERE source_workload IS NULL";
     assert_eq!(store_count(&root, unknown), 300 - n);
+}
+
+#[test]
+fn ztunnel_pods_are_followed_into_their_table() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let standin = runtime.block_on(StandIn::start());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    standin.add_pod(NS, "waypoint-a");
+    standin.log(NS, "waypoint-a", &waypoint_lines(21, 10, T0));
+    standin.add_app_pod("istio-system", "ztunnel", "10.0.0.5");
+    let fixture = include_str!("fixtures/real/ztunnel.log");
+    let ztunnel: Vec<(i64, String)> = fixture
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (T0 + i as i64 * 1_000_000, l.to_owned()))
+        .collect();
+    standin.log("istio-system", "ztunnel-7b9f8d6c5-x2x7k", &ztunnel);
+    let ztunnel_pods = KubeOptions {
+        namespaces: vec!["istio-system".to_owned()],
+        selector: "app=ztunnel".to_owned(),
+        ..options()
+    };
+    let both = "SELECT (SELECT count(*) FROM access_log) + (SELECT count(*) FROM ztunnel_conn)";
+    let summary = collect_until_with(&standin, &root, (both, 18), vec![options(), ztunnel_pods]);
+    assert_eq!((summary.records, summary.ztunnel, summary.rejects), (10, 8, 0), "{summary:?}");
+    let from_ztunnel = "SELECT count(*) FROM ztunnel_conn \
+                        WHERE namespace = 'istio-system' AND pod = 'ztunnel-7b9f8d6c5-x2x7k'";
+    assert_eq!(store_count(&root, from_ztunnel), 8);
 }

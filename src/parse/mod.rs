@@ -11,6 +11,7 @@ pub mod envoy_text;
 pub mod json;
 pub mod prefix;
 pub mod time;
+pub mod ztunnel;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -114,8 +115,11 @@ pub enum RejectReason {
     BadText,
     /// An operational line of the proxy container (pilot-agent or Envoy): expected noise.
     EnvoyLog,
-    /// A ztunnel connection log line (`src.addr=…`), not a waypoint access-log entry.
+    /// A ztunnel connection log line (`src.addr=…`), not a waypoint access-log entry (for
+    /// readers that keep only access-log entries).
     ZtunnelLog,
+    /// A ztunnel connection line whose fields could not be read.
+    BadZtunnel,
     /// None of the known formats.
     NotJson,
     /// An access-log entry in the other encoding than the rest of its stream: a second
@@ -141,6 +145,7 @@ impl RejectReason {
             RejectReason::BadText => "bad_text",
             RejectReason::EnvoyLog => "envoy_log",
             RejectReason::ZtunnelLog => "ztunnel_log",
+            RejectReason::BadZtunnel => "bad_ztunnel",
             RejectReason::NotJson => "not_json",
             RejectReason::MixedEncoding => "mixed_encoding",
         })

@@ -36,7 +36,10 @@ const PREVIOUS_ATTEMPTS: u32 = 5;
 /// Labels naming a waypoint pod's Gateway, newest first.
 const GATEWAY_LABELS: [&str; 2] =
     ["gateway.networking.k8s.io/gateway-name", "istio.io/gateway-name"];
-/// The waypoint's Envoy container.
+/// Label selecting ztunnel pods, and their namespace, as Istio installs them.
+pub const ZTUNNEL_SELECTOR: &str = "app=ztunnel";
+pub const ZTUNNEL_NAMESPACE: &str = "istio-system";
+/// The waypoint's Envoy container (ztunnel's container has the same name).
 pub const WAYPOINT_CONTAINER: &str = "istio-proxy";
 
 /// What to follow and how.

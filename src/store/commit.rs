@@ -20,7 +20,7 @@ use super::{
     Checkpoint, Destination, FileName, Store, StoreError, TMP_DIR, io_err, meta, sync_dir,
 };
 use crate::parse::time::utc_date_hour;
-use crate::schema::{col, reject_col};
+use crate::schema::{col, reject_col, ztunnel_col};
 
 /// Rows per Parquet row group: large enough for good compression and statistics, small enough
 /// for readers to skip by statistics within an hour.
@@ -28,7 +28,7 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Columns whose values are nearly all distinct (ids, timestamps, ephemeral ports, sizes):
 /// a dictionary would only cost time before the writer falls back to plain encoding.
-const NO_DICTIONARY: [&str; 12] = [
+const NO_DICTIONARY: [&str; 13] = [
     col::TS,
     col::REQUEST_ID,
     col::DOWNSTREAM_REMOTE_ADDRESS,
@@ -41,6 +41,7 @@ const NO_DICTIONARY: [&str; 12] = [
     col::EXTRA,
     reject_col::RAW,
     reject_col::LINE,
+    ztunnel_col::SRC_ADDR,
 ];
 
 /// What one commit wrote.

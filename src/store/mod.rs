@@ -27,7 +27,8 @@ pub use compact::{CompactSummary, SMALL_FILE_ROWS};
 /// Tables of the store.
 pub const ACCESS_LOG: &str = "access_log";
 pub const REJECTS: &str = "rejects";
-pub const TABLES: [&str; 2] = [ACCESS_LOG, REJECTS];
+pub const ZTUNNEL_CONN: &str = "ztunnel_conn";
+pub const TABLES: [&str; 3] = [ACCESS_LOG, REJECTS, ZTUNNEL_CONN];
 /// Where commits are staged; never read by queries.
 const TMP_DIR: &str = ".tmp";
 /// Suffix of a staged file still being written.
