@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-run() { cargo run --quiet -- "$@"; }
+# The binary the tests use (built with the same features, so nothing is built twice in CI).
+cargo test --locked --quiet --no-run 2> /dev/null
+bin="${CARGO_TARGET_DIR:-target}/debug/egresslens"
+run() { "$bin" "$@"; }
 
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet duckdb==2.0.1 pyarrow==26.0.1
