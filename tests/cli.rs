@@ -19,6 +19,11 @@ fn run(args: &[&str]) -> Output {
     egresslens().args(args).output().unwrap()
 }
 
+fn collect_once(log: &Path, store: &Path) -> Output {
+    let (log, store) = (log.to_str().unwrap(), store.to_str().unwrap());
+    run(&["collect", "--once", "--file", log, "--store", store])
+}
+
 fn json_stats(args: &[&str]) -> Value {
     let out = run(&[&["stats", "-o", "json"], args].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -238,14 +243,7 @@ fn small_store(dir: &Path) -> PathBuf {
             .status
             .success()
     );
-    let out = run(&[
-        "collect",
-        "--once",
-        "--file",
-        log.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-    ]);
+    let out = collect_once(&log, &store);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2000 records"));
     store
@@ -353,14 +351,7 @@ fn ztunnel_lines_go_to_their_own_table() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let log = fixture("ztunnel.log");
-    let out = run(&[
-        "collect",
-        "--once",
-        "--file",
-        log.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-    ]);
+    let out = collect_once(&log, &store);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("0 records, 8 ztunnel connections and 0 rejects"), "{stderr}");

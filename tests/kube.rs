@@ -225,6 +225,26 @@ fn store_count(root: &std::path::Path, sql: &str) -> i64 {
     batches[0].column(0).as_primitive::<arrow_array::types::Int64Type>().value(0)
 }
 
+/// The stand-in API server on a runtime of its own (kept alive by the caller), and a
+/// temporary directory.
+fn stand_in() -> (tokio::runtime::Runtime, StandIn, tempfile::TempDir) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let standin = runtime.block_on(StandIn::start());
+    (runtime, standin, tempfile::tempdir().unwrap())
+}
+
+fn sigterm(child: &std::process::Child) {
+    let mut term = std::process::Command::new("kill");
+    term.args(["-TERM", &child.id().to_string()]);
+    assert!(term.status().unwrap().success());
+}
+
+fn no_duplicates(root: &std::path::Path) {
+    let dups = "SELECT count(*) - count(DISTINCT request_id) FROM access_log \
+                WHERE request_id IS NOT NULL";
+    assert_eq!(store_count(root, dups), 0, "a request was stored twice");
+}
+
 /// Runs `collect_kube` on its own thread (it makes its own runtime) until the store holds
 /// `rows` records, then stops it.
 fn collect_until(standin: &StandIn, root: &std::path::Path, rows: i64) -> CollectSummary {
@@ -271,9 +291,7 @@ fn collect_until_with(
 
 #[test]
 fn collect_kube_stores_every_line_once_across_a_collector_restart() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let standin = runtime.block_on(StandIn::start());
-    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, standin, dir) = stand_in();
     let root = dir.path().join("store");
     standin.add_pod(NS, "waypoint-a");
     standin.add_pod(NS, "waypoint-b");
@@ -292,18 +310,14 @@ fn collect_kube_stores_every_line_once_across_a_collector_restart() {
     let per_pod = "SELECT count(*) FROM access_log \
                    WHERE namespace = 'istio-egress' AND pod = 'waypoint-a' AND cluster = 'test-cluster'";
     assert_eq!(store_count(&root, per_pod), 550);
-    let dups = "SELECT count(*) - count(DISTINCT request_id) FROM access_log \
-                WHERE request_id IS NOT NULL";
-    assert_eq!(store_count(&root, dups), 0);
+    no_duplicates(&root);
 }
 
 /// `egresslens collect --kube` as a user runs it: a kubeconfig file, a namespace, one
 /// waypoint of two; SIGTERM ends it with everything committed.
 #[test]
 fn the_cli_follows_one_waypoint_and_stops_cleanly_on_sigterm() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let standin = runtime.block_on(StandIn::start());
-    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, standin, dir) = stand_in();
     let (root, kubeconfig) = (dir.path().join("store"), dir.path().join("kubeconfig"));
     std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
     standin.add_pod_of(NS, "egress-a", "egress");
@@ -324,9 +338,7 @@ fn the_cli_follows_one_waypoint_and_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "the collector stored too little");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut term = std::process::Command::new("kill");
-    term.args(["-TERM", &child.id().to_string()]);
-    assert!(term.status().unwrap().success());
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -361,9 +373,7 @@ async fn a_restart_while_no_follower_ran_is_read_from_the_previous_instance() {
 /// last run catches up, the store holds every served line once.
 #[test]
 fn sigkill_while_following_pods_loses_and_duplicates_nothing() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let standin = runtime.block_on(StandIn::start());
-    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, standin, dir) = stand_in();
     let (root, kubeconfig) = (dir.path().join("store"), dir.path().join("kubeconfig"));
     std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
     standin.add_pod(NS, "waypoint-a");
@@ -404,21 +414,15 @@ fn sigkill_while_following_pods_loses_and_duplicates_nothing() {
         assert!(Instant::now() < deadline, "the collector stored too little");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut term = std::process::Command::new("kill");
-    term.args(["-TERM", &child.id().to_string()]);
-    assert!(term.status().unwrap().success());
+    sigterm(&child);
     assert!(child.wait_with_output().unwrap().status.success());
     assert_eq!(store_count(&root, "SELECT count(*) FROM access_log"), 1_600);
-    let dups = "SELECT count(*) - count(DISTINCT request_id) FROM access_log \
-                WHERE request_id IS NOT NULL";
-    assert_eq!(store_count(&root, dups), 0);
+    no_duplicates(&root);
 }
 
 #[test]
 fn sources_resolve_to_workloads_from_pod_ips() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let standin = runtime.block_on(StandIn::start());
-    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, standin, dir) = stand_in();
     let root = dir.path().join("store");
     standin.add_pod(NS, "waypoint-a");
     let served = waypoint_lines(9, 300, T0);
@@ -445,9 +449,7 @@ fn sources_resolve_to_workloads_from_pod_ips() {
 
 #[test]
 fn ztunnel_pods_are_followed_into_their_table() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let standin = runtime.block_on(StandIn::start());
-    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, standin, dir) = stand_in();
     let root = dir.path().join("store");
     standin.add_pod(NS, "waypoint-a");
     standin.log(NS, "waypoint-a", &waypoint_lines(21, 10, T0));
