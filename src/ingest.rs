@@ -60,12 +60,8 @@ pub trait LineSink {
     fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>);
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>);
 
-    /// A ztunnel connection line. Sinks that keep only waypoint entries count it as a reject
-    /// (`ztunnel_log`).
-    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
-        let _ = conn;
-        self.reject(RejectReason::ZtunnelLog, raw, raw_len, ctx);
-    }
+    /// A ztunnel connection line.
+    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>);
 }
 
 /// Frames, parses and dispatches one logical line; `base` says where it came from.
@@ -139,6 +135,10 @@ impl LineSink for EgressStats {
 
     fn reject(&mut self, reason: RejectReason, _raw: &[u8], _len: u64, _ctx: &LineContext<'_>) {
         self.record_reject(reason);
+    }
+
+    fn ztunnel(&mut self, _: &Connection<'_>, _: &[u8], _: u64, _: &LineContext<'_>) {
+        self.record_ztunnel();
     }
 }
 

@@ -118,10 +118,14 @@ fn shorten(text: &str, width: usize) -> String {
 }
 
 fn write_table(out: &mut impl Write, report: &StatsReport, hosts: &[HostReport]) -> io::Result<()> {
-    let rejected = report.lines - report.records;
+    let rejected = report.lines - report.records - report.ztunnel_connections;
+    let ztunnel = match report.ztunnel_connections {
+        0 => String::new(),
+        n => format!("{n} ztunnel connections, "),
+    };
     writeln!(
         out,
-        "{} lines: {} records, {} rejected ({} expected proxy noise) · window {} · {} hosts",
+        "{} lines: {} records, {ztunnel}{} rejected ({} expected proxy noise) · window {} · {} hosts",
         report.lines,
         report.records,
         rejected,

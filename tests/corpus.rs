@@ -158,5 +158,8 @@ fn whole_files_through_the_reader_agree_with_line_by_line() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real").join(file);
         let result = stats(&[Input::Path(path)], &config).unwrap();
         assert_eq!((result.records, result.lines), (records, lines), "{file}");
+        let ztunnel = if file == "ztunnel.log" { 8 } else { 0 };
+        assert_eq!(result.ztunnel_connections, ztunnel, "{file}");
+        assert!(result.rejects.is_empty(), "{file}: {:?}", result.rejects);
     }
 }

@@ -218,6 +218,8 @@ pub struct EgressStats {
     config: StatsConfig,
     pub lines: u64,
     pub records: u64,
+    /// ztunnel connection lines (not waypoint requests: counted, not summarised per host).
+    pub ztunnel_connections: u64,
     pub rejects: HashMap<RejectReason, u64, RandomState>,
     /// Hosts that were counted under [`OVERFLOW_HOST`] because the host table was full.
     pub overflowed_records: u64,
@@ -242,6 +244,7 @@ impl EgressStats {
             config,
             lines: 0,
             records: 0,
+            ztunnel_connections: 0,
             rejects: HashMap::default(),
             overflowed_records: 0,
             index: HashMap::default(),
@@ -271,6 +274,11 @@ impl EgressStats {
     pub fn record_reject(&mut self, reason: RejectReason) {
         self.lines += 1;
         *self.rejects.entry(reason).or_default() += 1;
+    }
+
+    pub fn record_ztunnel(&mut self) {
+        self.lines += 1;
+        self.ztunnel_connections += 1;
     }
 
     /// Counts one record at time `ts_ns` (see `LineContext::record_ts`).
@@ -326,6 +334,7 @@ impl EgressStats {
     pub fn merge(&mut self, other: &EgressStats) {
         self.lines += other.lines;
         self.records += other.records;
+        self.ztunnel_connections += other.ztunnel_connections;
         self.overflowed_records += other.overflowed_records;
         for (reason, n) in &other.rejects {
             *self.rejects.entry(*reason).or_default() += n;
@@ -380,6 +389,7 @@ impl EgressStats {
             window: window.as_str(),
             lines: self.lines,
             records: self.records,
+            ztunnel_connections: self.ztunnel_connections,
             rejects,
             expected_noise,
             overflowed_records: self.overflowed_records,
@@ -517,6 +527,8 @@ pub struct StatsReport {
     pub window: &'static str,
     pub lines: u64,
     pub records: u64,
+    /// ztunnel connection lines seen (stored by `collect` in `ztunnel_conn`).
+    pub ztunnel_connections: u64,
     pub rejects: BTreeMap<String, u64>,
     /// Rejects that a proxy container is expected to write (`envoy_log`, `empty`).
     pub expected_noise: u64,
