@@ -473,3 +473,35 @@ fn ztunnel_pods_are_followed_into_their_table() {
                         WHERE namespace = 'istio-system' AND pod = 'ztunnel-7b9f8d6c5-x2x7k'";
     assert_eq!(store_count(&root, from_ztunnel), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_replacing_both_replicas_loses_nothing() {
+    let standin = StandIn::start().await;
+    standin.add_pod(NS, "waypoint-old-a");
+    standin.add_pod(NS, "waypoint-old-b");
+    let (a, b) = (lines("old-a", 0, 15, T0), lines("old-b", 0, 15, T0));
+    standin.log(NS, "waypoint-old-a", &a);
+    standin.log(NS, "waypoint-old-b", &b);
+    let mut follower = Follower::start(&standin, HashMap::new()).await;
+    let mut want = Received::from([
+        (id("waypoint-old-a", 0), texts(&a)),
+        (id("waypoint-old-b", 0), texts(&b)),
+    ]);
+    follower.until(&want).await;
+    // The new replicas come up, the old ones write their last lines and go.
+    standin.add_pod(NS, "waypoint-new-a");
+    standin.add_pod(NS, "waypoint-new-b");
+    for old in ["waypoint-old-a", "waypoint-old-b"] {
+        let last = lines(old, 15, 5, T0 + 5_000_000_000);
+        standin.log(NS, old, &last);
+        standin.delete_pod(NS, old);
+        want.get_mut(&id(old, 0)).unwrap().extend(texts(&last));
+    }
+    for new in ["waypoint-new-a", "waypoint-new-b"] {
+        let first = lines(new, 0, 10, T0 + 6_000_000_000);
+        standin.log(NS, new, &first);
+        want.insert(id(new, 0), texts(&first));
+    }
+    follower.until(&want).await;
+    follower.stop().await;
+}
