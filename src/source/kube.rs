@@ -154,7 +154,7 @@ struct PodState {
 pub async fn follow_pods(
     client: Client,
     options: KubeOptions,
-    cursors: HashMap<String, Cursor>,
+    mut cursors: HashMap<String, Cursor>,
     out: mpsc::Sender<Lines>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), KubeError> {
@@ -170,12 +170,17 @@ pub async fn follow_pods(
     let mut pods: HashMap<(String, String), watch::Sender<PodState>> = HashMap::new();
     // Instances with a follower: bounded by the pods that run, as finished ones leave.
     let mut following: HashSet<Instance> = HashSet::new();
-    let mut followers = tokio::task::JoinSet::new();
+    let mut followers: tokio::task::JoinSet<(Instance, Option<Cursor>)> =
+        tokio::task::JoinSet::new();
     loop {
         let event = tokio::select! {
             event = events.next() => event,
             Some(done) = followers.join_next(), if !followers.is_empty() => {
-                if let Ok(instance) = done {
+                if let Ok((instance, cursor)) = done {
+                    // Should the instance be followed again, it starts where this one ended.
+                    if let Some(cursor) = cursor {
+                        cursors.insert(instance.source_id(), cursor);
+                    }
                     following.remove(&instance);
                 }
                 continue;
@@ -375,11 +380,12 @@ enum Ended {
 }
 
 impl Follower {
-    /// Follows until the instance has ended (or a stop); returns the instance.
-    async fn run(mut self) -> Instance {
+    /// Follows until the instance has ended (or a stop); returns the instance and where it
+    /// stands.
+    async fn run(mut self) -> (Instance, Option<Cursor>) {
         let instance = (*self.instance).clone();
         self.follow().await;
-        instance
+        (instance, self.cursor)
     }
 
     async fn follow(&mut self) {
