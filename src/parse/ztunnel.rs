@@ -12,6 +12,9 @@
 //! Absent keys are `None`; unknown keys are ignored.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use super::time::parse_rfc3339_ns;
 
@@ -87,10 +90,18 @@ pub enum Malformed {
     Json,
 }
 
-/// Whether a framed message is a ztunnel access line (text or JSON): it has `src.addr`.
+/// Whether a framed message is a ztunnel access line: JSON with a `"src.addr"` key, or text
+/// whose `src.addr=` field comes after an unquoted header (an Envoy TEXT entry quotes its
+/// request line first, so `?src.addr=` in a waypoint's path does not count). Runs on every
+/// line, so the searchers are built once.
 pub fn detect(msg: &[u8]) -> bool {
-    memchr::memmem::find(msg, b"src.addr").is_some()
-        && (msg.starts_with(b"{") || memchr::memmem::find(msg, b"src.addr=").is_some())
+    static KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"src.addr"));
+    let Some(at) = KEY.find(msg) else { return false };
+    if msg.first() == Some(&b'{') {
+        return msg[..at].ends_with(b"\"") && msg[at + KEY.needle().len()..].starts_with(b"\":");
+    }
+    let starts_field = at == 0 || msg[at - 1].is_ascii_whitespace();
+    starts_field && msg[at + KEY.needle().len()..].starts_with(b"=") && !msg[..at].contains(&b'"')
 }
 
 /// Reads a message [`detect`] accepted.
@@ -259,6 +270,15 @@ mod tests {
         let conn = parse(json).expect("a connection");
         assert_eq!((conn.bytes_sent, conn.duration_ms), (Some(800), Some(73.0)));
         assert_eq!(conn.dst_hbone_addr, None);
+    }
+
+    #[test]
+    fn waypoint_lines_that_mention_src_addr_are_not_ztunnel() {
+        let text = r#"[2025-08-18T09:36:30.123Z] "GET /q?src.addr=1 HTTP/1.1" 200 - via_upstream - "-" 0 5 3 2 "-" "curl" "id" "aliyun.com" "1.2.3.4:443" outbound|80||aliyun.com - - - -"#;
+        assert!(!detect(text.as_bytes()));
+        assert!(!detect(br#"{"path":"/q?src.addr=1","authority":"aliyun.com"}"#));
+        assert!(detect(br#"{"level":"info","src.addr":"10.0.0.1:1"}"#));
+        assert!(detect(b"src.addr=10.0.0.1:1 dst.addr=1.2.3.4:443"));
     }
 
     #[test]
