@@ -249,6 +249,12 @@ impl<'a> Reader<'a> {
         let mut open = self.open_file(rotated, offset)?;
         let (id, base) = (open.source.id.clone(), open.source.base);
         open.source = Arc::new(Source::file(id, Some(path.display().to_string()), base));
+        Ok(self.read_to_end(open)?)
+    }
+
+    /// Reads a complete file to its end; on a stop, its unfinished last line stays for the
+    /// next run.
+    fn read_to_end<R: Read>(&mut self, mut open: Open<R>) -> io::Result<()> {
         self.drain(&mut open, true)?;
         if !self.stopping() {
             self.finish(open);
@@ -268,19 +274,11 @@ impl<'a> Reader<'a> {
                 (reader, offset)
             };
             let id = file_id(&file.metadata()?);
-            let mut open = self.open(reader, id, Some(path.display().to_string()), base);
-            self.drain(&mut open, true)?;
-            if !self.stopping() {
-                self.finish(open);
-            }
-            return Ok(());
+            let open = self.open(reader, id, Some(path.display().to_string()), base);
+            return Ok(self.read_to_end(open)?);
         }
-        let mut open = self.open_file(path, offset)?;
-        self.drain(&mut open, true)?;
-        if !self.stopping() {
-            self.finish(open);
-        }
-        Ok(())
+        let open = self.open_file(path, offset)?;
+        Ok(self.read_to_end(open)?)
     }
 
     /// `tail -F`: reads what is appended, starts over when the file is truncated, and when

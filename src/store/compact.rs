@@ -160,16 +160,8 @@ impl Store {
 
     /// The newest commit whose files came from `source`.
     fn newest_commit_of(&self, source: &str) -> Result<Option<u64>, StoreError> {
-        let mut by_commit: BTreeMap<u64, PathBuf> = BTreeMap::new();
-        for (name, path) in committed_files(&self.root)? {
-            by_commit.entry(name.commit).or_insert(path);
-        }
-        for (commit, path) in by_commit.iter().rev() {
-            if read_footer(path)?.key_values.get(meta::SOURCE).is_some_and(|s| s == source) {
-                return Ok(Some(*commit));
-            }
-        }
-        Ok(None)
+        let newest = self.newest(|kv| kv.get(meta::SOURCE).is_some_and(|s| s == source))?;
+        Ok(newest.map(|(commit, _)| commit))
     }
 }
 
