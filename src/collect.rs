@@ -122,8 +122,8 @@ pub enum CollectError {
     },
     #[error("{name} is gzip-compressed: it cannot grow, so read it with --once")]
     FollowGzip { name: String },
-    #[error("following pods through the Kubernetes API failed: {0}")]
-    Kube(String),
+    #[error("following pods through the Kubernetes API failed")]
+    Kube(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -291,8 +291,7 @@ async fn follow_into(
     hand: &mut Handoff<'_>,
 ) -> Result<(), CollectError> {
     // The client's connection tasks run on this runtime, so it is made here.
-    let client =
-        ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.to_string()))?;
+    let client = ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.into()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let Following { pods, cluster, cursors, workloads } = following;
@@ -354,8 +353,8 @@ async fn follow_into(
         }
     }
     while let Some(done) = follows.join_next().await {
-        done.map_err(|e| CollectError::Kube(e.to_string()))?
-            .map_err(|e| CollectError::Kube(e.to_string()))?;
+        done.map_err(|e| CollectError::Kube(e.into()))?
+            .map_err(|e| CollectError::Kube(e.into()))?;
     }
     Ok(())
 }
