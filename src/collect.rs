@@ -31,6 +31,7 @@ use crate::source::follow::{
 };
 use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_workloads};
 use crate::source::lines::Chunk;
+use crate::source::node::{NodeOptions, NodeReader};
 use crate::store::{
     ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError, ZTUNNEL_CONN,
 };
@@ -129,12 +130,12 @@ pub enum CollectError {
 }
 
 /// Where a source stands after a chunk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Position {
     /// A byte offset in a file.
     Offset(u64),
-    /// A pod stream's cursor.
-    Cursor(Cursor),
+    /// A stream's cursor (a pod's through the API, a node's CRI files).
+    Stream(String),
 }
 
 /// A chunk on its way to a worker.
@@ -264,9 +265,53 @@ pub fn collect_kube(
         runtime.block_on(follow_into(kube_config, following, config, control, hand))?;
         Ok(Vec::new())
     };
-    let reached = Reached::Streams { source, cursors: stored };
+    let reached = Reached::streams(source, stored);
     let workloads = workloads.as_deref();
     run_pipeline(store, config, control, &mut summary, reached, workloads, read)?;
+    Ok(summary)
+}
+
+/// Follows the CRI log files of the containers `node` selects into `store` until
+/// `control.stop` (or, with `once`, to the end of every file), resuming every container
+/// instance from the cursors of the newest commit of `node:<root>`.
+pub fn collect_node(
+    node: NodeOptions,
+    cluster: Option<String>,
+    store: &mut Store,
+    config: &CollectConfig,
+    control: &Control,
+) -> Result<CollectSummary, CollectError> {
+    let source = format!("node:{}", node.root.display());
+    let stored = store.cursors(&source)?;
+    let mut summary = CollectSummary::default();
+    let name = node.root.display().to_string();
+    let cursors = stored.iter().map(|(id, c)| (id.clone(), c.clone())).collect();
+    let read = move |hand: &mut Handoff<'_>, spare| {
+        let reader = NodeReader {
+            options: node,
+            read: ReadOptions {
+                chunk_bytes: config.chunk_bytes,
+                max_line: config.max_line,
+                once: config.once,
+                poll: config.poll,
+            },
+            cluster,
+            cursors,
+            stop: &control.stop,
+            bytes: &control.bytes,
+            spare,
+        };
+        let mut warnings = Vec::new();
+        let mut stream_hand = |chunk, encoding, source: &Arc<Source>, cursor| {
+            hand(chunk, encoding, source, Position::Stream(cursor))
+        };
+        reader
+            .run(&mut stream_hand, &mut warnings)
+            .map_err(|source| CollectError::Read { name, source })?;
+        Ok(warnings)
+    };
+    let reached = Reached::streams(source, stored);
+    run_pipeline(store, config, control, &mut summary, reached, None, read)?;
     Ok(summary)
 }
 
@@ -346,7 +391,7 @@ async fn follow_into(
         let chunk = Chunk::Lines { buf: lines.bytes, len, first_line_no: *line_no, end_offset: 0 };
         *line_no += count;
         lock.observe_chunk(&chunk, config.max_line);
-        if !hand(chunk, lock.encoding(), source, Position::Cursor(lines.cursor)) {
+        if !hand(chunk, lock.encoding(), source, Position::Stream(lines.cursor.to_string())) {
             // The committer failed: stop following, drain what is in flight.
             stop.send_replace(true);
             closed = true;
@@ -560,10 +605,21 @@ enum Reached {
     /// One file (or stdin) and the offset after its last chunk.
     File(Option<(Arc<Source>, u64)>),
     /// Every stream of one source (pods) and its cursor: all of them go into each commit.
-    Streams { source: String, cursors: BTreeMap<String, String> },
+    Streams {
+        source: String,
+        cursors: BTreeMap<String, String>,
+        /// When each stream was last heard from (a count of chunks), for dropping the
+        /// stalest cursor past the limit.
+        heard: HashMap<String, u64>,
+        chunks: u64,
+    },
 }
 
 impl Reached {
+    fn streams(source: String, cursors: BTreeMap<String, String>) -> Reached {
+        Reached::Streams { source, cursors, heard: HashMap::new(), chunks: 0 }
+    }
+
     /// Whether a chunk of `source` starts another file than the pending commit's.
     fn changes_file(&self, source: &Arc<Source>) -> bool {
         matches!(self, Reached::File(Some((current, _))) if !Arc::ptr_eq(current, source))
@@ -572,15 +628,19 @@ impl Reached {
     fn advance(&mut self, source: Arc<Source>, position: Position, dropped: &mut u64) {
         match (self, position) {
             (Reached::File(reached), Position::Offset(offset)) => *reached = Some((source, offset)),
-            (Reached::Streams { cursors, .. }, Position::Cursor(cursor)) => {
-                cursors.insert(source.id.clone(), cursor.to_string());
+            (Reached::Streams { cursors, heard, chunks, .. }, Position::Stream(cursor)) => {
+                *chunks += 1;
+                heard.insert(source.id.clone(), *chunks);
+                cursors.insert(source.id.clone(), cursor);
                 if cursors.len() > MAX_CURSORS {
+                    // Streams resumed from the store and not heard from since count as oldest.
                     let oldest = cursors
-                        .iter()
-                        .min_by_key(|(_, c)| c.parse::<Cursor>().map_or(i64::MIN, |c| c.ts_ns))
-                        .map(|(id, _)| id.clone());
+                        .keys()
+                        .min_by_key(|id| heard.get(*id).copied().unwrap_or(0))
+                        .cloned();
                     if let Some(oldest) = oldest {
                         cursors.remove(&oldest);
+                        heard.remove(&oldest);
                         *dropped += 1;
                     }
                 }

@@ -11,13 +11,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use egresslens::collect::{CollectConfig, CollectSummary, Control, collect, collect_kube};
+use egresslens::collect::{
+    CollectConfig, CollectSummary, Control, collect, collect_kube, collect_node,
+};
 use egresslens::ingest::{self, IngestConfig};
 use egresslens::parse::time::parse_rfc3339_ns;
 use egresslens::query::{self, CANNED, QueryError, ResultFormat};
 use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_report};
 use egresslens::source::Input;
 use egresslens::source::kube::KubeOptions;
+use egresslens::source::node::NodeOptions;
 use egresslens::stats::Window;
 use egresslens::store::Store;
 use egresslens::traffic::{GenConfig, GenFormat, generate};
@@ -79,6 +82,11 @@ struct CollectArgs {
     /// Follow the waypoint pods through the Kubernetes API (the default inside a pod).
     #[arg(long)]
     kube: bool,
+    /// Read the CRI log files under this directory (`/var/log/pods` on a node, for a
+    /// DaemonSet): every pod's containers named by --container (waypoints and ztunnel run
+    /// `istio-proxy`), in the namespaces of -n, rotated and compressed files included.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["file", "stdin", "kube"])]
+    node_logs: Option<PathBuf>,
     #[command(flatten)]
     kube_args: KubeArgs,
     /// The store directory.
@@ -506,6 +514,12 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     let source = match (&args.file, args.stdin) {
         (Some(path), _) => CollectSource::Input(Input::Path(path.clone())),
         (None, true) => CollectSource::Input(Input::Stdin),
+        (None, false) if args.node_logs.is_some() => CollectSource::Node(NodeOptions {
+            root: args.node_logs.clone().expect("checked by the guard"),
+            namespaces: args.kube_args.namespaces.clone(),
+            containers: vec![args.kube_args.container.clone()],
+            rescan: std::time::Duration::from_secs(1),
+        }),
         (None, false) if args.kube || in_pod => {
             if args.once {
                 bail!("--once reads a file to its end; a Kubernetes collector runs until stopped");
@@ -513,7 +527,9 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             let (config, options) = kube_source(&args.kube_args)?;
             CollectSource::Kube(Box::new(config), options)
         }
-        (None, false) => bail!("say what to collect: --file PATH, --stdin or --kube"),
+        (None, false) => {
+            bail!("say what to collect: --file PATH, --stdin, --kube or --node-logs DIR")
+        }
     };
     let config = CollectConfig {
         max_line: args.max_line,
@@ -556,6 +572,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     let name = match &source {
         CollectSource::Input(input) => input.name(),
         CollectSource::Kube(..) => "the Kubernetes API".to_owned(),
+        CollectSource::Node(node) => node.root.display().to_string(),
     };
     let done = std::sync::atomic::AtomicBool::new(false);
     let summary = std::thread::scope(|scope| {
@@ -567,6 +584,10 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             CollectSource::Kube(kube_config, options) => {
                 let cluster = args.kube_args.cluster.clone();
                 collect_kube(*kube_config, options, cluster, &mut store, &config, &control)
+            }
+            CollectSource::Node(node) => {
+                let cluster = args.kube_args.cluster.clone();
+                collect_node(node, cluster, &mut store, &config, &control)
             }
         };
         done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -580,6 +601,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
 enum CollectSource {
     Input(Input),
     Kube(Box<kube::Config>, Vec<KubeOptions>),
+    Node(NodeOptions),
 }
 
 /// The Kubernetes client configuration (like kubectl: in-cluster, $KUBECONFIG, ~/.kube/config,
@@ -635,17 +657,20 @@ fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path)
     if summary.expired > 0 {
         let _ = writeln!(err, "egresslens: removed {} expired hour partitions", summary.expired);
     }
+    let resumed = match summary.resumed_at {
+        0 => String::new(),
+        offset => format!(" (resumed at byte {offset})"),
+    };
     let _ = writeln!(
         err,
         "egresslens: {} records, {} ztunnel connections and {} rejects from {} in {} commits \
-         to {} (resumed at byte {})",
+         to {}{resumed}",
         summary.records,
         summary.ztunnel,
         summary.rejects,
         name,
         summary.commits,
         store.display(),
-        summary.resumed_at
     );
 }
 

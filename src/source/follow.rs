@@ -60,7 +60,7 @@ pub fn file_id(meta: &fs::Metadata) -> String {
     format!("file:{}:{}", meta.dev(), meta.ino())
 }
 
-fn is_gzip(file: &mut File) -> io::Result<bool> {
+pub(super) fn is_gzip(file: &mut File) -> io::Result<bool> {
     let mut magic = [0u8; 2];
     let gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
     file.seek(SeekFrom::Start(0))?;
@@ -407,11 +407,11 @@ fn send(
 
 /// A reader that reports "nothing more for now" (0) once a stop is requested, and counts the
 /// bytes it reads as they come (for progress displays).
-struct Until<'a, R> {
-    inner: &'a mut R,
-    closed: &'a Cell<bool>,
-    stop: &'a AtomicBool,
-    bytes: &'a AtomicU64,
+pub(super) struct Until<'a, R> {
+    pub(super) inner: &'a mut R,
+    pub(super) closed: &'a Cell<bool>,
+    pub(super) stop: &'a AtomicBool,
+    pub(super) bytes: &'a AtomicU64,
 }
 
 impl<R: Read> Read for Until<'_, R> {

@@ -1,9 +1,10 @@
 //! Where lines come from: files (plain or gzip), stdin, or bytes in memory (the demo's
-//! generator). The Kubernetes and tail-following sources join here later.
+//! generator), followed files, Kubernetes pods through the API, and a node's CRI log files.
 
 pub mod follow;
 pub mod kube;
 pub mod lines;
+pub mod node;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
