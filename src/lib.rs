@@ -14,10 +14,13 @@
 //! - [`store`]: the Parquet store, its atomic commits and the checkpoint inside them
 //! - [`query`]: DataFusion SQL over the store, canned queries
 //! - [`ingest`]: one-shot runs that wire sources, parsing and a sink together
+//! - [`mesh`]: the mesh's egress configuration (ServiceEntries, DestinationRules, waypoints)
+//!   and each registered host's posture
 
 pub mod batch;
 pub mod collect;
 pub mod ingest;
+pub mod mesh;
 pub mod parse;
 pub mod query;
 pub mod report;

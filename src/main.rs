@@ -34,6 +34,9 @@ Examples:
   egresslens gen --lines 100000 --seed 7 --bad 0.02 --truth truth.json > egress.log
   egresslens collect --file /var/log/waypoint.log --retain 7d   follow it like tail -F
   egresslens collect --once --file egress.log --store ./egresslens-data
+  egresslens collect --kube -n istio-egress --ztunnel --cluster prod
+  egresslens collect --node-logs /var/log/pods                  on a node (DaemonSet)
+  egresslens mesh                                   registered hosts, waypoints, TLS, problems
   egresslens query @top-hosts
   egresslens query -o json \"SELECT authority, count(*) FROM access_log WHERE hour = '09' GROUP BY 1\"";
 
@@ -59,6 +62,32 @@ enum Command {
     Query(QueryArgs),
     /// Merge the small files of past hours in the store into one file per hour.
     Compact(CompactArgs),
+    /// The egress posture: each registered external host, its ports, TLS origination, the
+    /// waypoint that serves it, and the problems that let traffic bypass it.
+    Mesh(MeshArgs),
+}
+
+#[derive(Debug, Args)]
+struct MeshArgs {
+    #[command(flatten)]
+    connection: KubeConnection,
+    /// A namespace whose ServiceEntries are shown (repeatable; default: every namespace).
+    #[arg(long = "namespace", short = 'n')]
+    namespaces: Vec<String>,
+    /// table or json.
+    #[arg(long, short = 'o', default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
+
+#[derive(Debug, Args)]
+struct KubeConnection {
+    /// The kubeconfig file (default: in-cluster service account, else $KUBECONFIG, else
+    /// ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long)]
+    context: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -116,13 +145,8 @@ struct CollectArgs {
 
 #[derive(Debug, Args)]
 struct KubeArgs {
-    /// The kubeconfig file (default: in-cluster service account, else $KUBECONFIG, else
-    /// ~/.kube/config).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use.
-    #[arg(long)]
-    context: Option<String>,
+    #[command(flatten)]
+    connection: KubeConnection,
     /// A namespace to watch (repeatable; default: every namespace).
     #[arg(long = "namespace", short = 'n')]
     namespaces: Vec<String>,
@@ -312,6 +336,7 @@ fn main() -> ExitCode {
         Command::Collect(args) => run_collect(*args),
         Command::Query(args) => run_query(args),
         Command::Compact(args) => run_compact(args),
+        Command::Mesh(args) => run_mesh(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -604,23 +629,45 @@ enum CollectSource {
     Node(NodeOptions),
 }
 
+/// The Kubernetes client configuration like kubectl finds it.
+async fn kube_config(args: &KubeConnection) -> Result<kube::Config> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+    match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)
+        }
+        None if args.context.is_some() => Ok(kube::Config::from_kubeconfig(&options).await?),
+        None => kube::Config::infer().await.context("no Kubernetes configuration found"),
+    }
+}
+
+fn run_mesh(args: MeshArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mesh = runtime.block_on(async {
+        let config = kube_config(&args.connection).await?;
+        let client = kube::Client::try_from(config)?;
+        Ok::<_, anyhow::Error>(egresslens::mesh::fetch::fetch(&client, &args.namespaces).await?)
+    })?;
+    let hosts = egresslens::mesh::posture(&mesh);
+    let mut out = io::stdout().lock();
+    if args.output == "json" {
+        let json = serde_json::json!({"hosts": hosts, "warnings": mesh.warnings});
+        serde_json::to_writer_pretty(&mut out, &json)?;
+        writeln!(out)?;
+    } else {
+        egresslens::mesh::write_table(&hosts, &mesh, &mut out)?;
+    }
+    Ok(())
+}
+
 /// The Kubernetes client configuration (like kubectl: in-cluster, $KUBECONFIG, ~/.kube/config,
 /// or the file and context given) and what to follow.
 fn kube_source(args: &KubeArgs) -> Result<(kube::Config, Vec<KubeOptions>)> {
-    use kube::config::{KubeConfigOptions, Kubeconfig};
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
-    let config = runtime.block_on(async {
-        match &args.kubeconfig {
-            Some(path) => {
-                let kubeconfig = Kubeconfig::read_from(path)
-                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-                Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)
-            }
-            None if args.context.is_some() => Ok(kube::Config::from_kubeconfig(&options).await?),
-            None => kube::Config::infer().await.context("no Kubernetes configuration found"),
-        }
-    })?;
+    let config = runtime.block_on(kube_config(&args.connection))?;
     let waypoints = KubeOptions {
         namespaces: args.namespaces.clone(),
         selector: args.selector.clone(),

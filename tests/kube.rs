@@ -505,3 +505,132 @@ async fn a_rollout_replacing_both_replicas_loses_nothing() {
     follower.until(&want).await;
     follower.stop().await;
 }
+
+/// The walkthrough's ServiceEntry, DestinationRule and waypoint Gateway, recorded-shape.
+fn walkthrough_objects(version: &str) -> [(&'static str, serde_json::Value); 3] {
+    let load = |text: &str| {
+        let mut object: serde_json::Value = serde_json::from_str(text).unwrap();
+        let api_version = object["apiVersion"].as_str().unwrap().to_owned();
+        if api_version.starts_with("networking.istio.io/") {
+            object["apiVersion"] = serde_json::json!(format!("networking.istio.io/{version}"));
+        }
+        object
+    };
+    [
+        ("serviceentries", load(include_str!("fixtures/kube/serviceentry-aliyun.json"))),
+        ("destinationrules", load(include_str!("fixtures/kube/destinationrule-aliyun.json"))),
+        ("gateways", load(include_str!("fixtures/kube/gateway-waypoint.json"))),
+    ]
+}
+
+fn mesh_json(standin: &StandIn, dir: &std::path::Path) -> serde_json::Value {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["mesh", "-o", "json", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn problems(host: &serde_json::Value) -> Vec<&str> {
+    host["problems"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn mesh_shows_each_hosts_posture_and_its_problems() {
+    let (_runtime, standin, dir) = stand_in();
+    for (plural, object) in walkthrough_objects("v1") {
+        standin.add_object(plural, object);
+    }
+    standin.add_namespace(NS, serde_json::json!({"istio.io/use-waypoint": "waypoint"}));
+    standin.add_pod_of(NS, "waypoint-5c9d7f6b8d-h7k2x", "waypoint");
+    // A host registered where no waypoint is asked for.
+    standin.add_namespace("payments", serde_json::json!({}));
+    let mut github: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/kube/serviceentry-aliyun.json")).unwrap();
+    github["metadata"]["namespace"] = "payments".into();
+    github["metadata"]["name"] = "github".into();
+    github["spec"]["hosts"] = serde_json::json!(["api.github.com"]);
+    github["spec"]["ports"] =
+        serde_json::json!([{"number": 443, "name": "https", "protocol": "HTTPS"}]);
+    standin.add_object("serviceentries", github);
+    // A waypoint whose only pod is not ready, serving a host mapped to 443 without TLS.
+    standin.add_namespace("ai", serde_json::json!({"istio.io/use-waypoint": "ai-waypoint"}));
+    let mut gateway: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/kube/gateway-waypoint.json")).unwrap();
+    gateway["metadata"]["namespace"] = "ai".into();
+    gateway["metadata"]["name"] = "ai-waypoint".into();
+    standin.add_object("gateways", gateway);
+    standin.add_pod_of("ai", "ai-waypoint-6d8f9c7b5-p4q8r", "ai-waypoint");
+    standin.set_ready("ai", "ai-waypoint-6d8f9c7b5-p4q8r", false);
+    let mut dashscope: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/kube/serviceentry-aliyun.json")).unwrap();
+    dashscope["metadata"]["namespace"] = "ai".into();
+    dashscope["metadata"]["name"] = "dashscope".into();
+    dashscope["spec"]["hosts"] = serde_json::json!(["dashscope.aliyuncs.com"]);
+    standin.add_object("serviceentries", dashscope);
+
+    let mesh = mesh_json(&standin, dir.path());
+    let hosts = mesh["hosts"].as_array().unwrap();
+    let names: Vec<&str> = hosts.iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(names, ["aliyun.com", "api.github.com", "dashscope.aliyuncs.com"]);
+    let aliyun = &hosts[0];
+    assert_eq!(problems(aliyun), Vec::<&str>::new());
+    assert_eq!(aliyun["waypoint"], "istio-egress/waypoint");
+    assert_eq!(
+        (aliyun["waypoint_ready_pods"].as_u64(), aliyun["waypoint_pods"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(aliyun["ports"][0]["target_port"], 443);
+    assert_eq!(aliyun["ports"][0]["tls_mode"], "SIMPLE");
+    assert_eq!(aliyun["ports"][0]["tls_origination"], true);
+    assert_eq!(aliyun["addresses"][0], "240.240.0.3");
+    assert_eq!(problems(&hosts[1]), ["no_waypoint"]);
+    assert_eq!(problems(&hosts[2]), ["waypoint_not_ready", "tls_half_configured"]);
+    assert_eq!(hosts[2]["waypoint_pods"], 1);
+
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["mesh", "--kubeconfig"])
+        .arg(dir.path().join("kubeconfig"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    let aliyun_row = table.lines().find(|l| l.starts_with("aliyun.com")).unwrap();
+    assert!(aliyun_row.contains("80→443/HTTP tls:SIMPLE, 443/HTTPS"), "{table}");
+    assert!(aliyun_row.ends_with("istio-egress/waypoint (1/1 ready)  ok"), "{table}");
+    assert!(table.contains("- [no_waypoint] api.github.com is registered in namespace payments"));
+}
+
+#[test]
+fn mesh_falls_back_to_v1beta1_and_says_when_istio_is_missing() {
+    let (_runtime, standin, dir) = stand_in();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["mesh", "--kubeconfig"])
+        .arg({
+            let path = dir.path().join("kubeconfig");
+            std::fs::write(&path, standin.kubeconfig()).unwrap();
+            path
+        })
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no networking.istio.io v1 or v1beta1: is Istio installed?"),
+        "{stderr}"
+    );
+
+    for (plural, object) in walkthrough_objects("v1beta1") {
+        standin.add_object(plural, object);
+    }
+    standin.add_namespace(NS, serde_json::json!({"istio.io/use-waypoint": "waypoint"}));
+    standin.add_pod_of(NS, "waypoint-5c9d7f6b8d-h7k2x", "waypoint");
+    let mesh = mesh_json(&standin, dir.path());
+    let aliyun = &mesh["hosts"][0];
+    assert_eq!(aliyun["host"], "aliyun.com");
+    assert_eq!(aliyun["ports"][0]["tls_origination"], true);
+    assert_eq!(problems(aliyun), Vec::<&str>::new());
+}

@@ -9,6 +9,10 @@
 //!   (RFC 3339 with nanoseconds before each line), `sinceTime` (whole seconds, as the kubelet
 //!   honours it), streaming appended lines until the container instance ends.
 //!
+//! - `GET /apis` (discovery: the groups and versions served) and lists of any custom
+//!   resource added, at `/apis/{group}/{version}/{plural}` and under
+//!   `/namespaces/{ns}/`; `GET /api/v1/namespaces`.
+//!
 //! Faults: a watch answered with `410 Gone` (the API's `ERROR` event with an `Expired` status),
 //! log requests answered with 500, a log stream cut after some bytes (mid-line), a log stream
 //! that stalls.
@@ -68,6 +72,9 @@ struct Cluster {
     faults: Faults,
     /// Requests seen, by kind: "list", "watch", "log".
     requests: HashMap<&'static str, usize>,
+    /// Custom resources by `group/version/plural`.
+    objects: BTreeMap<String, Vec<Value>>,
+    namespaces: Vec<Value>,
 }
 
 /// The server's handle for tests: change the cluster, inject faults.
@@ -87,6 +94,8 @@ impl StandIn {
             version: 1000,
             faults: Faults::default(),
             requests: HashMap::new(),
+            objects: BTreeMap::new(),
+            namespaces: Vec::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -100,6 +109,10 @@ impl StandIn {
             .route("/api/v1/pods", get(all_pods))
             .route("/api/v1/namespaces/{ns}/pods", get(namespaced_pods))
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .route("/api/v1/namespaces", get(namespaces))
+            .route("/apis", get(api_groups))
+            .route("/apis/{group}/{version}/{plural}", get(all_objects))
+            .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", get(namespaced_objects))
             .with_state(standin.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         standin
@@ -191,6 +204,30 @@ impl StandIn {
         instance.lines.extend(lines.iter().cloned());
         drop(cluster);
         self.changed.notify_waiters();
+    }
+
+    /// Serves `object` (its `apiVersion` says under which group and version) as `plural`.
+    pub(crate) fn add_object(&self, plural: &str, object: Value) {
+        let key = format!("{}/{plural}", object["apiVersion"].as_str().unwrap());
+        self.cluster.lock().unwrap().objects.entry(key).or_default().push(object);
+    }
+
+    pub(crate) fn add_namespace(&self, name: &str, labels: Value) {
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "uid": format!("uid-ns-{name}"), "labels": labels},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        self.cluster.lock().unwrap().namespaces.push(namespace);
+    }
+
+    /// Sets the pod's Ready condition.
+    pub(crate) fn set_ready(&self, ns: &str, name: &str, ready: bool) {
+        self.update("MODIFIED", ns, name, |pod| {
+            for condition in pod.object["status"]["conditions"].as_array_mut().unwrap() {
+                if condition["type"] == "Ready" || condition["type"] == "ContainersReady" {
+                    condition["status"] = json!(if ready { "True" } else { "False" });
+                }
+            }
+        });
     }
 
     pub(crate) fn fail_watches_with_gone(&self, n: usize) {
@@ -387,4 +424,74 @@ async fn pod_log(
         }
     });
     Body::from_stream(stream).into_response()
+}
+
+async fn namespaces(State(standin): State<StandIn>) -> Response {
+    let cluster = standin.cluster.lock().unwrap();
+    let list = json!({"kind": "NamespaceList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": cluster.version.to_string()},
+        "items": cluster.namespaces});
+    axum::Json(list).into_response()
+}
+
+/// Discovery: every group with an object added, its versions, the first one preferred.
+async fn api_groups(State(standin): State<StandIn>) -> Response {
+    let cluster = standin.cluster.lock().unwrap();
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for key in cluster.objects.keys() {
+        let mut parts = key.split('/');
+        let (group, version) = (parts.next().unwrap(), parts.next().unwrap());
+        let versions = groups.entry(group).or_default();
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+                .collect();
+            json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
+        })
+        .collect();
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        .into_response()
+}
+
+async fn all_objects(
+    State(standin): State<StandIn>,
+    Path((group, version, plural)): Path<(String, String, String)>,
+) -> Response {
+    objects(&standin, &group, &version, &plural, None)
+}
+
+async fn namespaced_objects(
+    State(standin): State<StandIn>,
+    Path((group, version, ns, plural)): Path<(String, String, String, String)>,
+) -> Response {
+    objects(&standin, &group, &version, &plural, Some(&ns))
+}
+
+fn objects(
+    standin: &StandIn,
+    group: &str,
+    version: &str,
+    plural: &str,
+    ns: Option<&str>,
+) -> Response {
+    let mut cluster = standin.cluster.lock().unwrap();
+    *cluster.requests.entry("list").or_default() += 1;
+    let Some(objects) = cluster.objects.get(&format!("{group}/{version}/{plural}")) else {
+        let missing = status(404, "NotFound", "the server could not find the requested resource");
+        return (StatusCode::NOT_FOUND, axum::Json(missing)).into_response();
+    };
+    let items: Vec<&Value> =
+        objects.iter().filter(|o| ns.is_none_or(|ns| o["metadata"]["namespace"] == ns)).collect();
+    let kind =
+        items.first().map_or("List".to_owned(), |o| format!("{}List", o["kind"].as_str().unwrap()));
+    let list = json!({"kind": kind, "apiVersion": format!("{group}/{version}"),
+        "metadata": {"resourceVersion": cluster.version.to_string()}, "items": items});
+    axum::Json(list).into_response()
 }
