@@ -201,6 +201,45 @@ async fn a_gone_watch_relists_and_a_restarted_follower_resumes_exactly() {
     follower.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_missed_by_the_watch_is_found_by_the_relist() {
+    let standin = StandIn::start().await;
+    standin.add_pod(NS, "waypoint-a");
+    standin.add_pod(NS, "waypoint-c");
+    let (a1, c1) = (lines("a", 0, 10, T0), lines("c", 0, 10, T0));
+    standin.log(NS, "waypoint-a", &a1);
+    standin.log(NS, "waypoint-c", &c1);
+    let mut follower = Follower::start(&standin, HashMap::new()).await;
+    let mut want =
+        Received::from([(id("waypoint-a", 0), texts(&a1)), (id("waypoint-c", 0), texts(&c1))]);
+    follower.until(&want).await;
+    // c writes its last lines and is deleted while the watch is down; the watch comes back
+    // to a 410 and lists again.
+    let c2 = lines("c", 10, 6, T0 + 5_000_000_000);
+    standin.log(NS, "waypoint-c", &c2);
+    standin.vanish_pod(NS, "waypoint-c");
+    standin.fail_watches_with_gone(1);
+    let lists = standin.requests("list");
+    standin.end_watches();
+    want.get_mut(&id("waypoint-c", 0)).unwrap().extend(texts(&c2));
+    let a2 = lines("a", 10, 5, T0 + 6_000_000_000);
+    standin.log(NS, "waypoint-a", &a2);
+    want.get_mut(&id("waypoint-a", 0)).unwrap().extend(texts(&a2));
+    follower.until(&want).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while standin.requests("list") == lists && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(standin.requests("list") > lists, "the 410 made the watcher list again");
+    // c's follower has ended: no more log requests for it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let logs = standin.log_requests("waypoint-c");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(standin.log_requests("waypoint-c"), logs, "c's follower kept asking for its log");
+    assert!(follower.rx.try_recv().is_err(), "a line came twice");
+    follower.stop().await;
+}
+
 /// Realistic waypoint JSON lines (the generator's), spread over time from `start_ns`, several
 /// per timestamp.
 fn waypoint_lines(seed: u64, n: u64, start_ns: i64) -> Vec<(i64, String)> {

@@ -159,15 +159,22 @@ pub async fn follow_pods(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), KubeError> {
     let config = watcher::Config::default().labels(&options.selector);
-    let apis: Vec<Api<Pod>> = if options.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+    // One watch per namespace (None: one for all), each event tagged with its watch.
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
     } else {
-        options.namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+        options.namespaces.iter().cloned().map(Some).collect()
     };
-    let mut events = futures::stream::select_all(
-        apis.into_iter().map(|api| watcher(api, config.clone()).boxed()),
-    );
+    let mut events = futures::stream::select_all(scopes.iter().enumerate().map(|(i, scope)| {
+        let api: Api<Pod> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        watcher(api, config.clone()).map(move |event| (i, event)).boxed()
+    }));
     let mut pods: HashMap<(String, String), watch::Sender<PodState>> = HashMap::new();
+    // The pods of each watch's list in progress (a first list, or a re-list after a 410).
+    let mut relisted: HashMap<usize, HashSet<(String, String)>> = HashMap::new();
     // Instances with a follower: bounded by the pods that run, as finished ones leave.
     let mut following: HashSet<Instance> = HashSet::new();
     let mut followers: tokio::task::JoinSet<(Instance, Option<Cursor>)> =
@@ -187,7 +194,7 @@ pub async fn follow_pods(
             }
             _ = stop.wait_for(|s| *s) => break,
         };
-        let Some(event) = event else { break };
+        let Some((scope, event)) = event else { break };
         let event = match event {
             Ok(event) => event,
             Err(source) => {
@@ -200,9 +207,31 @@ pub async fn follow_pods(
             }
         };
         let (pod, deleted) = match event {
-            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => (pod, false),
+            watcher::Event::Apply(pod) => (pod, false),
+            watcher::Event::InitApply(pod) => {
+                let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+                relisted.entry(scope).or_default().insert(key);
+                (pod, false)
+            }
             watcher::Event::Delete(pod) => (pod, true),
-            watcher::Event::Init | watcher::Event::InitDone => continue,
+            watcher::Event::Init => {
+                relisted.insert(scope, HashSet::new());
+                continue;
+            }
+            watcher::Event::InitDone => {
+                // A pod deleted while the watch was down has no Delete event: it is missing
+                // from the new list. Its followers read to the end of what it wrote.
+                let listed = relisted.remove(&scope).unwrap_or_default();
+                let namespace = scopes[scope].as_deref();
+                pods.retain(|key, sender| {
+                    let present = namespace.is_some_and(|ns| ns != key.0) || listed.contains(key);
+                    if !present {
+                        sender.send_replace(PodState { running: None, deleted: true });
+                    }
+                    present
+                });
+                continue;
+            }
         };
         if let Some(gateway) = &options.gateway
             && !GATEWAY_LABELS.iter().any(|l| pod.labels().get(*l) == Some(gateway))

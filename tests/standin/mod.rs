@@ -13,7 +13,8 @@
 //!   resource added, at `/apis/{group}/{version}/{plural}` and under
 //!   `/namespaces/{ns}/`; `GET /api/v1/namespaces`.
 //!
-//! Faults: a watch answered with `410 Gone` (the API's `ERROR` event with an `Expired` status),
+//! Faults: watch streams ended, a pod deleted while no watch saw it, a watch answered with
+//! `410 Gone` (the API's `ERROR` event with an `Expired` status),
 //! log requests answered with 500, a log stream cut after some bytes (mid-line), a log stream
 //! that stalls.
 
@@ -34,6 +35,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
 const POD: &str = include_str!("../fixtures/kube/waypoint-pod.json");
+/// Sent to every open watch stream to end it.
+const END_WATCHES: &str = "end";
 
 /// One container instance's log: lines with their kubelet timestamps.
 #[derive(Debug, Default)]
@@ -72,6 +75,8 @@ struct Cluster {
     faults: Faults,
     /// Requests seen, by kind: "list", "watch", "log".
     requests: HashMap<&'static str, usize>,
+    /// Log requests by pod name.
+    pod_logs: HashMap<String, usize>,
     /// Custom resources by `group/version/plural`.
     objects: BTreeMap<String, Vec<Value>>,
     namespaces: Vec<Value>,
@@ -94,6 +99,7 @@ impl StandIn {
             version: 1000,
             faults: Faults::default(),
             requests: HashMap::new(),
+            pod_logs: HashMap::new(),
             objects: BTreeMap::new(),
             namespaces: Vec::new(),
         };
@@ -230,6 +236,25 @@ impl StandIn {
         });
     }
 
+    /// Deletes the pod without telling the watches (as happens while a watch is down): only a
+    /// new list shows it is gone.
+    pub(crate) fn vanish_pod(&self, ns: &str, name: &str) {
+        let mut cluster = self.cluster.lock().unwrap();
+        cluster.version += 1;
+        let pod = cluster.pods.get_mut(&(ns.to_owned(), name.to_owned())).unwrap();
+        pod.deleted = true;
+        for instance in pod.instances.values_mut() {
+            instance.ended = true;
+        }
+        drop(cluster);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends every open watch stream (the client watches again, from its resourceVersion).
+    pub(crate) fn end_watches(&self) {
+        let _ = self.events.send(END_WATCHES.to_owned());
+    }
+
     pub(crate) fn fail_watches_with_gone(&self, n: usize) {
         self.cluster.lock().unwrap().faults.gone += n;
     }
@@ -244,6 +269,10 @@ impl StandIn {
 
     pub(crate) fn stall_next_log(&self) {
         self.cluster.lock().unwrap().faults.stalls += 1;
+    }
+
+    pub(crate) fn log_requests(&self, pod: &str) -> usize {
+        self.cluster.lock().unwrap().pod_logs.get(pod).copied().unwrap_or(0)
     }
 
     pub(crate) fn requests(&self, kind: &str) -> usize {
@@ -317,6 +346,7 @@ fn pods(standin: StandIn, ns: Option<String>, query: HashMap<String, String>) ->
         async move {
             loop {
                 match events.recv().await {
+                    Ok(event) if event == END_WATCHES => return None,
                     Ok(event) => {
                         let parsed: Value = serde_json::from_str(&event).unwrap();
                         if in_scope(&parsed["object"]) {
@@ -341,6 +371,7 @@ async fn pod_log(
     let (restart, cut, stall) = {
         let mut cluster = standin.cluster.lock().unwrap();
         *cluster.requests.entry("log").or_default() += 1;
+        *cluster.pod_logs.entry(name.clone()).or_default() += 1;
         if cluster.faults.log_errors > 0 {
             cluster.faults.log_errors -= 1;
             let error =
