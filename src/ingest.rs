@@ -137,8 +137,8 @@ impl LineSink for EgressStats {
         self.record_reject(reason);
     }
 
-    fn ztunnel(&mut self, _: &Connection<'_>, _: &[u8], _: u64, _: &LineContext<'_>) {
-        self.record_ztunnel();
+    fn ztunnel(&mut self, conn: &Connection<'_>, _: &[u8], _: u64, _: &LineContext<'_>) {
+        self.record_ztunnel(conn);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use crate::stats::ztunnel::ZtunnelDestinationReport;
 use crate::stats::{HostReport, STATUS_CLASS_NAMES, StatsReport};
 
 /// Output format of `stats`.
@@ -186,6 +187,7 @@ fn write_table(out: &mut impl Write, report: &StatsReport, hosts: &[HostReport])
     if hosts.len() < report.hosts.len() {
         writeln!(out, "… {} more hosts (--top to show more)", report.hosts.len() - hosts.len())?;
     }
+    write_ztunnel(out, &report.ztunnel_destinations)?;
     writeln!(out)?;
     writeln!(
         out,
@@ -195,6 +197,50 @@ fn write_table(out: &mut impl Write, report: &StatsReport, hosts: &[HostReport])
     writeln!(
         out,
         "TLS%  requests to service port 80 sent upstream to 443: TLS originated at the waypoint"
+    )
+}
+
+/// Most ztunnel destinations a table shows (JSON has them all).
+const ZTUNNEL_ROWS: usize = 20;
+
+fn write_ztunnel(
+    out: &mut impl Write,
+    destinations: &[ZtunnelDestinationReport],
+) -> io::Result<()> {
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<40} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6}  TOP SOURCE",
+        "ZTUNNEL DESTINATION (outbound)", "CONNS", "HBONE", "DIRECT", "SENT", "RECV", "ERRORS"
+    )?;
+    for d in destinations.iter().take(ZTUNNEL_ROWS) {
+        let source = d.top_sources.first().map_or("-", |t| t.value.as_str());
+        writeln!(
+            out,
+            "{:<40} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6}  {}",
+            shorten(&d.destination, 40),
+            d.connections,
+            d.hbone,
+            d.direct,
+            human_bytes(d.bytes_sent),
+            human_bytes(d.bytes_recv),
+            d.errors,
+            source
+        )?;
+    }
+    if destinations.len() > ZTUNNEL_ROWS {
+        writeln!(
+            out,
+            "… {} more destinations (-o json has all)",
+            destinations.len() - ZTUNNEL_ROWS
+        )?;
+    }
+    writeln!(
+        out,
+        "DIRECT  not tunnelled over HBONE: to an external address, it skipped every waypoint"
     )
 }
 

@@ -365,3 +365,38 @@ fn ztunnel_lines_go_to_their_own_table() {
         "src_workload,dst_ip,dst_port,bytes_recv,duration_ms\nistio-debug,142.250.191.142,443,8468,73.0\n"
     );
 }
+
+#[test]
+fn stats_summarises_ztunnel_connections_per_destination() {
+    let log = fixture("ztunnel.log");
+    let json = json_stats(&[log.to_str().unwrap()]);
+    assert_eq!(json["ztunnel_connections"], 8);
+    let rows: Vec<(String, u64, u64, u64)> = json["ztunnel_destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let n = |k: &str| d[k].as_u64().unwrap();
+            (
+                d["destination"].as_str().unwrap().to_owned(),
+                n("connections"),
+                n("hbone"),
+                n("direct"),
+            )
+        })
+        .collect();
+    // Outbound only: the inbound halves of the mesh connections are not counted again.
+    assert_eq!(
+        rows,
+        [
+            ("reviews.default.svc.cluster.local".to_owned(), 4, 4, 0),
+            ("142.250.191.142:443".to_owned(), 1, 0, 1),
+            ("productpage.default.svc.cluster.local".to_owned(), 1, 1, 0),
+        ]
+    );
+    let external = &json["ztunnel_destinations"][1];
+    assert_eq!(external["top_sources"][0]["value"], "istio-addons-ingress/istio-debug");
+    assert_eq!(external["bytes_recv"], 8468);
+    let table = String::from_utf8(run(&["stats", log.to_str().unwrap()]).stdout).unwrap();
+    assert!(table.contains("ZTUNNEL DESTINATION (outbound)"), "{table}");
+}

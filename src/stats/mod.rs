@@ -7,6 +7,7 @@
 
 pub mod topk;
 pub mod window;
+pub mod ztunnel;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,6 +21,7 @@ use crate::parse::{Entry, RejectReason};
 use topk::TopK;
 pub use window::Window;
 use window::{WindowCell, Windows};
+use ztunnel::{ZtunnelDestinationReport, ZtunnelStats};
 
 /// `0` (no response), `1xx` … `5xx`.
 pub const STATUS_CLASSES: usize = 6;
@@ -218,8 +220,9 @@ pub struct EgressStats {
     config: StatsConfig,
     pub lines: u64,
     pub records: u64,
-    /// ztunnel connection lines (not waypoint requests: counted, not summarised per host).
+    /// ztunnel connection lines (not waypoint requests: summarised per destination apart).
     pub ztunnel_connections: u64,
+    ztunnel: ZtunnelStats,
     pub rejects: HashMap<RejectReason, u64, RandomState>,
     /// Hosts that were counted under [`OVERFLOW_HOST`] because the host table was full.
     pub overflowed_records: u64,
@@ -245,6 +248,7 @@ impl EgressStats {
             lines: 0,
             records: 0,
             ztunnel_connections: 0,
+            ztunnel: ZtunnelStats::new(config.max_hosts, config.top_k_capacity),
             rejects: HashMap::default(),
             overflowed_records: 0,
             index: HashMap::default(),
@@ -276,9 +280,10 @@ impl EgressStats {
         *self.rejects.entry(reason).or_default() += 1;
     }
 
-    pub fn record_ztunnel(&mut self) {
+    pub fn record_ztunnel(&mut self, conn: &crate::parse::ztunnel::Connection<'_>) {
         self.lines += 1;
         self.ztunnel_connections += 1;
+        self.ztunnel.record(conn);
     }
 
     /// Counts one record at time `ts_ns` (see `LineContext::record_ts`).
@@ -335,12 +340,19 @@ impl EgressStats {
         self.lines += other.lines;
         self.records += other.records;
         self.ztunnel_connections += other.ztunnel_connections;
+        self.ztunnel.merge(&other.ztunnel);
         self.overflowed_records += other.overflowed_records;
         for (reason, n) in &other.rejects {
             *self.rejects.entry(*reason).or_default() += n;
         }
         let remap: Vec<u32> = other.names.iter().map(|name| self.host_id(name)).collect();
-        for (theirs, ours) in other.hosts.iter().zip(&remap) {
+        for ((theirs, ours), name) in other.hosts.iter().zip(&remap).zip(&other.names) {
+            if self.names[*ours as usize].as_ref() == OVERFLOW_HOST
+                && name.as_ref() != OVERFLOW_HOST
+            {
+                // Full here though not there: these records go under the overflow host now.
+                self.overflowed_records += theirs.counters.requests;
+            }
             self.hosts[*ours as usize].merge(theirs, &self.config);
         }
         if let (Some(ours), Some(theirs)) = (self.windows.as_mut(), other.windows.as_ref()) {
@@ -390,6 +402,11 @@ impl EgressStats {
             lines: self.lines,
             records: self.records,
             ztunnel_connections: self.ztunnel_connections,
+            // ztunnel connections are not kept in time windows: all time only.
+            ztunnel_destinations: match window.seconds() {
+                None => self.ztunnel.report(),
+                Some(_) => Vec::new(),
+            },
             rejects,
             expected_noise,
             overflowed_records: self.overflowed_records,
@@ -529,6 +546,8 @@ pub struct StatsReport {
     pub records: u64,
     /// ztunnel connection lines seen (stored by `collect` in `ztunnel_conn`).
     pub ztunnel_connections: u64,
+    /// Outbound ztunnel connections per destination, most first (window `all` only).
+    pub ztunnel_destinations: Vec<ZtunnelDestinationReport>,
     pub rejects: BTreeMap<String, u64>,
     /// Rejects that a proxy container is expected to write (`envoy_log`, `empty`).
     pub expected_noise: u64,
