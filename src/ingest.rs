@@ -120,7 +120,7 @@ impl EncodingLock {
 }
 
 /// Wall-clock time, for lines that carry no time of their own.
-pub(crate) fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 

@@ -77,6 +77,10 @@ struct MeshArgs {
     /// table or json.
     #[arg(long, short = 'o', default_value = "table", value_parser = ["table", "json"])]
     output: String,
+    /// Keep watching and print the posture again whenever the configuration changes (JSON:
+    /// one object per line), until SIGINT or SIGTERM.
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -645,22 +649,57 @@ async fn kube_config(args: &KubeConnection) -> Result<kube::Config> {
 }
 
 fn run_mesh(args: MeshArgs) -> Result<()> {
+    use egresslens::mesh::{MeshConfig, posture, watch::watch_mesh, write_table};
+    let print = |mesh: &MeshConfig| -> Result<()> {
+        let hosts = posture(mesh);
+        let mut out = io::stdout().lock();
+        if args.output == "json" {
+            let json = serde_json::json!({"hosts": hosts, "warnings": mesh.warnings});
+            if args.watch {
+                serde_json::to_writer(&mut out, &json)?;
+            } else {
+                serde_json::to_writer_pretty(&mut out, &json)?;
+            }
+            writeln!(out)?;
+        } else {
+            if args.watch {
+                let now = egresslens::parse::time::format_rfc3339_ms(egresslens::ingest::now_ns());
+                writeln!(out, "--- {now}")?;
+            }
+            write_table(&hosts, mesh, &mut out)?;
+        }
+        out.flush()?;
+        Ok(())
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mesh = runtime.block_on(async {
+    runtime.block_on(async {
         let config = kube_config(&args.connection).await?;
         let client = kube::Client::try_from(config)?;
-        Ok::<_, anyhow::Error>(egresslens::mesh::fetch::fetch(&client, &args.namespaces).await?)
-    })?;
-    let hosts = egresslens::mesh::posture(&mesh);
-    let mut out = io::stdout().lock();
-    if args.output == "json" {
-        let json = serde_json::json!({"hosts": hosts, "warnings": mesh.warnings});
-        serde_json::to_writer_pretty(&mut out, &json)?;
-        writeln!(out)?;
-    } else {
-        egresslens::mesh::write_table(&hosts, &mesh, &mut out)?;
-    }
-    Ok(())
+        if !args.watch {
+            return print(&egresslens::mesh::fetch::fetch(&client, &args.namespaces).await?);
+        }
+        let (views, mut view) = tokio::sync::watch::channel(MeshConfig::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let watching = tokio::spawn(watch_mesh(client, args.namespaces.clone(), views, stopped));
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                changed = view.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let mesh = view.borrow_and_update().clone();
+                    print(&mesh)?;
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+            }
+        }
+        stop.send_replace(true);
+        watching.await??;
+        Ok(())
+    })
 }
 
 /// The Kubernetes client configuration (like kubectl: in-cluster, $KUBECONFIG, ~/.kube/config,

@@ -673,3 +673,101 @@ fn mesh_falls_back_to_v1beta1_and_says_when_istio_is_missing() {
     assert_eq!(aliyun["ports"][0]["tls_origination"], true);
     assert_eq!(problems(aliyun), Vec::<&str>::new());
 }
+
+/// `mesh --watch -o json`'s snapshots, one per line, read on a thread of their own.
+struct MeshWatch {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl MeshWatch {
+    fn start(kubeconfig: &std::path::Path) -> MeshWatch {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+            .args(["mesh", "--watch", "-o", "json", "--kubeconfig"])
+            .arg(kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        MeshWatch { child, lines }
+    }
+
+    /// Reads snapshots until one satisfies `want` (or fails after 20 s).
+    fn until(&self, what: &str, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) else { continue };
+            last = serde_json::from_str(&line).unwrap();
+            if want(&last) {
+                return last;
+            }
+        }
+        panic!("no snapshot where {what}; the last one: {last:#}");
+    }
+}
+
+impl Drop for MeshWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host_problems<'a>(mesh: &'a serde_json::Value, host: &str) -> Option<Vec<&'a str>> {
+    let hosts = mesh["hosts"].as_array()?;
+    hosts.iter().find(|h| h["host"] == host).map(problems)
+}
+
+#[test]
+fn mesh_watch_follows_changes_and_relists_after_gone() {
+    let (_runtime, standin, dir) = stand_in();
+    for (plural, object) in walkthrough_objects("v1") {
+        standin.add_object(plural, object);
+    }
+    standin.add_namespace(NS, serde_json::json!({"istio.io/use-waypoint": "waypoint"}));
+    standin.add_pod_of(NS, "waypoint-5c9d7f6b8d-h7k2x", "waypoint");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
+    let mut watch = MeshWatch::start(&kubeconfig);
+    watch.until("aliyun.com is clean", |m| host_problems(m, "aliyun.com") == Some(vec![]));
+
+    standin.delete_object("destinationrules", "networking.istio.io/v1", NS, "aliyun-com");
+    watch.until("the DestinationRule is gone", |m| {
+        host_problems(m, "aliyun.com") == Some(vec!["tls_half_configured"])
+    });
+    standin.set_ready(NS, "waypoint-5c9d7f6b8d-h7k2x", false);
+    watch.until("the waypoint is not ready", |m| {
+        host_problems(m, "aliyun.com") == Some(vec!["waypoint_not_ready", "tls_half_configured"])
+    });
+
+    // Every watch ends and comes back to a 410: what changed meanwhile is found by the lists.
+    standin.fail_watches_with_gone(8);
+    standin.end_watches();
+    let mut github: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/kube/serviceentry-aliyun.json")).unwrap();
+    github["metadata"]["name"] = "github".into();
+    github["spec"]["hosts"] = serde_json::json!(["api.github.com"]);
+    standin.add_object("serviceentries", github);
+    standin.add_namespace(NS, serde_json::json!({}));
+    let mesh = watch.until("the new host and the unlabelled namespace show", |m| {
+        host_problems(m, "api.github.com") == Some(vec!["no_waypoint", "tls_half_configured"])
+    });
+    assert_eq!(
+        host_problems(&mesh, "aliyun.com"),
+        Some(vec!["no_waypoint", "tls_half_configured"])
+    );
+    assert!(standin.requests("list") >= 10, "{} lists", standin.requests("list"));
+
+    sigterm(&watch.child);
+    assert!(watch.child.wait().unwrap().success());
+}

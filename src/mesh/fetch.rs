@@ -19,8 +19,8 @@ use crate::source::kube::WAYPOINT_SELECTOR;
 /// Most objects of one kind read.
 pub const MAX_OBJECTS: usize = 10_000;
 
-const ISTIO_GROUP: &str = "networking.istio.io";
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub(super) const ISTIO_GROUP: &str = "networking.istio.io";
+pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// The labels a waypoint pod carries its Gateway's name in (Istio 1.21+, then older).
 const GATEWAY_NAME_LABELS: [&str; 2] =
     ["gateway.networking.k8s.io/gateway-name", "istio.io/gateway-name"];
@@ -38,7 +38,10 @@ pub enum MeshError {
 }
 
 /// The version of `group` to use: `v1`, else `v1beta1`; None when neither is served.
-async fn served_version(client: &Client, group: &'static str) -> Result<Option<String>, MeshError> {
+pub(super) async fn served_version(
+    client: &Client,
+    group: &'static str,
+) -> Result<Option<String>, MeshError> {
     let groups = client
         .list_api_groups()
         .await
@@ -90,7 +93,7 @@ where
 }
 
 /// One API per namespace of `namespaces`, or one for all when it is empty.
-fn dynamic(
+pub(super) fn dynamic(
     client: &Client,
     (group, version): (&str, &str),
     (kind, plural): (&str, &str),
@@ -104,7 +107,7 @@ fn dynamic(
     namespaces.iter().map(|ns| Api::namespaced_with(client.clone(), ns, &resource)).collect()
 }
 
-fn json(object: &DynamicObject) -> serde_json::Value {
+pub(super) fn json(object: &DynamicObject) -> serde_json::Value {
     serde_json::to_value(object).unwrap_or_default()
 }
 
@@ -130,6 +133,9 @@ pub async fn fetch(client: &Client, namespaces: &[String]) -> Result<MeshConfig,
             let gateways = list(gateways, None, "Gateways", &mut mesh).await?;
             let pods: Vec<Api<Pod>> = vec![Api::all(client.clone())];
             let pods = list(pods, Some(WAYPOINT_SELECTOR), "waypoint pods", &mut mesh).await?;
+            let gateways: Vec<_> =
+                gateways.iter().filter_map(|g| waypoint_gateway(&json(g))).collect();
+            let pods: Vec<_> = pods.iter().filter_map(waypoint_pod).collect();
             mesh.waypoints = waypoints(&gateways, &pods);
         }
         None => mesh
@@ -153,34 +159,51 @@ pub async fn fetch(client: &Client, namespaces: &[String]) -> Result<MeshConfig,
     Ok(mesh)
 }
 
-/// Gateways of class `istio-waypoint`, with their pods counted (all, and Ready).
-fn waypoints(gateways: &[DynamicObject], pods: &[Pod]) -> Vec<Waypoint> {
-    let mut counts: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
-    for pod in pods {
-        let labels = pod.metadata.labels.as_ref();
-        let gateway = GATEWAY_NAME_LABELS.iter().find_map(|key| labels?.get(*key));
-        let (Some(namespace), Some(gateway)) = (&pod.metadata.namespace, gateway) else { continue };
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        let count = counts.entry((namespace.clone(), gateway.clone())).or_default();
+/// A Gateway of class `istio-waypoint`: None for any other Gateway.
+pub(super) fn waypoint_gateway(gateway: &serde_json::Value) -> Option<(String, String, String)> {
+    if gateway["spec"]["gatewayClassName"] != WAYPOINT_CLASS {
+        return None;
+    }
+    let meta = &gateway["metadata"];
+    let waypoint_for = meta["labels"][WAYPOINT_FOR].as_str().unwrap_or("service").to_owned();
+    Some((meta["namespace"].as_str()?.to_owned(), meta["name"].as_str()?.to_owned(), waypoint_for))
+}
+
+/// A waypoint pod's namespace, Gateway name and readiness.
+pub(super) fn waypoint_pod(pod: &Pod) -> Option<(String, String, bool)> {
+    let labels = pod.metadata.labels.as_ref()?;
+    let gateway = GATEWAY_NAME_LABELS.iter().find_map(|key| labels.get(*key))?;
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some((pod.metadata.namespace.clone()?, gateway.clone(), ready))
+}
+
+/// The waypoints, with their pods counted (all, and Ready).
+pub(super) fn waypoints<'a>(
+    gateways: impl IntoIterator<Item = &'a (String, String, String)>,
+    pods: impl IntoIterator<Item = &'a (String, String, bool)>,
+) -> Vec<Waypoint> {
+    let mut counts: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
+    for (namespace, gateway, ready) in pods {
+        let count = counts.entry((namespace, gateway)).or_default();
         count.0 += 1;
-        count.1 += usize::from(ready);
+        count.1 += usize::from(*ready);
     }
     gateways
-        .iter()
-        .map(json)
-        .filter(|g| g["spec"]["gatewayClassName"] == WAYPOINT_CLASS)
-        .map(|g| {
-            let namespace = g["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
-            let name = g["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            let waypoint_for =
-                g["metadata"]["labels"][WAYPOINT_FOR].as_str().unwrap_or("service").to_owned();
+        .into_iter()
+        .map(|(namespace, name, waypoint_for)| {
             let (pods, ready_pods) =
-                counts.get(&(namespace.clone(), name.clone())).copied().unwrap_or_default();
-            Waypoint { namespace, name, waypoint_for, pods, ready_pods }
+                counts.get(&(namespace.as_str(), name.as_str())).copied().unwrap_or_default();
+            Waypoint {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                waypoint_for: waypoint_for.clone(),
+                pods,
+                ready_pods,
+            }
         })
         .collect()
 }

@@ -15,6 +15,7 @@
 //! the VIP Istio allocates into `status.addresses`).
 
 pub mod fetch;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -73,7 +74,7 @@ pub struct Waypoint {
 }
 
 /// Everything the posture is decided from.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MeshConfig {
     pub service_entries: Vec<ServiceEntry>,
     pub destination_rules: Vec<DestinationRule>,

@@ -9,9 +9,9 @@
 //!   (RFC 3339 with nanoseconds before each line), `sinceTime` (whole seconds, as the kubelet
 //!   honours it), streaming appended lines until the container instance ends.
 //!
-//! - `GET /apis` (discovery: the groups and versions served) and lists of any custom
-//!   resource added, at `/apis/{group}/{version}/{plural}` and under
-//!   `/namespaces/{ns}/`; `GET /api/v1/namespaces`.
+//! - `GET /apis` (discovery: the groups and versions served), and lists and watches of any
+//!   custom resource added, at `/apis/{group}/{version}/{plural}` and under
+//!   `/namespaces/{ns}/`, and of `/api/v1/namespaces`.
 //!
 //! Faults: watch streams ended, a pod deleted while no watch saw it, a watch answered with
 //! `410 Gone` (the API's `ERROR` event with an `Expired` status),
@@ -35,6 +35,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
 const POD: &str = include_str!("../fixtures/kube/waypoint-pod.json");
+/// Where namespaces are kept among the objects.
+const NAMESPACES: &str = "v1/namespaces";
 /// Sent to every open watch stream to end it.
 const END_WATCHES: &str = "end";
 
@@ -77,9 +79,8 @@ struct Cluster {
     requests: HashMap<&'static str, usize>,
     /// Log requests by pod name.
     pod_logs: HashMap<String, usize>,
-    /// Custom resources by `group/version/plural`.
+    /// Objects other than pods by `group/version/plural` (namespaces under `v1/namespaces`).
     objects: BTreeMap<String, Vec<Value>>,
-    namespaces: Vec<Value>,
 }
 
 /// The server's handle for tests: change the cluster, inject faults.
@@ -101,7 +102,6 @@ impl StandIn {
             requests: HashMap::new(),
             pod_logs: HashMap::new(),
             objects: BTreeMap::new(),
-            namespaces: Vec::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -212,17 +212,54 @@ impl StandIn {
         self.changed.notify_waiters();
     }
 
-    /// Serves `object` (its `apiVersion` says under which group and version) as `plural`.
+    /// Serves `object` (its `apiVersion` says under which group and version) as `plural`,
+    /// replacing one of the same namespace and name; watches see it added or modified.
     pub(crate) fn add_object(&self, plural: &str, object: Value) {
         let key = format!("{}/{plural}", object["apiVersion"].as_str().unwrap());
-        self.cluster.lock().unwrap().objects.entry(key).or_default().push(object);
+        self.change_object(&key, object, false);
+    }
+
+    pub(crate) fn delete_object(&self, plural: &str, api_version: &str, ns: &str, name: &str) {
+        let key = format!("{api_version}/{plural}");
+        let object =
+            json!({"apiVersion": api_version, "metadata": {"namespace": ns, "name": name}});
+        self.change_object(&key, object, true);
     }
 
     pub(crate) fn add_namespace(&self, name: &str, labels: Value) {
         let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "uid": format!("uid-ns-{name}"), "labels": labels},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-        self.cluster.lock().unwrap().namespaces.push(namespace);
+        self.change_object(NAMESPACES, namespace, false);
+    }
+
+    /// Adds, replaces or deletes an object under `key` (`group/version/plural`), and tells
+    /// the watches.
+    fn change_object(&self, key: &str, mut object: Value, delete: bool) {
+        let mut cluster = self.cluster.lock().unwrap();
+        cluster.version += 1;
+        object["metadata"]["resourceVersion"] = json!(cluster.version.to_string());
+        let same = |o: &Value| {
+            o["metadata"]["namespace"] == object["metadata"]["namespace"]
+                && o["metadata"]["name"] == object["metadata"]["name"]
+        };
+        let objects = cluster.objects.entry(key.to_owned()).or_default();
+        let old = objects.iter().position(same).map(|i| objects.remove(i));
+        let kind = match (&old, delete) {
+            (Some(old), true) => {
+                object = old.clone();
+                "DELETED"
+            }
+            (None, true) => return,
+            (Some(_), false) => "MODIFIED",
+            (None, false) => "ADDED",
+        };
+        if !delete {
+            objects.push(object.clone());
+        }
+        drop(cluster);
+        let event = json!({"type": kind, "object": object, "key": key}).to_string();
+        let _ = self.events.send(event);
     }
 
     /// Sets the pod's Ready condition.
@@ -320,7 +357,8 @@ async fn namespaced_pods(
 fn pods(standin: StandIn, ns: Option<String>, query: HashMap<String, String>) -> Response {
     let selector = query.get("labelSelector").cloned();
     let in_scope = move |pod: &Value| {
-        ns.as_deref().is_none_or(|ns| pod["metadata"]["namespace"] == ns)
+        pod["kind"] == "Pod"
+            && ns.as_deref().is_none_or(|ns| pod["metadata"]["namespace"] == ns)
             && selected(pod, selector.as_ref())
     };
     let mut cluster = standin.cluster.lock().unwrap();
@@ -457,19 +495,18 @@ async fn pod_log(
     Body::from_stream(stream).into_response()
 }
 
-async fn namespaces(State(standin): State<StandIn>) -> Response {
-    let cluster = standin.cluster.lock().unwrap();
-    let list = json!({"kind": "NamespaceList", "apiVersion": "v1",
-        "metadata": {"resourceVersion": cluster.version.to_string()},
-        "items": cluster.namespaces});
-    axum::Json(list).into_response()
+async fn namespaces(
+    State(standin): State<StandIn>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    objects(&standin, NAMESPACES, None, &query)
 }
 
 /// Discovery: every group with an object added, its versions, the first one preferred.
 async fn api_groups(State(standin): State<StandIn>) -> Response {
     let cluster = standin.cluster.lock().unwrap();
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for key in cluster.objects.keys() {
+    for key in cluster.objects.keys().filter(|k| k.as_str() != NAMESPACES) {
         let mut parts = key.split('/');
         let (group, version) = (parts.next().unwrap(), parts.next().unwrap());
         let versions = groups.entry(group).or_default();
@@ -494,35 +531,72 @@ async fn api_groups(State(standin): State<StandIn>) -> Response {
 async fn all_objects(
     State(standin): State<StandIn>,
     Path((group, version, plural)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    objects(&standin, &group, &version, &plural, None)
+    objects(&standin, &format!("{group}/{version}/{plural}"), None, &query)
 }
 
 async fn namespaced_objects(
     State(standin): State<StandIn>,
     Path((group, version, ns, plural)): Path<(String, String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    objects(&standin, &group, &version, &plural, Some(&ns))
+    objects(&standin, &format!("{group}/{version}/{plural}"), Some(ns), &query)
 }
 
+/// A list of the objects under `key` (in `ns`), or with `watch=true` a stream of their changes.
 fn objects(
     standin: &StandIn,
-    group: &str,
-    version: &str,
-    plural: &str,
-    ns: Option<&str>,
+    key: &str,
+    ns: Option<String>,
+    query: &HashMap<String, String>,
 ) -> Response {
+    let in_ns = move |o: &Value| ns.as_deref().is_none_or(|ns| o["metadata"]["namespace"] == ns);
     let mut cluster = standin.cluster.lock().unwrap();
-    *cluster.requests.entry("list").or_default() += 1;
-    let Some(objects) = cluster.objects.get(&format!("{group}/{version}/{plural}")) else {
+    let watch = query.get("watch").map(String::as_str) == Some("true");
+    *cluster.requests.entry(if watch { "watch" } else { "list" }).or_default() += 1;
+    if !cluster.objects.contains_key(key) && key != NAMESPACES {
         let missing = status(404, "NotFound", "the server could not find the requested resource");
         return (StatusCode::NOT_FOUND, axum::Json(missing)).into_response();
-    };
+    }
+    if watch && cluster.faults.gone > 0 {
+        cluster.faults.gone -= 1;
+        let gone = status(410, "Expired", "too old resource version: 1000 (1042)");
+        let event = json!({"type": "ERROR", "object": gone}).to_string() + "\n";
+        return Body::from(event).into_response();
+    }
+    if watch {
+        drop(cluster);
+        let key = key.to_owned();
+        let events = standin.events.subscribe();
+        let stream = futures::stream::unfold(events, move |mut events| {
+            let (key, in_ns) = (key.clone(), in_ns.clone());
+            async move {
+                loop {
+                    match events.recv().await {
+                        Ok(event) if event == END_WATCHES => return None,
+                        Ok(event) => {
+                            let mut parsed: Value = serde_json::from_str(&event).unwrap();
+                            if parsed["key"] == key.as_str() && in_ns(&parsed["object"]) {
+                                parsed.as_object_mut().unwrap().remove("key");
+                                let line = parsed.to_string() + "\n";
+                                return Some((Ok::<_, std::io::Error>(line), events));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        return Body::from_stream(stream).into_response();
+    }
     let items: Vec<&Value> =
-        objects.iter().filter(|o| ns.is_none_or(|ns| o["metadata"]["namespace"] == ns)).collect();
+        cluster.objects.get(key).into_iter().flatten().filter(|o| in_ns(o)).collect();
+    let api_version = key.rsplit_once('/').unwrap().0;
     let kind =
         items.first().map_or("List".to_owned(), |o| format!("{}List", o["kind"].as_str().unwrap()));
-    let list = json!({"kind": kind, "apiVersion": format!("{group}/{version}"),
+    let list = json!({"kind": kind, "apiVersion": api_version,
         "metadata": {"resourceVersion": cluster.version.to_string()}, "items": items});
     axum::Json(list).into_response()
 }
