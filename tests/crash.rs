@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -12,10 +14,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use egresslens::query;
 use egresslens::traffic::{GenConfig, GenFormat, generate};
+use support::query_rows;
 
 fn collect(log: &Path, store: &Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_egresslens"))
@@ -27,24 +27,6 @@ fn collect(log: &Path, store: &Path) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn query_rows(store: &Path, sql: &str) -> Vec<(String, i64)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let batches = runtime.block_on(async {
-        let ctx = query::session(store).await.unwrap();
-        query::run(&ctx, sql).await.unwrap()
-    });
-    let mut out = Vec::new();
-    for b in &batches {
-        for row in 0..b.num_rows() {
-            out.push((
-                b.column(0).as_string::<i32>().value(row).to_owned(),
-                b.column(1).as_primitive::<Int64Type>().value(row),
-            ));
-        }
-    }
-    out
 }
 
 /// Appends 8 parts of generated traffic (each an hour after the last) to `log` in slices cut

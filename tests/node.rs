@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -15,10 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use egresslens::query;
 use egresslens::traffic::{GenConfig, GenFormat, generate};
+use support::query_rows;
 
 const POD_A: &str = "egress_waypoint-6f7c9d-x2x7q_4c1f8e0a-7a7b-4a70-9f55-0d52e1c3a001";
 const POD_B: &str = "egress_waypoint-6f7c9d-k9pzt_4c1f8e0a-7a7b-4a70-9f55-0d52e1c3a002";
@@ -34,24 +34,6 @@ fn collect(root: &Path, store: &Path, extra: &[&str]) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn query_rows(store: &Path, sql: &str) -> Vec<(String, i64)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let batches = runtime.block_on(async {
-        let ctx = query::session(store).await.unwrap();
-        query::run(&ctx, sql).await.unwrap()
-    });
-    let mut out = Vec::new();
-    for b in &batches {
-        for row in 0..b.num_rows() {
-            out.push((
-                b.column(0).as_string::<i32>().value(row).to_owned(),
-                b.column(1).as_primitive::<Int64Type>().value(row),
-            ));
-        }
-    }
-    out
 }
 
 fn gzip(path: &Path) -> Vec<u8> {
