@@ -31,7 +31,7 @@ use crate::source::follow::{
 };
 use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_workloads};
 use crate::source::lines::Chunk;
-use crate::source::node::{NodeOptions, NodeReader};
+use crate::source::node::{NODE_CHUNK_BYTES, NodeOptions, NodeReader};
 use crate::store::{
     ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError, ZTUNNEL_CONN,
 };
@@ -290,7 +290,7 @@ pub fn collect_node(
         let reader = NodeReader {
             options: node,
             read: ReadOptions {
-                chunk_bytes: config.chunk_bytes,
+                chunk_bytes: config.chunk_bytes.min(NODE_CHUNK_BYTES),
                 max_line: config.max_line,
                 once: config.once,
                 poll: config.poll,

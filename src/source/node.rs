@@ -276,8 +276,13 @@ pub type NodeHand<'a> = dyn FnMut(Chunk, Option<LogFormat>, &Arc<Source>, String
 
 type Spare = Box<dyn FnMut() -> Option<Vec<u8>>>;
 
-/// Most container instances followed at once; more are left out, with a warning.
-const MAX_FOLLOWERS: usize = 4096;
+/// Most container instances followed at once; more are left out, with a warning. (A kubelet
+/// runs at most 110 pods by default, 250 as commonly configured.)
+const MAX_FOLLOWERS: usize = 1024;
+
+/// The most a follower reads into one chunk: each open file keeps a buffer of about this
+/// plus a read's size, so many followers stay small.
+pub const NODE_CHUNK_BYTES: usize = 128 * 1024;
 
 /// Reads the selected containers' log files under a node's pod log directory.
 #[derive(Debug)]
