@@ -37,6 +37,8 @@ use tokio::sync::{Notify, broadcast};
 const POD: &str = include_str!("../fixtures/kube/waypoint-pod.json");
 /// Where namespaces are kept among the objects.
 const NAMESPACES: &str = "v1/namespaces";
+/// Watch events kept for replay.
+const HISTORY: usize = 10_000;
 /// Sent to every open watch stream to end it.
 const END_WATCHES: &str = "end";
 
@@ -79,6 +81,9 @@ struct Cluster {
     requests: HashMap<&'static str, usize>,
     /// Log requests by pod name.
     pod_logs: HashMap<String, usize>,
+    /// The latest watch events with their resourceVersion, replayed to a watch that starts
+    /// from an older version (as the API server does).
+    history: std::collections::VecDeque<(u64, String)>,
     /// Objects other than pods by `group/version/plural` (namespaces under `v1/namespaces`).
     objects: BTreeMap<String, Vec<Value>>,
 }
@@ -101,6 +106,7 @@ impl StandIn {
             faults: Faults::default(),
             requests: HashMap::new(),
             pod_logs: HashMap::new(),
+            history: std::collections::VecDeque::new(),
             objects: BTreeMap::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -153,9 +159,19 @@ impl StandIn {
                 instance.ended = true;
             }
         }
+        self.publish(&mut cluster, event);
         drop(cluster);
-        let _ = self.events.send(event);
         self.changed.notify_waiters();
+    }
+
+    /// Tells the watches, and keeps the event for watches that start from an older version.
+    /// Called with the cluster locked, so a watch starting meanwhile misses nothing.
+    fn publish(&self, cluster: &mut Cluster, event: String) {
+        cluster.history.push_back((cluster.version, event.clone()));
+        if cluster.history.len() > HISTORY {
+            cluster.history.pop_front();
+        }
+        let _ = self.events.send(event);
     }
 
     /// A running waypoint replica.
@@ -257,9 +273,8 @@ impl StandIn {
         if !delete {
             objects.push(object.clone());
         }
-        drop(cluster);
         let event = json!({"type": kind, "object": object, "key": key}).to_string();
-        let _ = self.events.send(event);
+        self.publish(&mut cluster, event);
     }
 
     /// Sets the pod's Ready condition.
@@ -377,22 +392,46 @@ fn pods(standin: StandIn, ns: Option<String>, query: HashMap<String, String>) ->
         let event = json!({"type": "ERROR", "object": gone}).to_string() + "\n";
         return Body::from(event).into_response();
     }
-    drop(cluster);
+    let since = since(&query);
+    watch_stream(&standin, cluster, since, move |event| in_scope(&event["object"]))
+}
+
+/// The `resourceVersion` a watch starts after (none: only what happens from now on).
+fn since(query: &HashMap<String, String>) -> u64 {
+    query.get("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(u64::MAX)
+}
+
+/// A watch: the events after `since` from the history, then new ones as they happen, each
+/// sent when `keep` says so, until the stream is ended.
+fn watch_stream(
+    standin: &StandIn,
+    cluster: std::sync::MutexGuard<'_, Cluster>,
+    since: u64,
+    keep: impl Fn(&Value) -> bool + Clone + Send + 'static,
+) -> Response {
+    let backlog: std::collections::VecDeque<String> =
+        cluster.history.iter().filter(|(v, _)| *v > since).map(|(_, e)| e.clone()).collect();
+    // Subscribed while the cluster is locked: nothing published falls between the two.
     let events = standin.events.subscribe();
-    let stream = futures::stream::unfold(events, move |mut events| {
-        let in_scope = in_scope.clone();
+    drop(cluster);
+    let stream = futures::stream::unfold((backlog, events), move |(mut backlog, mut events)| {
+        let keep = keep.clone();
         async move {
             loop {
-                match events.recv().await {
-                    Ok(event) if event == END_WATCHES => return None,
-                    Ok(event) => {
-                        let parsed: Value = serde_json::from_str(&event).unwrap();
-                        if in_scope(&parsed["object"]) {
-                            return Some((Ok::<_, std::io::Error>(event + "\n"), events));
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                let event = match backlog.pop_front() {
+                    Some(event) => event,
+                    None => match events.recv().await {
+                        Ok(event) if event == END_WATCHES => return None,
+                        Ok(event) => event,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                };
+                let mut parsed: Value = serde_json::from_str(&event).unwrap();
+                if keep(&parsed) {
+                    parsed.as_object_mut().unwrap().remove("key");
+                    let line = parsed.to_string() + "\n";
+                    return Some((Ok::<_, std::io::Error>(line), (backlog, events)));
                 }
             }
         }
@@ -566,30 +605,9 @@ fn objects(
         return Body::from(event).into_response();
     }
     if watch {
-        drop(cluster);
         let key = key.to_owned();
-        let events = standin.events.subscribe();
-        let stream = futures::stream::unfold(events, move |mut events| {
-            let (key, in_ns) = (key.clone(), in_ns.clone());
-            async move {
-                loop {
-                    match events.recv().await {
-                        Ok(event) if event == END_WATCHES => return None,
-                        Ok(event) => {
-                            let mut parsed: Value = serde_json::from_str(&event).unwrap();
-                            if parsed["key"] == key.as_str() && in_ns(&parsed["object"]) {
-                                parsed.as_object_mut().unwrap().remove("key");
-                                let line = parsed.to_string() + "\n";
-                                return Some((Ok::<_, std::io::Error>(line), events));
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            }
-        });
-        return Body::from_stream(stream).into_response();
+        let keep = move |event: &Value| event["key"] == key.as_str() && in_ns(&event["object"]);
+        return watch_stream(standin, cluster, since(query), keep);
     }
     let items: Vec<&Value> =
         cluster.objects.get(key).into_iter().flatten().filter(|o| in_ns(o)).collect();
