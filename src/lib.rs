@@ -14,6 +14,7 @@
 //! - [`store`]: the Parquet store, its atomic commits and the checkpoint inside them
 //! - [`query`]: DataFusion SQL over the store, canned queries
 //! - [`ingest`]: one-shot runs that wire sources, parsing and a sink together
+//! - [`probe`]: whether a response came through a mesh proxy or straight from the origin
 //! - [`mesh`]: the mesh's egress configuration (ServiceEntries, DestinationRules, waypoints)
 //!   and each registered host's posture
 
@@ -22,6 +23,7 @@ pub mod collect;
 pub mod ingest;
 pub mod mesh;
 pub mod parse;
+pub mod probe;
 pub mod query;
 pub mod report;
 pub mod schema;

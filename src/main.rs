@@ -37,6 +37,8 @@ Examples:
   egresslens collect --kube -n istio-egress --ztunnel --cluster prod
   egresslens collect --node-logs /var/log/pods                  on a node (DaemonSet)
   egresslens mesh                                   registered hosts, waypoints, TLS, problems
+  egresslens probe aliyun.com                       through the waypoint, or direct (bypass)?
+  kubectl exec deploy/sleep -- curl -sI aliyun.com | egresslens probe --headers -
   egresslens query @top-hosts
   egresslens query -o json \"SELECT authority, count(*) FROM access_log WHERE hour = '09' GROUP BY 1\"";
 
@@ -65,6 +67,33 @@ enum Command {
     /// The egress posture: each registered external host, its ports, TLS origination, the
     /// waypoint that serves it, and the problems that let traffic bypass it.
     Mesh(MeshArgs),
+    /// Did the answer come through the waypoint or straight from the origin? Probes hosts
+    /// with a plain-HTTP HEAD from here, or classifies saved response headers (--headers).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// Hosts (or host:port) to send `HEAD http://HOST/` from this process.
+    #[arg(required_unless_present = "headers")]
+    hosts: Vec<String>,
+    /// Classify saved headers instead (`curl -sI`, `curl -v` output, raw blocks separated by
+    /// blank lines or `###` headings); - for stdin.
+    #[arg(long, value_name = "FILE", conflicts_with = "hosts")]
+    headers: Option<String>,
+    /// A `server` header value that marks a mesh proxy (repeatable; default: envoy,
+    /// istio-envoy).
+    #[arg(long = "proxy-server", value_name = "NAME")]
+    proxy_servers: Vec<String>,
+    /// The path to request.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// For connecting, and for each read and write.
+    #[arg(long, value_parser = parse_age, default_value = "5s")]
+    timeout: std::time::Duration,
+    /// table or json.
+    #[arg(long, short = 'o', default_value = "table", value_parser = ["table", "json"])]
+    output: String,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +370,7 @@ fn main() -> ExitCode {
         Command::Query(args) => run_query(args),
         Command::Compact(args) => run_compact(args),
         Command::Mesh(args) => run_mesh(args),
+        Command::Probe(args) => run_probe(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -631,6 +661,60 @@ enum CollectSource {
     Input(Input),
     Kube(Box<kube::Config>, Vec<KubeOptions>),
     Node(NodeOptions),
+}
+
+fn run_probe(args: ProbeArgs) -> Result<()> {
+    use egresslens::probe::{DEFAULT_PROXY_SERVERS, http::HttpProbe, parse_blocks};
+    let proxy_servers = if args.proxy_servers.is_empty() {
+        DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.proxy_servers.clone()
+    };
+    let answers = match &args.headers {
+        Some(name) => {
+            let mut text = String::new();
+            Input::from_arg(name)
+                .open()
+                .and_then(|mut input| input.read_to_string(&mut text))
+                .with_context(|| format!("cannot read {name}"))?;
+            parse_blocks(&text, &proxy_servers)
+        }
+        None => {
+            let probe = HttpProbe { path: args.path.clone(), timeout: args.timeout, proxy_servers };
+            args.hosts.iter().map(|host| probe.probe(host)).collect()
+        }
+    };
+    let mut out = io::stdout().lock();
+    if args.output == "json" {
+        serde_json::to_writer_pretty(&mut out, &answers)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<13} {:>6} {:<20} {:>11} {:>10}  TARGET",
+        "VERDICT", "STATUS", "SERVER", "UPSTREAM_MS", "LATENCY_MS"
+    )?;
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    for a in &answers {
+        let status = a.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let mut note = a.error.clone().unwrap_or_default();
+        if a.elided {
+            note.push_str("headers were elided where this was saved");
+        }
+        writeln!(
+            out,
+            "{:<13} {:>6} {:<20} {:>11} {:>10}  {}{}",
+            a.verdict.as_str(),
+            status,
+            a.server.as_deref().unwrap_or("-").chars().take(20).collect::<String>(),
+            ms(a.upstream_service_time_ms),
+            ms(a.latency_ms),
+            a.target,
+            if note.is_empty() { String::new() } else { format!("  ({note})") }
+        )?;
+    }
+    Ok(())
 }
 
 /// The Kubernetes client configuration like kubectl finds it.

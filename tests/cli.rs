@@ -400,3 +400,85 @@ fn stats_summarises_ztunnel_connections_per_destination() {
     let table = String::from_utf8(run(&["stats", log.to_str().unwrap()]).stdout).unwrap();
     assert!(table.contains("ZTUNNEL DESTINATION (outbound)"), "{table}");
 }
+
+/// A server on loopback that answers every request with `response` and keeps the requests.
+fn answering(response: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(String::from_utf8(request).unwrap());
+            stream.write_all(response.as_bytes()).unwrap();
+        }
+    });
+    (address, rx)
+}
+
+#[test]
+fn probes_tell_an_origin_from_a_waypoint() {
+    // The walkthrough's two answers: the origin itself, and the waypoint in front of it.
+    let (origin, origin_requests) = answering(
+        "HTTP/1.1 301 Moved Permanently\r\nServer: Tengine\r\nDate: Mon, 18 Aug 2025 09:30:01 GMT\r\n\
+         Content-Type: text/html\r\nContent-Length: 239\r\nConnection: close\r\nLocation: https://aliyun.com/\r\n\r\n",
+    );
+    let (waypoint, _) = answering(
+        "HTTP/1.1 301 Moved Permanently\r\nserver: istio-envoy\r\ndate: Mon, 18 Aug 2025 09:36:30 GMT\r\n\
+         content-type: text/html\r\ncontent-length: 239\r\nlocation: https://aliyun.com/\r\n\
+         x-envoy-upstream-service-time: 27\r\n\r\n",
+    );
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let out = run(&["probe", "-o", "json", &origin, &waypoint, &closed]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |i: usize| {
+        let a = &answers[i];
+        (a["target"].as_str().unwrap(), a["verdict"].as_str().unwrap(), a["server"].as_str())
+    };
+    assert_eq!(row(0), (origin.as_str(), "direct", Some("Tengine")));
+    assert_eq!(row(1), (waypoint.as_str(), "via_waypoint", Some("istio-envoy")));
+    assert_eq!(answers[1]["upstream_service_time_ms"], 27.0);
+    assert!(answers[1]["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(row(2).1, "error");
+    assert!(answers[2]["error"].as_str().unwrap().contains("refused"), "{answers:#}");
+    // Plain HTTP, HEAD, with the target as Host: what the walkthrough's curl -sI sends.
+    let request = origin_requests.recv().unwrap();
+    assert!(request.starts_with("HEAD / HTTP/1.1\r\n"), "{request}");
+    assert!(request.contains(&format!("Host: {}\r\n", origin.split(':').next().unwrap())));
+}
+
+#[test]
+fn probe_classifies_saved_headers_from_stdin() {
+    let mut child = egresslens()
+        .args(["probe", "--headers", "-", "-o", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"### before\nHTTP/1.1 301 Moved Permanently\nServer: Tengine\n\n### after\nHTTP/1.1 301 Moved Permanently\nserver: envoy\nx-envoy-upstream-service-time: 27\n",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answers[0]["target"], "before");
+    assert_eq!(answers[0]["verdict"], "direct");
+    assert_eq!(answers[1]["verdict"], "via_waypoint");
+    assert_eq!(answers.as_array().unwrap().len(), 2);
+}

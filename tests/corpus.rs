@@ -163,3 +163,45 @@ fn whole_files_through_the_reader_agree_with_line_by_line() {
         assert!(result.rejects.is_empty(), "{file}: {:?}", result.rejects);
     }
 }
+
+/// Every response in `curl-headers.txt` gets the verdict its source describes (see
+/// `sources.md`): through an Envoy sidecar (H1–H3), straight from the origin (H4: ambient L4
+/// only, H6: a Tengine origin). H5's excerpt elides headers (`...`), and what it shows has no
+/// proxy header, so it reads as direct, marked as elided.
+#[test]
+fn every_saved_header_block_is_classified_as_its_source_says() {
+    use egresslens::probe::{DEFAULT_PROXY_SERVERS, parse_blocks};
+    let proxies: Vec<String> = DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect();
+    let blocks = parse_blocks(&fixture("curl-headers.txt"), &proxies);
+    // (heading, or "next" for a later response under it; verdict, server, status, elided)
+    type Row<'a> = (&'a str, &'a str, Option<&'a str>, Option<u16>, bool);
+    let got: Vec<Row<'_>> = blocks
+        .iter()
+        .map(|b| {
+            let heading = b.target.split_whitespace().next().unwrap();
+            let nth = if b.target.ends_with("#2") { "#2" } else { "" };
+            (
+                if nth.is_empty() { heading } else { "next" },
+                b.verdict.as_str(),
+                b.server.as_deref(),
+                b.status,
+                b.elided,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("H1", "via_waypoint", Some("envoy"), Some(200), false),
+            ("H2", "via_waypoint", Some("envoy"), Some(403), false),
+            ("H3", "via_waypoint", Some("envoy"), Some(418), false),
+            ("H4", "direct", Some("Werkzeug/3.0.1 Python/3.12.1"), Some(200), false),
+            ("H5", "direct", None, Some(301), true),
+            ("next", "direct", None, Some(200), true),
+            ("H6", "direct", Some("Tengine"), Some(301), false),
+            ("next", "direct", Some("Tengine"), Some(301), false),
+        ]
+    );
+    assert_eq!(blocks[0].upstream_service_time_ms, Some(19.0));
+    assert_eq!(blocks[2].upstream_service_time_ms, None, "H3 has server: envoy alone");
+}
