@@ -4,6 +4,7 @@
 //! - [`source`]: where lines come from (files, gzip, stdin, memory, Kubernetes pods) and how
 //!   they are split
 //! - [`workloads`]: pod IP → workload, for the source columns
+//! - [`netrange`]: inside the cluster or external, by address
 //! - [`parse`]: bytes of one log line to an [`parse::Entry`] or a [`parse::RejectReason`]
 //! - [`schema`]: Arrow schemas and column names, the one source of truth
 //! - [`batch`]: entries and rejects to Arrow `RecordBatch`es
@@ -22,6 +23,7 @@ pub mod batch;
 pub mod collect;
 pub mod ingest;
 pub mod mesh;
+pub mod netrange;
 pub mod parse;
 pub mod probe;
 pub mod query;

@@ -213,18 +213,26 @@ fn write_ztunnel(
     writeln!(out)?;
     writeln!(
         out,
-        "{:<40} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6}  TOP SOURCE",
-        "ZTUNNEL DESTINATION (outbound)", "CONNS", "HBONE", "DIRECT", "SENT", "RECV", "ERRORS"
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6}  TOP SOURCE",
+        "ZTUNNEL DESTINATION (outbound)",
+        "CONNS",
+        "HBONE",
+        "DIRECT",
+        "BYPASS",
+        "SENT",
+        "RECV",
+        "ERRORS"
     )?;
     for d in destinations.iter().take(ZTUNNEL_ROWS) {
         let source = d.top_sources.first().map_or("-", |t| t.value.as_str());
         writeln!(
             out,
-            "{:<40} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6}  {}",
+            "{:<40} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6}  {}",
             shorten(&d.destination, 40),
             d.connections,
             d.hbone,
             d.direct,
+            d.bypass,
             human_bytes(d.bytes_sent),
             human_bytes(d.bytes_recv),
             d.errors,
@@ -238,9 +246,10 @@ fn write_ztunnel(
             destinations.len() - ZTUNNEL_ROWS
         )?;
     }
+    writeln!(out, "DIRECT  not tunnelled over HBONE")?;
     writeln!(
         out,
-        "DIRECT  not tunnelled over HBONE: to an external address, it skipped every waypoint"
+        "BYPASS  direct to an address outside the cluster's ranges: around every waypoint"
     )
 }
 

@@ -395,6 +395,8 @@ fn stats_summarises_ztunnel_connections_per_destination() {
         ]
     );
     let external = &json["ztunnel_destinations"][1];
+    assert_eq!(external["bypass"], 1, "direct to an address outside the cluster");
+    assert_eq!(json["ztunnel_destinations"][0]["bypass"], 0);
     assert_eq!(external["top_sources"][0]["value"], "istio-addons-ingress/istio-debug");
     assert_eq!(external["bytes_recv"], 8468);
     let table = String::from_utf8(run(&["stats", log.to_str().unwrap()]).stdout).unwrap();

@@ -12,13 +12,16 @@ use serde::Serialize;
 
 use super::topk::TopK;
 use super::{OVERFLOW_HOST, TopEntry, top_list};
-use crate::parse::derived::host_of_address;
+use crate::netrange::InternalRanges;
+use crate::parse::derived::{host_of_address, ip_of};
 use crate::parse::ztunnel::Connection;
 
 #[derive(Debug, Clone)]
 struct Destination {
     connections: u64,
     hbone: u64,
+    /// Direct to an external address: around every waypoint.
+    bypass: u64,
     bytes_sent: u64,
     bytes_recv: u64,
     errors: u64,
@@ -28,6 +31,7 @@ struct Destination {
 /// Per-destination ztunnel connection counts of a run.
 #[derive(Debug, Clone)]
 pub struct ZtunnelStats {
+    internal: InternalRanges,
     max_destinations: usize,
     top_k_capacity: usize,
     index: HashMap<Box<str>, usize, RandomState>,
@@ -60,6 +64,7 @@ fn source_name(conn: &Connection<'_>) -> String {
 impl ZtunnelStats {
     pub fn new(max_destinations: usize, top_k_capacity: usize) -> Self {
         ZtunnelStats {
+            internal: InternalRanges::default(),
             max_destinations,
             top_k_capacity,
             index: HashMap::default(),
@@ -84,6 +89,7 @@ impl ZtunnelStats {
         self.destinations.push(Destination {
             connections: 0,
             hbone: 0,
+            bypass: 0,
             bytes_sent: 0,
             bytes_recv: 0,
             errors: 0,
@@ -104,9 +110,12 @@ impl ZtunnelStats {
         if self.names[id].as_ref() == OVERFLOW_HOST {
             self.overflowed += 1;
         }
+        let external =
+            conn.dst_addr.as_deref().and_then(ip_of).and_then(|ip| self.internal.is_external(ip));
         let dest = &mut self.destinations[id];
         dest.connections += 1;
         dest.hbone += u64::from(conn.dst_hbone_addr.is_some());
+        dest.bypass += u64::from(conn.dst_hbone_addr.is_none() && external == Some(true));
         dest.bytes_sent += conn.bytes_sent.unwrap_or(0);
         dest.bytes_recv += conn.bytes_recv.unwrap_or(0);
         dest.errors += u64::from(conn.error.is_some());
@@ -124,6 +133,7 @@ impl ZtunnelStats {
             let ours = &mut self.destinations[id];
             ours.connections += theirs.connections;
             ours.hbone += theirs.hbone;
+            ours.bypass += theirs.bypass;
             ours.bytes_sent += theirs.bytes_sent;
             ours.bytes_recv += theirs.bytes_recv;
             ours.errors += theirs.errors;
@@ -142,6 +152,7 @@ impl ZtunnelStats {
                 connections: d.connections,
                 hbone: d.hbone,
                 direct: d.connections - d.hbone,
+                bypass: d.bypass,
                 bytes_sent: d.bytes_sent,
                 bytes_recv: d.bytes_recv,
                 errors: d.errors,
@@ -165,6 +176,8 @@ pub struct ZtunnelDestinationReport {
     pub hbone: u64,
     /// Not tunnelled: passed through as is.
     pub direct: u64,
+    /// Direct to an address outside the cluster's ranges: around every waypoint.
+    pub bypass: u64,
     pub bytes_sent: u64,
     pub bytes_recv: u64,
     /// Connections that ended with an `error`.
@@ -198,7 +211,7 @@ mod tests {
         let report = stats.report();
         let rows: Vec<_> = report
             .iter()
-            .map(|d| (d.destination.as_str(), d.connections, d.hbone, d.direct, d.errors))
+            .map(|d| (d.destination.as_str(), d.connections, d.hbone, d.bypass, d.errors))
             .collect();
         assert_eq!(
             rows,
