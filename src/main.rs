@@ -376,14 +376,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) if is_usage_error(&err) => {
-            let _ = writeln!(io::stderr(), "egresslens: {err:#}");
+            let _ = writeln!(io::stderr(), "egresslens: {}", error_chain(&err));
             ExitCode::from(2)
         }
         Err(err) => {
-            let _ = writeln!(io::stderr(), "egresslens: {err:#}");
+            let _ = writeln!(io::stderr(), "egresslens: {}", error_chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated; a cause whose text the message before it already
+/// ends with (libraries that print their source and also return it) is said once.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// Bad SQL and unknown canned queries are the user's to fix, like bad arguments: exit 2.
