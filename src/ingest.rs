@@ -13,6 +13,7 @@ use arrow_array::RecordBatch;
 use crossbeam_channel::bounded;
 
 use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher, ZtunnelBatcher};
+use crate::findings;
 use crate::parse::ztunnel::{self, Connection};
 use crate::parse::{
     Entry, LogFormat, Projection, RejectReason, frame, parse_message, sniff_encoding,
@@ -57,7 +58,8 @@ impl Default for IngestConfig {
 pub trait LineSink {
     /// The fields this sink reads from entries.
     fn projection(&self) -> Projection;
-    fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>);
+    /// A record, with its line as read (`raw`).
+    fn record(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>);
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>);
 
     /// A ztunnel connection line.
@@ -90,7 +92,7 @@ pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl L
         Ok(entry) if ctx.encoding.is_some_and(|e| entry.format != Some(e)) => {
             sink.reject(RejectReason::MixedEncoding, line.bytes, line.len, &ctx);
         }
-        Ok(entry) => sink.record(&entry, &ctx),
+        Ok(entry) => sink.record(&entry, line.bytes, &ctx),
         Err(reason) => sink.reject(reason, line.bytes, line.len, &ctx),
     }
 }
@@ -129,16 +131,23 @@ impl LineSink for EgressStats {
         Projection::Stats
     }
 
-    fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>) {
-        EgressStats::record(self, entry, ctx.record_ts(entry));
+    fn record(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>) {
+        let ts_ns = ctx.record_ts(entry);
+        EgressStats::record(self, entry, ts_ns);
+        if let Some(evidence) = findings::from_entry(entry, ts_ns, raw) {
+            self.findings.note(evidence, ctx.origin);
+        }
     }
 
     fn reject(&mut self, reason: RejectReason, _raw: &[u8], _len: u64, _ctx: &LineContext<'_>) {
         self.record_reject(reason);
     }
 
-    fn ztunnel(&mut self, conn: &Connection<'_>, _: &[u8], _: u64, _: &LineContext<'_>) {
+    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], _: u64, ctx: &LineContext<'_>) {
         self.record_ztunnel(conn);
+        if let Some(evidence) = findings::from_connection(conn, &self.internal, raw) {
+            self.findings.note(evidence, ctx.origin);
+        }
     }
 }
 
@@ -280,7 +289,7 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
         Projection::All
     }
 
-    fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>) {
+    fn record(&mut self, entry: &Entry<'_>, _raw: &[u8], ctx: &LineContext<'_>) {
         if let Some(batch) = self.access_log.push(entry, ctx) {
             (self.out)(TableBatch::AccessLog(batch));
         }

@@ -8,6 +8,8 @@
 //! - [`parse`]: bytes of one log line to an [`parse::Entry`] or a [`parse::RejectReason`]
 //! - [`schema`]: Arrow schemas and column names, the one source of truth
 //! - [`batch`]: entries and rejects to Arrow `RecordBatch`es
+//! - [`findings`]: bypass, unregistered and blocked egress, failing TLS origination, from the
+//!   evidence in records and ztunnel connections
 //! - [`stats`]: per-external-host egress statistics with time windows
 //! - [`traffic`]: realistic waypoint traffic with an exact ground truth, for the demo and tests
 //! - [`report`]: stats reports as table, CSV or JSON
@@ -21,6 +23,7 @@
 
 pub mod batch;
 pub mod collect;
+pub mod findings;
 pub mod ingest;
 pub mod mesh;
 pub mod netrange;

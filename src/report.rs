@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use crate::findings::{FindingReport, Severity};
 use crate::stats::ztunnel::ZtunnelDestinationReport;
 use crate::stats::{HostReport, STATUS_CLASS_NAMES, StatsReport};
 
@@ -187,6 +188,7 @@ fn write_table(out: &mut impl Write, report: &StatsReport, hosts: &[HostReport])
     if hosts.len() < report.hosts.len() {
         writeln!(out, "… {} more hosts (--top to show more)", report.hosts.len() - hosts.len())?;
     }
+    write_findings(out, &report.findings)?;
     write_ztunnel(out, &report.ztunnel_destinations)?;
     writeln!(out)?;
     writeln!(
@@ -198,6 +200,41 @@ fn write_table(out: &mut impl Write, report: &StatsReport, hosts: &[HostReport])
         out,
         "TLS%  requests to service port 80 sent upstream to 443: TLS originated at the waypoint"
     )
+}
+
+/// Most findings a table shows (JSON has them all, with their evidence lines).
+const FINDING_ROWS: usize = 20;
+
+fn write_findings(out: &mut impl Write, findings: &[FindingReport]) -> io::Result<()> {
+    if findings.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<9} {:<24} {:<30} {:<28} {:>7}  LAST SEEN",
+        "FINDING", "KIND", "HOST", "SOURCE", "COUNT"
+    )?;
+    for f in findings.iter().take(FINDING_ROWS) {
+        let severity = match f.severity {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        };
+        writeln!(
+            out,
+            "{:<9} {:<24} {:<30} {:<28} {:>7}  {}",
+            severity,
+            f.kind.as_str(),
+            shorten(&f.host, 30),
+            shorten(&f.source, 28),
+            f.count,
+            f.last_seen
+        )?;
+    }
+    if findings.len() > FINDING_ROWS {
+        writeln!(out, "… {} more findings (-o json has all)", findings.len() - FINDING_ROWS)?;
+    }
+    Ok(())
 }
 
 /// Most ztunnel destinations a table shows (JSON has them all).

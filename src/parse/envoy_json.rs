@@ -117,6 +117,7 @@ const STATS_FIELDS: u64 = {
         Key::DownstreamRemoteAddress,
         Key::DownstreamLocalAddress,
         Key::RequestedServerName,
+        Key::UpstreamTransportFailureReason,
     ];
     let mut mask = 0;
     let mut i = 0;

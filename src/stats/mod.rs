@@ -15,6 +15,8 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 use sketches_ddsketch::{Config, DDSketch};
 
+use crate::findings::{FindingReport, Findings};
+use crate::netrange::InternalRanges;
 use crate::parse::derived::{ClusterName, host_of_address, port_of, split_at_byte, tls_originated};
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::{Entry, RejectReason};
@@ -223,6 +225,10 @@ pub struct EgressStats {
     /// ztunnel connection lines (not waypoint requests: summarised per destination apart).
     pub ztunnel_connections: u64,
     ztunnel: ZtunnelStats,
+    /// Bypass, unregistered and blocked egress, failing TLS origination.
+    pub findings: Findings,
+    /// What counts as inside the cluster, for ztunnel evidence.
+    pub internal: InternalRanges,
     pub rejects: HashMap<RejectReason, u64, RandomState>,
     /// Hosts that were counted under [`OVERFLOW_HOST`] because the host table was full.
     pub overflowed_records: u64,
@@ -249,6 +255,8 @@ impl EgressStats {
             records: 0,
             ztunnel_connections: 0,
             ztunnel: ZtunnelStats::new(config.max_hosts, config.top_k_capacity),
+            findings: Findings::default(),
+            internal: InternalRanges::default(),
             rejects: HashMap::default(),
             overflowed_records: 0,
             index: HashMap::default(),
@@ -341,6 +349,7 @@ impl EgressStats {
         self.records += other.records;
         self.ztunnel_connections += other.ztunnel_connections;
         self.ztunnel.merge(&other.ztunnel);
+        self.findings.merge(&other.findings);
         self.overflowed_records += other.overflowed_records;
         for (reason, n) in &other.rejects {
             *self.rejects.entry(*reason).or_default() += n;
@@ -407,6 +416,8 @@ impl EgressStats {
                 None => self.ztunnel.report(),
                 Some(_) => Vec::new(),
             },
+            findings: self.findings.report(),
+            findings_dropped: self.findings.dropped,
             rejects,
             expected_noise,
             overflowed_records: self.overflowed_records,
@@ -548,6 +559,10 @@ pub struct StatsReport {
     pub ztunnel_connections: u64,
     /// Outbound ztunnel connections per destination, most first (window `all` only).
     pub ztunnel_destinations: Vec<ZtunnelDestinationReport>,
+    /// What to act on, most severe first (all time, whatever the window).
+    pub findings: Vec<FindingReport>,
+    /// Evidence of findings past the limit kept.
+    pub findings_dropped: u64,
     pub rejects: BTreeMap<String, u64>,
     /// Rejects that a proxy container is expected to write (`envoy_log`, `empty`).
     pub expected_noise: u64,

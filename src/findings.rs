@@ -1,0 +1,361 @@
+//! Findings: what an operator must act on, read from the evidence the logs hold. A request
+//! that bypasses the waypoint leaves no waypoint line, so bypass is found in ztunnel's
+//! connections (direct to an external address); unregistered and blocked egress in the
+//! waypoint's own records (`PassthroughCluster`, `BlackHoleCluster`, no route); a TLS
+//! origination that fails in the upstream transport failure.
+//!
+//! [`Findings`] deduplicates by (kind, host, source) and is bounded: past its limit new keys
+//! are counted, not kept.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::netrange::InternalRanges;
+use crate::parse::Entry;
+use crate::parse::derived::{host_of_address, ip_of};
+use crate::parse::time::format_rfc3339_ms;
+use crate::parse::ztunnel::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// ztunnel sent a mesh workload's connection straight to an external address.
+    BypassZtunnelDirect,
+    /// Egress to a host the mesh does not register (it went out through passthrough).
+    UnregisteredEgress,
+    /// Egress the waypoint refused (`BlackHoleCluster`, no healthy upstream).
+    BlockedEgress,
+    /// The waypoint's TLS handshake with the origin fails.
+    TlsOriginationFailing,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::BypassZtunnelDirect => "bypass_ztunnel_direct",
+            FindingKind::UnregisteredEgress => "unregistered_egress",
+            FindingKind::BlockedEgress => "blocked_egress",
+            FindingKind::TlsOriginationFailing => "tls_origination_failing",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            FindingKind::BypassZtunnelDirect | FindingKind::TlsOriginationFailing => {
+                Severity::Critical
+            }
+            FindingKind::UnregisteredEgress | FindingKind::BlockedEgress => Severity::Warning,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    Warning,
+}
+
+/// One piece of evidence: what it shows, about which host and source, and the line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence<'a> {
+    pub kind: FindingKind,
+    pub host: String,
+    pub source: String,
+    pub detail: &'static str,
+    pub ts_ns: i64,
+    pub line: &'a [u8],
+}
+
+/// Bytes of an evidence line kept.
+const EVIDENCE_BYTES: usize = 512;
+
+#[derive(Debug, Clone)]
+struct Seen {
+    count: u64,
+    first_ns: i64,
+    last_ns: i64,
+    detail: &'static str,
+    evidence: String,
+    origin: String,
+}
+
+/// Findings of a run, deduplicated by (kind, host, source).
+#[derive(Debug, Clone)]
+pub struct Findings {
+    max: usize,
+    seen: HashMap<(FindingKind, String, String), Seen>,
+    /// Evidence of findings not kept, past the limit.
+    pub dropped: u64,
+}
+
+impl Default for Findings {
+    fn default() -> Self {
+        Findings::new(MAX_FINDINGS)
+    }
+}
+
+/// Distinct findings kept by default.
+pub const MAX_FINDINGS: usize = 10_000;
+
+impl Findings {
+    pub fn new(max: usize) -> Self {
+        Findings { max, seen: HashMap::new(), dropped: 0 }
+    }
+
+    /// Counts one piece of evidence from `origin` (a file, a pod).
+    pub fn note(&mut self, evidence: Evidence<'_>, origin: &str) {
+        let key = (evidence.kind, evidence.host, evidence.source);
+        if let Some(seen) = self.seen.get_mut(&key) {
+            seen.count += 1;
+            seen.first_ns = seen.first_ns.min(evidence.ts_ns);
+            seen.last_ns = seen.last_ns.max(evidence.ts_ns);
+            return;
+        }
+        if self.seen.len() >= self.max {
+            self.dropped += 1;
+            return;
+        }
+        let line = &evidence.line[..evidence.line.len().min(EVIDENCE_BYTES)];
+        let seen = Seen {
+            count: 1,
+            first_ns: evidence.ts_ns,
+            last_ns: evidence.ts_ns,
+            detail: evidence.detail,
+            evidence: String::from_utf8_lossy(line).into_owned(),
+            origin: origin.to_owned(),
+        };
+        self.seen.insert(key, seen);
+    }
+
+    pub fn merge(&mut self, other: &Findings) {
+        self.dropped += other.dropped;
+        for ((kind, host, source), theirs) in &other.seen {
+            let key = (*kind, host.clone(), source.clone());
+            let room = self.seen.len() < self.max;
+            match self.seen.get_mut(&key) {
+                Some(ours) => {
+                    ours.count += theirs.count;
+                    ours.first_ns = ours.first_ns.min(theirs.first_ns);
+                    ours.last_ns = ours.last_ns.max(theirs.last_ns);
+                }
+                None if room => {
+                    self.seen.insert(key, theirs.clone());
+                }
+                None => self.dropped += theirs.count,
+            }
+        }
+    }
+
+    /// Every finding, most severe first, then most frequent.
+    pub fn report(&self) -> Vec<FindingReport> {
+        let mut report: Vec<FindingReport> = self
+            .seen
+            .iter()
+            .map(|((kind, host, source), seen)| FindingReport {
+                kind: *kind,
+                severity: kind.severity(),
+                host: host.clone(),
+                source: source.clone(),
+                count: seen.count,
+                first_seen: format_rfc3339_ms(seen.first_ns),
+                last_seen: format_rfc3339_ms(seen.last_ns),
+                detail: seen.detail,
+                evidence: seen.evidence.clone(),
+                origin: seen.origin.clone(),
+            })
+            .collect();
+        report.sort_by(|a, b| {
+            (a.severity, std::cmp::Reverse(a.count), a.kind, &a.host, &a.source).cmp(&(
+                b.severity,
+                std::cmp::Reverse(b.count),
+                b.kind,
+                &b.host,
+                &b.source,
+            ))
+        });
+        report
+    }
+}
+
+/// A finding as reports show it (`findings` in `stats -o json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FindingReport {
+    pub kind: FindingKind,
+    pub severity: Severity,
+    pub host: String,
+    /// `namespace/workload`, else the source IP.
+    pub source: String,
+    pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// What the evidence shows, in words.
+    pub detail: &'static str,
+    /// The first line that showed it (up to 512 bytes).
+    pub evidence: String,
+    /// Where that line came from.
+    pub origin: String,
+}
+
+/// What a waypoint record shows, if anything.
+pub fn from_entry<'a>(entry: &Entry<'_>, ts_ns: i64, line: &'a [u8]) -> Option<Evidence<'a>> {
+    let cluster = entry.upstream_cluster.as_deref().filter(|c| !c.is_empty() && *c != "-");
+    let flags = entry.response_flags.as_deref().unwrap_or("");
+    let flag = |f: &str| flags.split(',').any(|x| x == f);
+    let (kind, detail) = match cluster {
+        Some("PassthroughCluster" | "AllowAnyDynamicDNSCluster") => (
+            FindingKind::UnregisteredEgress,
+            "the waypoint passed it through: no ServiceEntry registers this host",
+        ),
+        Some("BlackHoleCluster") => {
+            (FindingKind::BlockedEgress, "the waypoint refused it (REGISTRY_ONLY, no ServiceEntry)")
+        }
+        None if flag("NR") => {
+            (FindingKind::UnregisteredEgress, "no route for this host at the waypoint (NR)")
+        }
+        None if flag("UH") => {
+            (FindingKind::BlockedEgress, "no healthy upstream for this host at the waypoint (UH)")
+        }
+        _ => {
+            let reason = entry.upstream_transport_failure_reason.as_deref()?;
+            let tls =
+                reason.contains("TLS_error") || reason.to_ascii_lowercase().contains("tls error");
+            if !(tls && entry.response_code == Some(503) && flag("UF")) {
+                return None;
+            }
+            (
+                FindingKind::TlsOriginationFailing,
+                "the waypoint's TLS handshake with the origin fails (503 UF, TLS error)",
+            )
+        }
+    };
+    let source = entry.downstream_remote_address.as_deref().map_or("-", host_of_address);
+    Some(Evidence {
+        kind,
+        host: entry.host().unwrap_or("-").to_owned(),
+        source: source.to_owned(),
+        detail,
+        ts_ns,
+        line,
+    })
+}
+
+/// What a ztunnel connection shows, if anything: outbound, not tunnelled, to an address
+/// outside `internal` is a bypass: of a registered host's waypoint when ztunnel named the
+/// service, else egress to an unregistered destination.
+pub fn from_connection<'a>(
+    conn: &Connection<'_>,
+    internal: &InternalRanges,
+    line: &'a [u8],
+) -> Option<Evidence<'a>> {
+    if conn.direction.as_deref() == Some("inbound")
+        || conn.dst_hbone_addr.is_some()
+        || conn.message.as_deref().is_some_and(|m| m.contains("opened"))
+    {
+        return None;
+    }
+    let address = conn.dst_addr.as_deref()?;
+    if internal.is_external(ip_of(address)?) != Some(true) {
+        return None;
+    }
+    let source = match (conn.src_namespace.as_deref(), conn.src_workload.as_deref()) {
+        (Some(ns), Some(workload)) => format!("{ns}/{workload}"),
+        _ => conn.src_addr.as_deref().map_or("-", host_of_address).to_owned(),
+    };
+    let (kind, host, detail) = match conn.dst_service.as_deref() {
+        Some(service) => (
+            FindingKind::BypassZtunnelDirect,
+            service.to_owned(),
+            "ztunnel sent a registered host's traffic straight out, not to its waypoint",
+        ),
+        None => (
+            FindingKind::UnregisteredEgress,
+            host_of_address(address).to_owned(),
+            "ztunnel sent it straight out to an address no ServiceEntry registers",
+        ),
+    };
+    Some(Evidence { kind, host, source, detail, ts_ns: conn.ts_ns.unwrap_or(0), line })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::ztunnel::parse;
+    use crate::parse::{Projection, parse_message};
+
+    fn entry_evidence(line: &str) -> Option<(FindingKind, String, String)> {
+        let entry = parse_message(line.as_bytes(), Projection::All).unwrap();
+        from_entry(&entry, 0, line.as_bytes()).map(|e| (e.kind, e.host, e.source))
+    }
+
+    #[test]
+    fn waypoint_records_show_unregistered_blocked_and_failing_tls() {
+        let passthrough = r#"{"authority":"api.unknown.example","response_code":200,"upstream_cluster":"PassthroughCluster","downstream_remote_address":"10.0.1.7:5000","method":"GET"}"#;
+        let blackhole = r#"{"authority":"api.unknown.example","response_code":502,"upstream_cluster":"BlackHoleCluster","downstream_remote_address":"10.0.1.7:5000","method":"GET"}"#;
+        let no_route = r#"{"authority":"api.unknown.example","response_code":404,"response_flags":"NR","upstream_cluster":null,"method":"GET"}"#;
+        let tls = r#"{"authority":"aliyun.com","response_code":503,"response_flags":"UF","upstream_cluster":"outbound|80||aliyun.com","upstream_transport_failure_reason":"TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end","method":"GET"}"#;
+        let fine = r#"{"authority":"aliyun.com","response_code":301,"upstream_cluster":"outbound|80||aliyun.com","method":"GET"}"#;
+        let u = FindingKind::UnregisteredEgress;
+        assert_eq!(
+            entry_evidence(passthrough),
+            Some((u, "api.unknown.example".into(), "10.0.1.7".into()))
+        );
+        assert_eq!(entry_evidence(blackhole).unwrap().0, FindingKind::BlockedEgress);
+        assert_eq!(entry_evidence(no_route).unwrap().0, u);
+        assert_eq!(entry_evidence(tls).unwrap().0, FindingKind::TlsOriginationFailing);
+        assert_eq!(entry_evidence(fine), None);
+    }
+
+    #[test]
+    fn ztunnel_direct_to_an_external_address_is_bypass() {
+        let internal = InternalRanges::default();
+        let evidence = |line: &str| {
+            let conn = parse(line).unwrap();
+            from_connection(&conn, &internal, line.as_bytes()).map(|e| (e.kind, e.host, e.source))
+        };
+        let registered = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:51240 src.workload=\"sleep\" src.namespace=\"default\" dst.addr=140.205.135.3:80 dst.service=\"aliyun.com\" direction=\"outbound\"";
+        let unregistered = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.8:51240 dst.addr=142.250.191.142:443 direction=\"outbound\"";
+        let tunnelled = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:51234 dst.addr=10.0.3.9:15008 dst.hbone_addr=240.240.0.3:80 dst.service=\"aliyun.com\" direction=\"outbound\"";
+        let internal_direct = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:51234 dst.addr=10.0.3.9:5432 direction=\"outbound\"";
+        assert_eq!(
+            evidence(registered),
+            Some((FindingKind::BypassZtunnelDirect, "aliyun.com".into(), "default/sleep".into()))
+        );
+        assert_eq!(
+            evidence(unregistered),
+            Some((FindingKind::UnregisteredEgress, "142.250.191.142".into(), "10.0.1.8".into()))
+        );
+        assert_eq!(evidence(tunnelled), None);
+        assert_eq!(evidence(internal_direct), None);
+    }
+
+    #[test]
+    fn findings_deduplicate_merge_and_stay_bounded() {
+        let piece = |host: &str, ts_ns| Evidence {
+            kind: FindingKind::UnregisteredEgress,
+            host: host.to_owned(),
+            source: "10.0.1.7".to_owned(),
+            detail: "test",
+            ts_ns,
+            line: b"line",
+        };
+        let mut a = Findings::new(2);
+        a.note(piece("x.example", 5), "a.log");
+        a.note(piece("x.example", 3), "a.log");
+        a.note(piece("y.example", 4), "a.log");
+        a.note(piece("z.example", 4), "a.log");
+        assert_eq!(a.dropped, 1);
+        let mut b = Findings::new(2);
+        b.note(piece("x.example", 9), "b.log");
+        b.note(piece("w.example", 1), "b.log");
+        a.merge(&b);
+        assert_eq!(a.dropped, 2);
+        let report = a.report();
+        assert_eq!(report.len(), 2);
+        assert_eq!((report[0].host.as_str(), report[0].count), ("x.example", 3));
+        assert_eq!(report[0].first_seen, format_rfc3339_ms(3));
+        assert_eq!(report[0].last_seen, format_rfc3339_ms(9));
+        assert_eq!(report[0].origin, "a.log");
+    }
+}
