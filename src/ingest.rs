@@ -145,7 +145,7 @@ impl LineSink for EgressStats {
 
     fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], _: u64, ctx: &LineContext<'_>) {
         self.record_ztunnel(conn);
-        if let Some(evidence) = findings::from_connection(conn, &self.internal, raw) {
+        if let Some(evidence) = findings::from_connection(conn, &self.internal(), raw) {
             self.findings.note(evidence, ctx.origin);
         }
     }

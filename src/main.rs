@@ -297,6 +297,11 @@ struct IngestArgs {
     /// Distinct hosts tracked; the rest are counted under _other.
     #[arg(long, default_value_t = 20_000)]
     max_hosts: usize,
+    /// A CIDR block inside the cluster (repeatable, at most 32; replaces the default private,
+    /// CGNAT, loopback, link-local and Istio VIP ranges): ztunnel connections straight to
+    /// anything else bypassed the waypoints.
+    #[arg(long = "internal-cidr", value_name = "CIDR")]
+    internal_cidrs: Vec<egresslens::netrange::Cidr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -442,6 +447,11 @@ impl IngestArgs {
             config.workers = threads;
         }
         config.stats.max_hosts = self.max_hosts;
+        if !self.internal_cidrs.is_empty() {
+            config.stats.internal =
+                egresslens::netrange::InternalRanges::new(self.internal_cidrs.clone())
+                    .map_err(|e| anyhow::anyhow!("--internal-cidr: {e}"))?;
+        }
         Ok(config)
     }
 }

@@ -60,25 +60,40 @@ pub const DEFAULT_INTERNAL: [&str; 11] = [
     "2001:2::/48",
 ];
 
-/// The ranges that count as inside the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InternalRanges(Vec<Cidr>);
+/// Most ranges an [`InternalRanges`] holds.
+pub const MAX_RANGES: usize = 32;
+
+/// The ranges that count as inside the cluster (at most [`MAX_RANGES`], held inline so that
+/// configurations holding it stay `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InternalRanges {
+    ranges: [Option<Cidr>; MAX_RANGES],
+}
 
 impl Default for InternalRanges {
     fn default() -> Self {
-        InternalRanges(DEFAULT_INTERNAL.iter().map(|c| c.parse().expect("a valid CIDR")).collect())
+        let ranges = DEFAULT_INTERNAL.iter().map(|c| c.parse().expect("a valid CIDR")).collect();
+        InternalRanges::new(ranges).expect("the defaults fit")
     }
 }
 
 impl InternalRanges {
-    pub fn new(ranges: Vec<Cidr>) -> Self {
-        InternalRanges(ranges)
+    /// Refuses more than [`MAX_RANGES`] ranges.
+    pub fn new(list: Vec<Cidr>) -> Result<Self, String> {
+        if list.len() > MAX_RANGES {
+            return Err(format!("at most {MAX_RANGES} internal ranges, not {}", list.len()));
+        }
+        let mut ranges = [None; MAX_RANGES];
+        for (slot, range) in ranges.iter_mut().zip(list) {
+            *slot = Some(range);
+        }
+        Ok(InternalRanges { ranges })
     }
 
     /// Whether `ip` (text) is outside every range; None when it is not an IP.
     pub fn is_external(&self, ip: &str) -> Option<bool> {
         let ip: IpAddr = ip.parse().ok()?;
-        Some(!self.0.iter().any(|range| range.contains(ip)))
+        Some(!self.ranges.iter().flatten().any(|range| range.contains(ip)))
     }
 }
 
@@ -109,11 +124,12 @@ mod tests {
     #[test]
     fn blocks_parse_or_say_why_not() {
         let only: Cidr = "203.0.113.0/24".parse().unwrap();
-        let ranges = InternalRanges::new(vec![only]);
+        let ranges = InternalRanges::new(vec![only]).unwrap();
         assert_eq!(ranges.is_external("203.0.113.77"), Some(false));
         assert_eq!(ranges.is_external("10.0.0.1"), Some(true));
         assert!("10.0.0.0/33".parse::<Cidr>().unwrap_err().contains("not a CIDR block"));
         assert!("10.0.0.0".parse::<Cidr>().is_err());
+        assert!(InternalRanges::new(vec![only; MAX_RANGES + 1]).is_err());
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("8.8.8.8".parse().unwrap()));
     }

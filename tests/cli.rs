@@ -411,6 +411,16 @@ fn stats_summarises_ztunnel_connections_per_destination() {
     assert_eq!(external["bytes_recv"], 8468);
     let table = String::from_utf8(run(&["stats", log.to_str().unwrap()]).stdout).unwrap();
     assert!(table.contains("ZTUNNEL DESTINATION (outbound)"), "{table}");
+    // The same connection is a finding: straight out to an address nothing registers.
+    let finding = &json["findings"][0];
+    assert_eq!(finding["kind"], "unregistered_egress");
+    assert_eq!(finding["host"], "142.250.191.142");
+    assert_eq!(finding["source"], "istio-addons-ingress/istio-debug");
+    assert!(finding["evidence"].as_str().unwrap().contains("142.250.191.142"));
+    // Declared inside the cluster, it is neither bypass nor a finding.
+    let inside = json_stats(&["--internal-cidr", "142.250.0.0/16", log.to_str().unwrap()]);
+    assert_eq!(inside["ztunnel_destinations"][1]["bypass"], 0);
+    assert_eq!(inside["findings"], serde_json::json!([]));
 }
 
 /// A server on loopback that answers every request with `response` and keeps the requests.

@@ -147,11 +147,20 @@ pub struct StatsConfig {
     /// Keep the 1 m / 5 m / 1 h windows. They cost a tenth of the parse time and much cache;
     /// a one-shot report over all time does without.
     pub track_windows: bool,
+    /// What counts as inside the cluster: a ztunnel connection direct to anything else went
+    /// around every waypoint.
+    pub internal: InternalRanges,
 }
 
 impl Default for StatsConfig {
     fn default() -> Self {
-        StatsConfig { max_hosts: 20_000, top_k_capacity: 64, max_flags: 32, track_windows: true }
+        StatsConfig {
+            max_hosts: 20_000,
+            top_k_capacity: 64,
+            max_flags: 32,
+            track_windows: true,
+            internal: InternalRanges::default(),
+        }
     }
 }
 
@@ -227,8 +236,6 @@ pub struct EgressStats {
     ztunnel: ZtunnelStats,
     /// Bypass, unregistered and blocked egress, failing TLS origination.
     pub findings: Findings,
-    /// What counts as inside the cluster, for ztunnel evidence.
-    pub internal: InternalRanges,
     pub rejects: HashMap<RejectReason, u64, RandomState>,
     /// Hosts that were counted under [`OVERFLOW_HOST`] because the host table was full.
     pub overflowed_records: u64,
@@ -254,9 +261,8 @@ impl EgressStats {
             lines: 0,
             records: 0,
             ztunnel_connections: 0,
-            ztunnel: ZtunnelStats::new(config.max_hosts, config.top_k_capacity),
+            ztunnel: ZtunnelStats::new(config.max_hosts, config.top_k_capacity, config.internal),
             findings: Findings::default(),
-            internal: InternalRanges::default(),
             rejects: HashMap::default(),
             overflowed_records: 0,
             index: HashMap::default(),
@@ -281,6 +287,11 @@ impl EgressStats {
         self.names.push(name.into());
         self.hosts.push(HostStats::new(&self.config));
         id
+    }
+
+    /// What counts as inside the cluster.
+    pub fn internal(&self) -> InternalRanges {
+        self.config.internal
     }
 
     pub fn record_reject(&mut self, reason: RejectReason) {

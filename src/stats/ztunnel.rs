@@ -62,9 +62,9 @@ fn source_name(conn: &Connection<'_>) -> String {
 }
 
 impl ZtunnelStats {
-    pub fn new(max_destinations: usize, top_k_capacity: usize) -> Self {
+    pub fn new(max_destinations: usize, top_k_capacity: usize, internal: InternalRanges) -> Self {
         ZtunnelStats {
-            internal: InternalRanges::default(),
+            internal,
             max_destinations,
             top_k_capacity,
             index: HashMap::default(),
@@ -200,11 +200,11 @@ mod tests {
             "2025-08-18T09:36:33.123456Z\tdebug\taccess\tconnection opened\tsrc.addr=10.0.1.8:40001 dst.addr=140.205.135.3:443 direction=\"outbound\"",
             "2025-08-18T09:36:34.123456Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:51234 dst.addr=10.0.3.9:9080 dst.hbone_addr=10.0.3.9:9080 dst.service=\"reviews\" direction=\"inbound\" bytes_sent=1 bytes_recv=1",
         ];
-        let mut stats = ZtunnelStats::new(2, 8);
+        let mut stats = ZtunnelStats::new(2, 8, InternalRanges::default());
         for line in lines {
             stats.record(&parse(line).unwrap());
         }
-        let mut other = ZtunnelStats::new(2, 8);
+        let mut other = ZtunnelStats::new(2, 8, InternalRanges::default());
         let third = lines[0].replace("aliyun.com", "api.github.com");
         other.record(&parse(&third).unwrap());
         stats.merge(&other);
