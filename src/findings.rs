@@ -16,6 +16,7 @@ use crate::parse::Entry;
 use crate::parse::derived::{host_of_address, ip_of};
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
+use crate::stats::ztunnel::source_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -259,10 +260,7 @@ pub fn from_connection<'a>(
     if internal.is_external(ip_of(address)?) != Some(true) {
         return None;
     }
-    let source = match (conn.src_namespace.as_deref(), conn.src_workload.as_deref()) {
-        (Some(ns), Some(workload)) => format!("{ns}/{workload}"),
-        _ => conn.src_addr.as_deref().map_or("-", host_of_address).to_owned(),
-    };
+    let source = source_name(conn);
     let (kind, host, detail) = match conn.dst_service.as_deref() {
         Some(service) => (
             FindingKind::BypassZtunnelDirect,

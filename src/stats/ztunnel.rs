@@ -53,7 +53,7 @@ fn destination_name<'c>(conn: &'c Connection<'_>) -> &'c str {
 }
 
 /// `namespace/workload` when ztunnel named the source, else its IP.
-fn source_name(conn: &Connection<'_>) -> String {
+pub(crate) fn source_name(conn: &Connection<'_>) -> String {
     match (conn.src_namespace.as_deref(), conn.src_workload.as_deref()) {
         (Some(ns), Some(workload)) => format!("{ns}/{workload}"),
         (None, Some(workload)) => workload.to_owned(),
