@@ -13,10 +13,9 @@ use serde::Serialize;
 
 use crate::netrange::InternalRanges;
 use crate::parse::Entry;
-use crate::parse::derived::{host_of_address, ip_of};
+use crate::parse::derived::host_of_address;
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
-use crate::stats::ztunnel::source_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,17 +249,11 @@ pub fn from_connection<'a>(
     internal: &InternalRanges,
     line: &'a [u8],
 ) -> Option<Evidence<'a>> {
-    if conn.direction.as_deref() == Some("inbound")
-        || conn.dst_hbone_addr.is_some()
-        || conn.message.as_deref().is_some_and(|m| m.contains("opened"))
-    {
+    if !conn.is_outbound_complete() || !conn.bypasses(internal) {
         return None;
     }
     let address = conn.dst_addr.as_deref()?;
-    if internal.is_external(ip_of(address)?) != Some(true) {
-        return None;
-    }
-    let source = source_name(conn);
+    let source = conn.source().into_owned();
     let (kind, host, detail) = match conn.dst_service.as_deref() {
         Some(service) => (
             FindingKind::BypassZtunnelDirect,

@@ -16,7 +16,9 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
+use super::derived::{host_of_address, ip_of};
 use super::time::parse_rfc3339_ns;
+use crate::netrange::InternalRanges;
 
 /// One ztunnel connection record, borrowed from its line where it can be.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,6 +42,32 @@ pub struct Connection<'a> {
     pub bytes_recv: Option<u64>,
     pub duration_ms: Option<f64>,
     pub error: Option<Cow<'a, str>>,
+}
+
+impl Connection<'_> {
+    /// An outbound connection's `connection complete` line: what summaries and findings
+    /// count. (A `connection opened` line, written at debug level, has its complete line
+    /// later; an inbound line is the far end of a mesh connection its source logged.)
+    pub fn is_outbound_complete(&self) -> bool {
+        self.direction.as_deref() != Some("inbound")
+            && !self.message.as_deref().is_some_and(|m| m.contains("opened"))
+    }
+
+    /// Not tunnelled, to an address outside `internal`: around every waypoint.
+    pub fn bypasses(&self, internal: &InternalRanges) -> bool {
+        self.dst_hbone_addr.is_none()
+            && self.dst_addr.as_deref().and_then(ip_of).and_then(|ip| internal.is_external(ip))
+                == Some(true)
+    }
+
+    /// `namespace/workload` when ztunnel named the source, else its IP.
+    pub fn source(&self) -> Cow<'_, str> {
+        match (self.src_namespace.as_deref(), self.src_workload.as_deref()) {
+            (Some(ns), Some(workload)) => Cow::Owned(format!("{ns}/{workload}")),
+            (None, Some(workload)) => Cow::Borrowed(workload),
+            _ => Cow::Borrowed(self.src_addr.as_deref().map_or("-", host_of_address)),
+        }
+    }
 }
 
 impl<'a> Connection<'a> {

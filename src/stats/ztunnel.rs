@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::topk::TopK;
 use super::{OVERFLOW_HOST, TopEntry, top_list};
 use crate::netrange::InternalRanges;
-use crate::parse::derived::{host_of_address, ip_of};
 use crate::parse::ztunnel::Connection;
 
 #[derive(Debug, Clone)]
@@ -50,15 +49,6 @@ fn destination_name<'c>(conn: &'c Connection<'_>) -> &'c str {
         .or(conn.dst_hbone_addr.as_deref())
         .or(conn.dst_addr.as_deref())
         .unwrap_or("-")
-}
-
-/// `namespace/workload` when ztunnel named the source, else its IP.
-pub(crate) fn source_name(conn: &Connection<'_>) -> String {
-    match (conn.src_namespace.as_deref(), conn.src_workload.as_deref()) {
-        (Some(ns), Some(workload)) => format!("{ns}/{workload}"),
-        (None, Some(workload)) => workload.to_owned(),
-        _ => conn.src_addr.as_deref().map_or("-", host_of_address).to_owned(),
-    }
 }
 
 impl ZtunnelStats {
@@ -101,25 +91,22 @@ impl ZtunnelStats {
     /// Counts one outbound connection. A `connection opened` line (written when ztunnel logs
     /// at debug level) is not counted: its `connection complete` line will be.
     pub fn record(&mut self, conn: &Connection<'_>) {
-        if conn.message.as_deref().is_some_and(|m| m.contains("opened"))
-            || conn.direction.as_deref() == Some("inbound")
-        {
+        if !conn.is_outbound_complete() {
             return;
         }
         let id = self.id(destination_name(conn));
         if self.names[id].as_ref() == OVERFLOW_HOST {
             self.overflowed += 1;
         }
-        let external =
-            conn.dst_addr.as_deref().and_then(ip_of).and_then(|ip| self.internal.is_external(ip));
+        let bypass = conn.bypasses(&self.internal);
         let dest = &mut self.destinations[id];
         dest.connections += 1;
         dest.hbone += u64::from(conn.dst_hbone_addr.is_some());
-        dest.bypass += u64::from(conn.dst_hbone_addr.is_none() && external == Some(true));
+        dest.bypass += u64::from(bypass);
         dest.bytes_sent += conn.bytes_sent.unwrap_or(0);
         dest.bytes_recv += conn.bytes_recv.unwrap_or(0);
         dest.errors += u64::from(conn.error.is_some());
-        dest.sources.add(&source_name(conn), 1);
+        dest.sources.add(&conn.source(), 1);
     }
 
     pub fn merge(&mut self, other: &ZtunnelStats) {
