@@ -77,6 +77,18 @@ impl Default for CollectConfig {
     }
 }
 
+impl CollectConfig {
+    /// How its reader reads.
+    fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            chunk_bytes: self.chunk_bytes,
+            max_line: self.max_line,
+            once: self.once,
+            poll: self.poll,
+        }
+    }
+}
+
 /// Shared with the caller while a run goes on: a stop request, and progress counters.
 #[derive(Debug, Default)]
 pub struct Control {
@@ -216,12 +228,7 @@ pub fn collect(
             let position = Position::Offset(source.base + chunk.end_offset());
             hand(chunk, encoding, source, position)
         };
-        let options = ReadOptions {
-            chunk_bytes: config.chunk_bytes,
-            max_line: config.max_line,
-            once: config.once,
-            poll: config.poll,
-        };
+        let options = config.read_options();
         let mut reader = Reader::new(options, &control.stop, &control.bytes, &mut file_hand, spare);
         let mut warnings = Vec::new();
         reader.run(input, start, &mut warnings).map_err(|source| match source {
@@ -291,9 +298,7 @@ pub fn collect_node(
             options: node,
             read: ReadOptions {
                 chunk_bytes: config.chunk_bytes.min(NODE_CHUNK_BYTES),
-                max_line: config.max_line,
-                once: config.once,
-                poll: config.poll,
+                ..config.read_options()
             },
             cluster,
             cursors,

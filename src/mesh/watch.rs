@@ -113,27 +113,24 @@ where
 {
     watcher(api, config)
         .map(move |event| {
-            let event = event.map(|e| e.map_trimmed(trim));
+            let event = event.map(|e| trimmed(e, trim));
             (index, event)
         })
         .boxed()
 }
 
-/// Turns watched objects into keyed, trimmed ones.
-trait MapTrimmed<K> {
-    fn map_trimmed(self, trim: fn(&K) -> Option<Trimmed>) -> Event<(String, Option<Trimmed>)>;
-}
-
-impl<K: kube::Resource> MapTrimmed<K> for Event<K> {
-    fn map_trimmed(self, trim: fn(&K) -> Option<Trimmed>) -> Event<(String, Option<Trimmed>)> {
-        let keyed = |object: K| (key(object.meta()), trim(&object));
-        match self {
-            Event::Init => Event::Init,
-            Event::InitApply(object) => Event::InitApply(keyed(object)),
-            Event::InitDone => Event::InitDone,
-            Event::Apply(object) => Event::Apply(keyed(object)),
-            Event::Delete(object) => Event::Delete(keyed(object)),
-        }
+/// A watched object's event as the reflector takes it: keyed by `namespace/name`, trimmed.
+fn trimmed<K: kube::Resource>(
+    event: Event<K>,
+    trim: fn(&K) -> Option<Trimmed>,
+) -> Event<(String, Option<Trimmed>)> {
+    let keyed = |object: K| (key(object.meta()), trim(&object));
+    match event {
+        Event::Init => Event::Init,
+        Event::InitApply(object) => Event::InitApply(keyed(object)),
+        Event::InitDone => Event::InitDone,
+        Event::Apply(object) => Event::Apply(keyed(object)),
+        Event::Delete(object) => Event::Delete(keyed(object)),
     }
 }
 
