@@ -562,6 +562,17 @@ fn walkthrough_objects(version: &str) -> [(&'static str, serde_json::Value); 3] 
     ]
 }
 
+/// The object in `tests/fixtures/kube/<file>`, as `<namespace>/<name>`.
+fn like_fixture(file: &str, namespace: &str, name: &str) -> serde_json::Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube").join(file);
+    let mut object: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    object["metadata"]["namespace"] = namespace.into();
+    object["metadata"]["name"] = name.into();
+    object
+}
+
 fn mesh_json(standin: &StandIn, dir: &std::path::Path) -> serde_json::Value {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
@@ -588,27 +599,17 @@ fn mesh_shows_each_hosts_posture_and_its_problems() {
     standin.add_pod_of(NS, "waypoint-5c9d7f6b8d-h7k2x", "waypoint");
     // A host registered where no waypoint is asked for.
     standin.add_namespace("payments", serde_json::json!({}));
-    let mut github: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/kube/serviceentry-aliyun.json")).unwrap();
-    github["metadata"]["namespace"] = "payments".into();
-    github["metadata"]["name"] = "github".into();
+    let mut github = like_fixture("serviceentry-aliyun.json", "payments", "github");
     github["spec"]["hosts"] = serde_json::json!(["api.github.com"]);
     github["spec"]["ports"] =
         serde_json::json!([{"number": 443, "name": "https", "protocol": "HTTPS"}]);
     standin.add_object("serviceentries", github);
     // A waypoint whose only pod is not ready, serving a host mapped to 443 without TLS.
     standin.add_namespace("ai", serde_json::json!({"istio.io/use-waypoint": "ai-waypoint"}));
-    let mut gateway: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/kube/gateway-waypoint.json")).unwrap();
-    gateway["metadata"]["namespace"] = "ai".into();
-    gateway["metadata"]["name"] = "ai-waypoint".into();
-    standin.add_object("gateways", gateway);
+    standin.add_object("gateways", like_fixture("gateway-waypoint.json", "ai", "ai-waypoint"));
     standin.add_pod_of("ai", "ai-waypoint-6d8f9c7b5-p4q8r", "ai-waypoint");
     standin.set_ready("ai", "ai-waypoint-6d8f9c7b5-p4q8r", false);
-    let mut dashscope: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/kube/serviceentry-aliyun.json")).unwrap();
-    dashscope["metadata"]["namespace"] = "ai".into();
-    dashscope["metadata"]["name"] = "dashscope".into();
+    let mut dashscope = like_fixture("serviceentry-aliyun.json", "ai", "dashscope");
     dashscope["spec"]["hosts"] = serde_json::json!(["dashscope.aliyuncs.com"]);
     standin.add_object("serviceentries", dashscope);
 
@@ -753,9 +754,7 @@ fn mesh_watch_follows_changes_and_relists_after_gone() {
     // Every watch ends and comes back to a 410: what changed meanwhile is found by the lists.
     standin.fail_watches_with_gone(8);
     standin.end_watches();
-    let mut github: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/kube/serviceentry-aliyun.json")).unwrap();
-    github["metadata"]["name"] = "github".into();
+    let mut github = like_fixture("serviceentry-aliyun.json", NS, "github");
     github["spec"]["hosts"] = serde_json::json!(["api.github.com"]);
     standin.add_object("serviceentries", github);
     standin.add_namespace(NS, serde_json::json!({}));
