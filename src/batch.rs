@@ -13,6 +13,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 
+use crate::findings::{Findings, Noted};
 use crate::parse::derived::{ClusterName, ip_of, port_of, tls_originated};
 use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, LogFormat, RejectReason};
@@ -44,6 +45,11 @@ impl LineContext<'_> {
     /// The record's time: the entry's `start_time`, else the prefix, else ingest time.
     pub fn record_ts(&self, entry: &Entry<'_>) -> i64 {
         entry.start_time_ns.or(self.prefix_ts_ns).unwrap_or(self.ingest_ts_ns)
+    }
+
+    /// A ztunnel connection's time: its own, else the prefix, else ingest time.
+    pub fn connection_ts(&self, conn: &Connection<'_>) -> i64 {
+        conn.ts_ns.or(self.prefix_ts_ns).unwrap_or(self.ingest_ts_ns)
     }
 }
 
@@ -376,7 +382,7 @@ impl ZtunnelBatcher {
 
     /// Appends one connection; returns a batch when `capacity` rows are reached.
     pub fn push(&mut self, conn: &Connection<'_>, ctx: &LineContext<'_>) -> Option<RecordBatch> {
-        self.ts.append_value(conn.ts_ns.or(ctx.prefix_ts_ns).unwrap_or(ctx.ingest_ts_ns));
+        self.ts.append_value(ctx.connection_ts(conn));
         let src_ip = conn.src_addr.as_deref().and_then(ip_of);
         let dst_ip = conn.dst_addr.as_deref().and_then(ip_of);
         let head = [
@@ -428,6 +434,42 @@ impl ZtunnelBatcher {
         RecordBatch::try_new(schema::ztunnel_conn(), columns)
             .expect("builders follow schema::ztunnel_conn column for column")
     }
+}
+
+/// The findings noted, one row each, as a `findings` batch; `None` when there are none.
+pub fn findings_batch(findings: &Findings) -> Option<RecordBatch> {
+    let noted: Vec<_> = findings.iter().collect();
+    if noted.is_empty() {
+        return None;
+    }
+    let times = |f: fn(&Noted<'_>) -> i64| {
+        let mut builder =
+            TimestampNanosecondBuilder::with_capacity(noted.len()).with_timezone("UTC");
+        builder.extend(noted.iter().map(|n| Some(f(n))));
+        Arc::new(builder.finish()) as ArrayRef
+    };
+    let strings = |f: for<'b> fn(&'b Noted<'b>) -> &'b str| {
+        let mut builder = StringBuilder::new();
+        for n in &noted {
+            builder.append_value(f(n));
+        }
+        Arc::new(builder.finish()) as ArrayRef
+    };
+    let mut count = UInt64Builder::with_capacity(noted.len());
+    count.extend(noted.iter().map(|n| Some(n.count)));
+    let columns = vec![
+        times(|n| n.first_ns),
+        times(|n| n.last_ns),
+        strings(|n| n.kind.as_str()),
+        strings(|n| n.kind.severity().as_str()),
+        strings(|n| n.host),
+        strings(|n| n.source),
+        Arc::new(count.finish()) as ArrayRef,
+        strings(|n| n.detail),
+        strings(|n| n.evidence),
+        strings(|n| n.origin),
+    ];
+    Some(RecordBatch::try_new(schema::findings(), columns).expect("columns follow the schema"))
 }
 
 #[cfg(test)]

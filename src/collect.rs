@@ -24,6 +24,7 @@ use crossbeam_channel::{RecvTimeoutError, bounded};
 use crate::batch::LineContext;
 use crate::ingest::EncodingLock;
 use crate::ingest::{BatchSink, TableBatch, now_ns, process_line};
+use crate::netrange::InternalRanges;
 use crate::parse::LogFormat;
 use crate::source::Input;
 use crate::source::follow::{
@@ -33,7 +34,7 @@ use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_wo
 use crate::source::lines::Chunk;
 use crate::source::node::{NODE_CHUNK_BYTES, NodeOptions, NodeReader};
 use crate::store::{
-    ACCESS_LOG, Checkpoint, PendingCommit, REJECTS, Store, StoreError, ZTUNNEL_CONN,
+    ACCESS_LOG, Checkpoint, FINDINGS, PendingCommit, REJECTS, Store, StoreError, ZTUNNEL_CONN,
 };
 use crate::workloads::Workloads;
 
@@ -54,6 +55,8 @@ pub struct CollectConfig {
     pub once: bool,
     /// How often a followed file is checked for new lines, truncation and rotation.
     pub poll: Duration,
+    /// What counts as inside the cluster, for bypass findings.
+    pub internal: InternalRanges,
     /// Remove hour partitions older than this, after commits (at most once a minute).
     pub retain: Option<Duration>,
     /// Merge the small files of hours that ended more than an hour ago, at most this often.
@@ -71,6 +74,7 @@ impl Default for CollectConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             once: true,
             poll: Duration::from_millis(200),
+            internal: InternalRanges::default(),
             retain: None,
             compact_every: None,
         }
@@ -114,6 +118,8 @@ pub struct CollectSummary {
     pub rejects: usize,
     /// ztunnel connection records.
     pub ztunnel: usize,
+    /// Rows of findings evidence (one per kind, host and source in a chunk).
+    pub findings: usize,
     pub commits: usize,
     /// Hour partitions removed by retention.
     pub expired: usize,
@@ -486,7 +492,7 @@ fn parse_chunks(
         // Builders are sized for this chunk's lines (waypoint lines run near a kilobyte), not
         // for a whole batch: a worker makes one set per chunk.
         let expected = (chunk.len_bytes() / 1024).clamp(64, config.batch_rows);
-        let mut sink = BatchSink::new(expected, |b| batches.push(b));
+        let mut sink = BatchSink::new(expected, config.internal, |b| batches.push(b));
         let origin = source.path.as_deref().unwrap_or("stdin");
         let (cluster, pod) = match &source.pod {
             Some((cluster, instance)) => (cluster.as_deref(), Some(&**instance)),
@@ -582,6 +588,10 @@ fn commit_in_order(
                     TableBatch::Ztunnel(b) => {
                         committer.summary.ztunnel += b.num_rows();
                         (ZTUNNEL_CONN, b)
+                    }
+                    TableBatch::Findings(b) => {
+                        committer.summary.findings += b.num_rows();
+                        (FINDINGS, b)
                     }
                 };
                 pending.write(table, &batch)?;

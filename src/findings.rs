@@ -2,7 +2,12 @@
 //! that bypasses the waypoint leaves no waypoint line, so bypass is found in ztunnel's
 //! connections (direct to an external address); unregistered and blocked egress in the
 //! waypoint's own records (`PassthroughCluster`, `BlackHoleCluster`, no route); a TLS
-//! origination that fails in the upstream transport failure.
+//! origination that fails in the upstream transport failure; a request that left the waypoint
+//! in plaintext for a host whose other requests had TLS originated.
+//!
+//! `tls_not_originated` needs the host's intent, which one record does not show: its evidence
+//! (a request sent upstream on port 80 for service port 80) is noted for every host, and
+//! reports keep it only for hosts that intend TLS origination ([`Findings::report`]).
 //!
 //! [`Findings`] deduplicates by (kind, host, source) and is bounded: past its limit new keys
 //! are counted, not kept.
@@ -11,41 +16,73 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::batch::LineContext;
 use crate::netrange::InternalRanges;
 use crate::parse::Entry;
-use crate::parse::derived::host_of_address;
+use crate::parse::derived::{ClusterName, host_of_address, port_of};
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
+    /// A response came straight from the origin (its own `server`, no Envoy header): the
+    /// request did not pass the waypoint.
+    BypassDirectResponse,
     /// ztunnel sent a mesh workload's connection straight to an external address.
     BypassZtunnelDirect,
     /// Egress to a host the mesh does not register (it went out through passthrough).
     UnregisteredEgress,
     /// Egress the waypoint refused (`BlackHoleCluster`, no healthy upstream).
     BlockedEgress,
+    /// A request left the waypoint in plaintext for a host whose TLS the waypoint originates.
+    TlsNotOriginated,
     /// The waypoint's TLS handshake with the origin fails.
     TlsOriginationFailing,
+    /// A registered host's waypoint has no ready pod: its traffic goes nowhere or around it.
+    WaypointNotReady,
 }
 
 impl FindingKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            FindingKind::BypassDirectResponse => "bypass_direct_response",
             FindingKind::BypassZtunnelDirect => "bypass_ztunnel_direct",
             FindingKind::UnregisteredEgress => "unregistered_egress",
             FindingKind::BlockedEgress => "blocked_egress",
+            FindingKind::TlsNotOriginated => "tls_not_originated",
             FindingKind::TlsOriginationFailing => "tls_origination_failing",
+            FindingKind::WaypointNotReady => "waypoint_not_ready",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            FindingKind::BypassZtunnelDirect | FindingKind::TlsOriginationFailing => {
-                Severity::Critical
-            }
             FindingKind::UnregisteredEgress | FindingKind::BlockedEgress => Severity::Warning,
+            _ => Severity::Critical,
+        }
+    }
+
+    pub const ALL: [FindingKind; 7] = [
+        FindingKind::BypassDirectResponse,
+        FindingKind::BypassZtunnelDirect,
+        FindingKind::UnregisteredEgress,
+        FindingKind::BlockedEgress,
+        FindingKind::TlsNotOriginated,
+        FindingKind::TlsOriginationFailing,
+        FindingKind::WaypointNotReady,
+    ];
+
+    pub fn parse(name: &str) -> Option<FindingKind> {
+        FindingKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
         }
     }
 }
@@ -148,38 +185,73 @@ impl Findings {
         }
     }
 
-    /// Every finding, most severe first, then most frequent.
-    pub fn report(&self) -> Vec<FindingReport> {
+    /// Every finding noted, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = Noted<'_>> {
+        self.seen.iter().map(|((kind, host, source), seen)| Noted {
+            kind: *kind,
+            host,
+            source,
+            count: seen.count,
+            first_ns: seen.first_ns,
+            last_ns: seen.last_ns,
+            detail: seen.detail,
+            evidence: &seen.evidence,
+            origin: &seen.origin,
+        })
+    }
+
+    /// Every finding, most severe first, then most frequent; `tls_not_originated` only for
+    /// hosts that `intends_tls` (see the module above).
+    pub fn report(&self, intends_tls: impl Fn(&str) -> bool) -> Vec<FindingReport> {
         let mut report: Vec<FindingReport> = self
-            .seen
             .iter()
-            .map(|((kind, host, source), seen)| FindingReport {
-                kind: *kind,
-                severity: kind.severity(),
-                host: host.clone(),
-                source: source.clone(),
-                count: seen.count,
-                first_seen: format_rfc3339_ms(seen.first_ns),
-                last_seen: format_rfc3339_ms(seen.last_ns),
-                detail: seen.detail,
-                evidence: seen.evidence.clone(),
-                origin: seen.origin.clone(),
+            .filter(|n| n.kind != FindingKind::TlsNotOriginated || intends_tls(n.host))
+            .map(|n| FindingReport {
+                kind: n.kind,
+                severity: n.kind.severity(),
+                host: n.host.to_owned(),
+                source: n.source.to_owned(),
+                count: n.count,
+                first_seen: format_rfc3339_ms(n.first_ns),
+                last_seen: format_rfc3339_ms(n.last_ns),
+                detail: n.detail.to_owned(),
+                evidence: n.evidence.to_owned(),
+                origin: n.origin.to_owned(),
             })
             .collect();
-        report.sort_by(|a, b| {
-            (a.severity, std::cmp::Reverse(a.count), a.kind, &a.host, &a.source).cmp(&(
-                b.severity,
-                std::cmp::Reverse(b.count),
-                b.kind,
-                &b.host,
-                &b.source,
-            ))
-        });
+        sort_report(&mut report);
         report
     }
 }
 
-/// A finding as reports show it (`findings` in `stats -o json`).
+/// Most severe first, then most frequent, then by kind, host and source.
+pub fn sort_report(report: &mut [FindingReport]) {
+    report.sort_by(|a, b| {
+        (a.severity, std::cmp::Reverse(a.count), a.kind, &a.host, &a.source).cmp(&(
+            b.severity,
+            std::cmp::Reverse(b.count),
+            b.kind,
+            &b.host,
+            &b.source,
+        ))
+    });
+}
+
+/// One finding as [`Findings`] holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Noted<'a> {
+    pub kind: FindingKind,
+    pub host: &'a str,
+    pub source: &'a str,
+    pub count: u64,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub detail: &'static str,
+    pub evidence: &'a str,
+    pub origin: &'a str,
+}
+
+/// A finding as reports show it (`findings` in `stats -o json`, `egresslens findings`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FindingReport {
     pub kind: FindingKind,
@@ -191,7 +263,7 @@ pub struct FindingReport {
     pub first_seen: String,
     pub last_seen: String,
     /// What the evidence shows, in words.
-    pub detail: &'static str,
+    pub detail: String,
     /// The first line that showed it (up to 512 bytes).
     pub evidence: String,
     /// Where that line came from.
@@ -199,7 +271,11 @@ pub struct FindingReport {
 }
 
 /// What a waypoint record shows, if anything.
-pub fn from_entry<'a>(entry: &Entry<'_>, ts_ns: i64, line: &'a [u8]) -> Option<Evidence<'a>> {
+pub fn from_entry<'a>(
+    entry: &Entry<'_>,
+    ctx: &LineContext<'_>,
+    line: &'a [u8],
+) -> Option<Evidence<'a>> {
     let cluster = entry.upstream_cluster.as_deref().filter(|c| !c.is_empty() && *c != "-");
     let flags = entry.response_flags.as_deref().unwrap_or("");
     let flag = |f: &str| flags.split(',').any(|x| x == f);
@@ -217,27 +293,44 @@ pub fn from_entry<'a>(entry: &Entry<'_>, ts_ns: i64, line: &'a [u8]) -> Option<E
         None if flag("UH") => {
             (FindingKind::BlockedEgress, "no healthy upstream for this host at the waypoint (UH)")
         }
-        _ => {
-            let reason = entry.upstream_transport_failure_reason.as_deref()?;
-            let tls =
-                reason.contains("TLS_error") || reason.to_ascii_lowercase().contains("tls error");
-            if !(tls && entry.response_code == Some(503) && flag("UF")) {
+        _ if tls_failure(entry) && entry.response_code == Some(503) && flag("UF") => (
+            FindingKind::TlsOriginationFailing,
+            "the waypoint's TLS handshake with the origin fails (503 UF, TLS error)",
+        ),
+        Some(name) => {
+            let service_port = ClusterName::parse(name).and_then(|c| c.port);
+            let upstream_port = entry.upstream_host.as_deref().and_then(port_of);
+            if !(service_port == Some(80) && upstream_port == Some(80)) {
                 return None;
             }
             (
-                FindingKind::TlsOriginationFailing,
-                "the waypoint's TLS handshake with the origin fails (503 UF, TLS error)",
+                FindingKind::TlsNotOriginated,
+                "sent upstream in plaintext on port 80, while the waypoint originates TLS (:443) \
+                 for this host",
             )
         }
+        None => return None,
     };
-    let source = entry.downstream_remote_address.as_deref().map_or("-", host_of_address);
+    let ip = entry.downstream_remote_address.as_deref().map_or("-", host_of_address);
+    // A resolved source is named by its workload, as ztunnel names it.
+    let source = match ctx.workloads.and_then(|w| w.lookup(ip)) {
+        Some(workload) => format!("{}/{}", workload.namespace, workload.name),
+        None => ip.to_owned(),
+    };
     Some(Evidence {
         kind,
         host: entry.host().unwrap_or("-").to_owned(),
-        source: source.to_owned(),
+        source,
         detail,
-        ts_ns,
+        ts_ns: ctx.record_ts(entry),
         line,
+    })
+}
+
+/// A TLS error in the upstream transport failure (`TLS_error:…`, older Envoy `TLS error: …`).
+fn tls_failure(entry: &Entry<'_>) -> bool {
+    entry.upstream_transport_failure_reason.as_deref().is_some_and(|reason| {
+        reason.contains("TLS_error") || reason.to_ascii_lowercase().contains("tls error")
     })
 }
 
@@ -247,6 +340,7 @@ pub fn from_entry<'a>(entry: &Entry<'_>, ts_ns: i64, line: &'a [u8]) -> Option<E
 pub fn from_connection<'a>(
     conn: &Connection<'_>,
     internal: &InternalRanges,
+    ctx: &LineContext<'_>,
     line: &'a [u8],
 ) -> Option<Evidence<'a>> {
     if !conn.is_outbound_complete() || !conn.bypasses(internal) {
@@ -266,7 +360,7 @@ pub fn from_connection<'a>(
             "ztunnel sent it straight out to an address no ServiceEntry registers",
         ),
     };
-    Some(Evidence { kind, host, source, detail, ts_ns: conn.ts_ns.unwrap_or(0), line })
+    Some(Evidence { kind, host, source, detail, ts_ns: ctx.connection_ts(conn), line })
 }
 
 #[cfg(test)]
@@ -277,7 +371,8 @@ mod tests {
 
     fn entry_evidence(line: &str) -> Option<(FindingKind, String, String)> {
         let entry = parse_message(line.as_bytes(), Projection::All).unwrap();
-        from_entry(&entry, 0, line.as_bytes()).map(|e| (e.kind, e.host, e.source))
+        let ctx = LineContext::default();
+        from_entry(&entry, &ctx, line.as_bytes()).map(|e| (e.kind, e.host, e.source))
     }
 
     #[test]
@@ -286,7 +381,8 @@ mod tests {
         let blackhole = r#"{"authority":"api.unknown.example","response_code":502,"upstream_cluster":"BlackHoleCluster","downstream_remote_address":"10.0.1.7:5000","method":"GET"}"#;
         let no_route = r#"{"authority":"api.unknown.example","response_code":404,"response_flags":"NR","upstream_cluster":null,"method":"GET"}"#;
         let tls = r#"{"authority":"aliyun.com","response_code":503,"response_flags":"UF","upstream_cluster":"outbound|80||aliyun.com","upstream_transport_failure_reason":"TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end","method":"GET"}"#;
-        let fine = r#"{"authority":"aliyun.com","response_code":301,"upstream_cluster":"outbound|80||aliyun.com","method":"GET"}"#;
+        let fine = r#"{"authority":"aliyun.com","response_code":301,"upstream_cluster":"outbound|80||aliyun.com","upstream_host":"140.205.135.3:443","method":"GET"}"#;
+        let plain = r#"{"authority":"aliyun.com","response_code":301,"upstream_cluster":"inbound-vip|80|http|aliyun.com","upstream_host":"140.205.135.3:80","downstream_remote_address":"10.0.1.7:5000","method":"GET"}"#;
         let u = FindingKind::UnregisteredEgress;
         assert_eq!(
             entry_evidence(passthrough),
@@ -296,6 +392,38 @@ mod tests {
         assert_eq!(entry_evidence(no_route).unwrap().0, u);
         assert_eq!(entry_evidence(tls).unwrap().0, FindingKind::TlsOriginationFailing);
         assert_eq!(entry_evidence(fine), None);
+        assert_eq!(
+            entry_evidence(plain),
+            Some((FindingKind::TlsNotOriginated, "aliyun.com".into(), "10.0.1.7".into()))
+        );
+    }
+
+    #[test]
+    fn plaintext_upstream_is_reported_only_for_hosts_that_intend_tls() {
+        let piece = |kind, host: &str| Evidence {
+            kind,
+            host: host.to_owned(),
+            source: "10.0.1.7".to_owned(),
+            detail: "test",
+            ts_ns: 1,
+            line: b"line",
+        };
+        let mut findings = Findings::default();
+        findings.note(piece(FindingKind::TlsNotOriginated, "aliyun.com"), "a.log");
+        findings.note(piece(FindingKind::TlsNotOriginated, "plain.example"), "a.log");
+        findings.note(piece(FindingKind::BlockedEgress, "plain.example"), "a.log");
+        let kept: Vec<_> = findings
+            .report(|host| host == "aliyun.com")
+            .into_iter()
+            .map(|f| (f.kind, f.host))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (FindingKind::TlsNotOriginated, "aliyun.com".to_owned()),
+                (FindingKind::BlockedEgress, "plain.example".to_owned())
+            ]
+        );
     }
 
     #[test]
@@ -303,7 +431,9 @@ mod tests {
         let internal = InternalRanges::default();
         let evidence = |line: &str| {
             let conn = parse(line).unwrap();
-            from_connection(&conn, &internal, line.as_bytes()).map(|e| (e.kind, e.host, e.source))
+            let ctx = LineContext::default();
+            from_connection(&conn, &internal, &ctx, line.as_bytes())
+                .map(|e| (e.kind, e.host, e.source))
         };
         let registered = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:51240 src.workload=\"sleep\" src.namespace=\"default\" dst.addr=140.205.135.3:80 dst.service=\"aliyun.com\" direction=\"outbound\"";
         let unregistered = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.8:51240 dst.addr=142.250.191.142:443 direction=\"outbound\"";
@@ -342,7 +472,7 @@ mod tests {
         b.note(piece("w.example", 1), "b.log");
         a.merge(&b);
         assert_eq!(a.dropped, 2);
-        let report = a.report();
+        let report = a.report(|_| true);
         assert_eq!(report.len(), 2);
         assert_eq!((report[0].host.as_str(), report[0].count), ("x.example", 3));
         assert_eq!(report[0].first_seen, format_rfc3339_ms(3));

@@ -12,8 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arrow_array::RecordBatch;
 use crossbeam_channel::bounded;
 
-use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher, ZtunnelBatcher};
-use crate::findings;
+use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher, ZtunnelBatcher, findings_batch};
+use crate::findings::{self, Findings};
+use crate::netrange::InternalRanges;
 use crate::parse::ztunnel::{self, Connection};
 use crate::parse::{
     Entry, LogFormat, Projection, RejectReason, frame, parse_message, sniff_encoding,
@@ -132,9 +133,8 @@ impl LineSink for EgressStats {
     }
 
     fn record(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>) {
-        let ts_ns = ctx.record_ts(entry);
-        EgressStats::record(self, entry, ts_ns);
-        if let Some(evidence) = findings::from_entry(entry, ts_ns, raw) {
+        EgressStats::record(self, entry, ctx.record_ts(entry));
+        if let Some(evidence) = findings::from_entry(entry, ctx, raw) {
             self.findings.note(evidence, ctx.origin);
         }
     }
@@ -145,7 +145,7 @@ impl LineSink for EgressStats {
 
     fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], _: u64, ctx: &LineContext<'_>) {
         self.record_ztunnel(conn);
-        if let Some(evidence) = findings::from_connection(conn, &self.internal(), raw) {
+        if let Some(evidence) = findings::from_connection(conn, &self.internal(), ctx, raw) {
             self.findings.note(evidence, ctx.origin);
         }
     }
@@ -239,28 +239,39 @@ fn read_work(
     Ok(())
 }
 
-/// Builds `access_log` and `rejects` batches in input order on the calling thread.
+/// Builds `access_log`, `rejects` and `ztunnel_conn` batches in input order on the calling
+/// thread, and notes the findings their lines show (handed over as one `findings` batch on
+/// [`BatchSink::flush`]).
 #[derive(Debug)]
 pub struct BatchSink<F> {
     access_log: AccessLogBatcher,
     rejects: RejectBatcher,
     ztunnel: ZtunnelBatcher,
+    findings: Findings,
+    internal: InternalRanges,
     out: F,
 }
 
 impl<F: FnMut(TableBatch)> BatchSink<F> {
-    /// Hands batches of at most `batch_rows` rows to `out`.
-    pub fn new(batch_rows: usize, out: F) -> Self {
+    /// Hands batches of at most `batch_rows` rows to `out`; `internal` is what counts as
+    /// inside the cluster, for bypass findings.
+    pub fn new(batch_rows: usize, internal: InternalRanges, out: F) -> Self {
         BatchSink {
             access_log: AccessLogBatcher::new(batch_rows),
             rejects: RejectBatcher::new(batch_rows),
             ztunnel: ZtunnelBatcher::new(batch_rows),
+            findings: Findings::default(),
+            internal,
             out,
         }
     }
 
-    /// Hands over the partial batches too.
+    /// Hands over the partial batches too, and the findings noted since the last flush.
     pub fn flush(&mut self) {
+        if let Some(batch) = findings_batch(&self.findings) {
+            (self.out)(TableBatch::Findings(batch));
+            self.findings = Findings::default();
+        }
         if !self.access_log.is_empty() {
             let batch = self.access_log.finish();
             (self.out)(TableBatch::AccessLog(batch));
@@ -282,6 +293,7 @@ pub enum TableBatch {
     AccessLog(RecordBatch),
     Rejects(RecordBatch),
     Ztunnel(RecordBatch),
+    Findings(RecordBatch),
 }
 
 impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
@@ -289,7 +301,10 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
         Projection::All
     }
 
-    fn record(&mut self, entry: &Entry<'_>, _raw: &[u8], ctx: &LineContext<'_>) {
+    fn record(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>) {
+        if let Some(evidence) = findings::from_entry(entry, ctx, raw) {
+            self.findings.note(evidence, ctx.origin);
+        }
         if let Some(batch) = self.access_log.push(entry, ctx) {
             (self.out)(TableBatch::AccessLog(batch));
         }
@@ -301,7 +316,10 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
         }
     }
 
-    fn ztunnel(&mut self, conn: &Connection<'_>, _: &[u8], _: u64, ctx: &LineContext<'_>) {
+    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], _: u64, ctx: &LineContext<'_>) {
+        if let Some(evidence) = findings::from_connection(conn, &self.internal, ctx, raw) {
+            self.findings.note(evidence, ctx.origin);
+        }
         if let Some(batch) = self.ztunnel.push(conn, ctx) {
             (self.out)(TableBatch::Ztunnel(batch));
         }
@@ -317,7 +335,7 @@ pub fn batches(
 ) -> Result<(), ReadError> {
     let name = input.name();
     let reader = input.open().map_err(|source| ReadError { name: name.clone(), source })?;
-    let mut sink = BatchSink::new(batch_rows, out);
+    let mut sink = BatchSink::new(batch_rows, config.stats.internal, out);
     let mut ctx = LineContext { origin: &name, ingest_ts_ns: now_ns(), ..LineContext::default() };
     let mut lock = EncodingLock::default();
     // Processed in place, so one buffer is reused throughout.

@@ -15,9 +15,10 @@ use egresslens::collect::{
     CollectConfig, CollectSummary, Control, collect, collect_kube, collect_node,
 };
 use egresslens::ingest::{self, IngestConfig};
+use egresslens::netrange::InternalRanges;
 use egresslens::parse::time::parse_rfc3339_ns;
 use egresslens::query::{self, CANNED, QueryError, ResultFormat};
-use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_report};
+use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_findings_table, write_report};
 use egresslens::source::Input;
 use egresslens::source::kube::KubeOptions;
 use egresslens::source::node::NodeOptions;
@@ -62,6 +63,9 @@ enum Command {
     Collect(Box<CollectArgs>),
     /// Run SQL (or a canned query, @name) over the Parquet store.
     Query(QueryArgs),
+    /// What the stored logs show an operator must act on: bypass, unregistered or blocked
+    /// egress, TLS not originated or failing; with each finding's first evidence line.
+    Findings(FindingsArgs),
     /// Merge the small files of past hours in the store into one file per hour.
     Compact(CompactArgs),
     /// The egress posture: each registered external host, its ports, TLS origination, the
@@ -174,6 +178,8 @@ struct CollectArgs {
     /// Remove hour partitions older than this (by the wall clock), e.g. 7d, 36h, 90m.
     #[arg(long, value_parser = parse_age)]
     retain: Option<std::time::Duration>,
+    #[command(flatten)]
+    internal: InternalArgs,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +260,16 @@ struct QueryArgs {
     params: Vec<(String, String)>,
 }
 
+#[derive(Debug, Args)]
+struct FindingsArgs {
+    /// The store directory.
+    #[arg(long, default_value = "./egresslens-data")]
+    store: PathBuf,
+    /// table or json.
+    #[arg(long, short = 'o', default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
+
 fn parse_param(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -297,11 +313,27 @@ struct IngestArgs {
     /// Distinct hosts tracked; the rest are counted under _other.
     #[arg(long, default_value_t = 20_000)]
     max_hosts: usize,
+    #[command(flatten)]
+    internal: InternalArgs,
+}
+
+#[derive(Debug, Args)]
+struct InternalArgs {
     /// A CIDR block inside the cluster (repeatable, at most 32; replaces the default private,
     /// CGNAT, loopback, link-local and Istio VIP ranges): ztunnel connections straight to
     /// anything else bypassed the waypoints.
     #[arg(long = "internal-cidr", value_name = "CIDR")]
     internal_cidrs: Vec<egresslens::netrange::Cidr>,
+}
+
+impl InternalArgs {
+    fn ranges(&self) -> Result<InternalRanges> {
+        if self.internal_cidrs.is_empty() {
+            return Ok(InternalRanges::default());
+        }
+        InternalRanges::new(self.internal_cidrs.clone())
+            .map_err(|e| anyhow::anyhow!("--internal-cidr: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -373,6 +405,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(args),
         Command::Collect(args) => run_collect(*args),
         Command::Query(args) => run_query(args),
+        Command::Findings(args) => run_findings(args),
         Command::Compact(args) => run_compact(args),
         Command::Mesh(args) => run_mesh(args),
         Command::Probe(args) => run_probe(args),
@@ -422,8 +455,10 @@ fn is_usage_error(err: &anyhow::Error) -> bool {
 
 /// `egresslens stats … | head` closing the pipe early is not an error.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = Some(io::ErrorKind::BrokenPipe);
     err.chain().any(|cause| {
-        cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        cause.downcast_ref::<io::Error>().map(io::Error::kind) == broken
+            || cause.downcast_ref::<serde_json::Error>().and_then(|e| e.io_error_kind()) == broken
     })
 }
 
@@ -447,11 +482,7 @@ impl IngestArgs {
             config.workers = threads;
         }
         config.stats.max_hosts = self.max_hosts;
-        if !self.internal_cidrs.is_empty() {
-            config.stats.internal =
-                egresslens::netrange::InternalRanges::new(self.internal_cidrs.clone())
-                    .map_err(|e| anyhow::anyhow!("--internal-cidr: {e}"))?;
-        }
+        config.stats.internal = self.internal.ranges()?;
         Ok(config)
     }
 }
@@ -624,6 +655,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         once: args.once,
         retain: args.retain,
         compact_every: Some(args.compact_every).filter(|e| !args.once && !e.is_zero()),
+        internal: args.internal.ranges()?,
         ..CollectConfig::default()
     };
     let (mut store, recovery) = Store::open(&args.store)?;
@@ -949,6 +981,27 @@ fn run_query(args: QueryArgs) -> Result<()> {
         query::run(&ctx, &sql).await
     })?;
     query::write_results(&mut out, &batches, format)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn run_findings(args: FindingsArgs) -> Result<()> {
+    if !args.store.is_dir() {
+        bail!("no store at {} (collect writes one; --store names it)", args.store.display());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let findings = runtime.block_on(async {
+        let ctx = query::session(&args.store).await?;
+        query::findings(&ctx).await
+    })?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    match args.output.as_str() {
+        "json" => {
+            serde_json::to_writer_pretty(&mut out, &findings)?;
+            writeln!(out)?;
+        }
+        _ => write_findings_table(&mut out, &findings)?,
+    }
     out.flush()?;
     Ok(())
 }

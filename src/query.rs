@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt64Type;
+use arrow_array::{RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -16,8 +18,10 @@ use datafusion::datasource::listing::{
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 
+use crate::findings::{FindingKind, FindingReport, sort_report};
+use crate::parse::time::format_rfc3339_ms;
 use crate::schema;
-use crate::store::{ACCESS_LOG, REJECTS, ZTUNNEL_CONN};
+use crate::store::{ACCESS_LOG, FINDINGS, REJECTS, ZTUNNEL_CONN};
 
 /// Partition columns of every store table, in directory order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
@@ -33,6 +37,7 @@ pub const CANNED: &[(&str, &str)] = &[
     ("passthrough", include_str!("../queries/passthrough.sql")),
     ("rejects-over-time", include_str!("../queries/rejects-over-time.sql")),
     ("host-rate", include_str!("../queries/host-rate.sql")),
+    ("findings", include_str!("../queries/findings.sql")),
 ];
 
 /// Why a query gave no result.
@@ -106,6 +111,7 @@ pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
         (ACCESS_LOG, schema::access_log()),
         (REJECTS, schema::rejects()),
         (ZTUNNEL_CONN, schema::ztunnel_conn()),
+        (FINDINGS, schema::findings()),
     ];
     for (name, table_schema) in tables {
         let dir = store.join(name);
@@ -133,6 +139,53 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Qu
         SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let frame = ctx.sql_with_options(sql, options).await.map_err(planning_error)?;
     Ok(frame.collect().await?)
+}
+
+/// The findings the store holds (the canned query `@findings`), most severe first.
+pub async fn findings(ctx: &SessionContext) -> Result<Vec<FindingReport>, QueryError> {
+    let batches = run(ctx, &canned("findings", &[])?).await?;
+    let mut report = Vec::new();
+    for batch in &batches {
+        let text = |column: &str| -> Result<&StringArray, QueryError> {
+            batch
+                .column_by_name(column)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| QueryError::Sql(format!("@findings gives no text column {column}")))
+        };
+        let time = |column: &str| -> Result<&TimestampNanosecondArray, QueryError> {
+            batch
+                .column_by_name(column)
+                .and_then(|c| c.as_any().downcast_ref())
+                .ok_or_else(|| QueryError::Sql(format!("@findings gives no time column {column}")))
+        };
+        let count = batch
+            .column_by_name("count")
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            .ok_or_else(|| QueryError::Sql("@findings gives no count column".into()))?;
+        let (kind, host, source) = (text("kind")?, text("host")?, text("source")?);
+        let (detail, evidence, origin) = (text("detail")?, text("evidence")?, text("origin")?);
+        let (first, last) = (time("first_seen")?, time("last_seen")?);
+        for row in 0..batch.num_rows() {
+            let Some(kind) = FindingKind::parse(kind.value(row)) else {
+                // Written by a newer egresslens: shown by `query`, not here.
+                continue;
+            };
+            report.push(FindingReport {
+                kind,
+                severity: kind.severity(),
+                host: host.value(row).to_owned(),
+                source: source.value(row).to_owned(),
+                count: count.value(row),
+                first_seen: format_rfc3339_ms(first.value(row)),
+                last_seen: format_rfc3339_ms(last.value(row)),
+                detail: detail.value(row).to_owned(),
+                evidence: evidence.value(row).to_owned(),
+                origin: origin.value(row).to_owned(),
+            });
+        }
+    }
+    sort_report(&mut report);
+    Ok(report)
 }
 
 /// Result formats of `query`.

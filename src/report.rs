@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::findings::{FindingReport, Severity};
+use crate::findings::FindingReport;
 use crate::stats::ztunnel::ZtunnelDestinationReport;
 use crate::stats::{HostReport, STATUS_CLASS_NAMES, StatsReport};
 
@@ -210,29 +210,50 @@ fn write_findings(out: &mut impl Write, findings: &[FindingReport]) -> io::Resul
         return Ok(());
     }
     writeln!(out)?;
+    write_finding_rows(out, &findings[..findings.len().min(FINDING_ROWS)], false)?;
+    if findings.len() > FINDING_ROWS {
+        writeln!(out, "… {} more findings (-o json has all)", findings.len() - FINDING_ROWS)?;
+    }
+    Ok(())
+}
+
+/// Every finding, each with what it shows and its first evidence line (`egresslens findings`).
+pub fn write_findings_table(out: &mut impl Write, findings: &[FindingReport]) -> io::Result<()> {
+    if findings.is_empty() {
+        return writeln!(out, "no findings");
+    }
+    write_finding_rows(out, findings, true)
+}
+
+/// Characters of an evidence line a table shows.
+const EVIDENCE_CHARS: usize = 160;
+
+fn write_finding_rows(
+    out: &mut impl Write,
+    findings: &[FindingReport],
+    evidence: bool,
+) -> io::Result<()> {
     writeln!(
         out,
         "{:<9} {:<24} {:<30} {:<28} {:>7}  LAST SEEN",
         "FINDING", "KIND", "HOST", "SOURCE", "COUNT"
     )?;
-    for f in findings.iter().take(FINDING_ROWS) {
-        let severity = match f.severity {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-        };
+    for f in findings {
         writeln!(
             out,
             "{:<9} {:<24} {:<30} {:<28} {:>7}  {}",
-            severity,
+            f.severity.as_str(),
             f.kind.as_str(),
             shorten(&f.host, 30),
             shorten(&f.source, 28),
             f.count,
             f.last_seen
         )?;
-    }
-    if findings.len() > FINDING_ROWS {
-        writeln!(out, "… {} more findings (-o json has all)", findings.len() - FINDING_ROWS)?;
+        if evidence {
+            writeln!(out, "          {}", f.detail)?;
+            let line = f.evidence.trim_end();
+            writeln!(out, "          {}: {}", f.origin, shorten(line, EVIDENCE_CHARS))?;
+        }
     }
     Ok(())
 }

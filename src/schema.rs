@@ -61,6 +61,21 @@ pub mod reject_col {
     pub const RAW: &str = "raw";
 }
 
+/// Column names of the `findings` table: evidence noted per (kind, host, source) and commit.
+pub mod finding_col {
+    /// When the commit's first piece of evidence was seen.
+    pub const TS: &str = "ts";
+    pub const LAST_SEEN: &str = "last_seen";
+    pub const KIND: &str = "kind";
+    pub const SEVERITY: &str = "severity";
+    pub const HOST: &str = "host";
+    pub const SOURCE: &str = "source";
+    pub const COUNT: &str = "count";
+    pub const DETAIL: &str = "detail";
+    pub const EVIDENCE: &str = "evidence";
+    pub const ORIGIN: &str = "origin";
+}
+
 /// Column names of the `ztunnel_conn` table (ztunnel's keys with `.` as `_`).
 pub mod ztunnel_col {
     pub const TS: &str = "ts";
@@ -215,6 +230,29 @@ pub fn ztunnel_conn() -> SchemaRef {
                 Field::new(BYTES_RECV, DataType::UInt64, true),
                 Field::new(DURATION_MS, DataType::Float64, true),
                 utf8(ERROR),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of the `findings` table: per commit, one row per (kind, host, source) with evidence
+/// in it; `egresslens findings` adds the rows of one key up.
+pub fn findings() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use finding_col::*;
+            Arc::new(Schema::new(vec![
+                timestamp(TS),
+                timestamp(LAST_SEEN),
+                Field::new(KIND, DataType::Utf8, false),
+                Field::new(SEVERITY, DataType::Utf8, false),
+                Field::new(HOST, DataType::Utf8, false),
+                Field::new(SOURCE, DataType::Utf8, false),
+                Field::new(COUNT, DataType::UInt64, false),
+                Field::new(DETAIL, DataType::Utf8, false),
+                Field::new(EVIDENCE, DataType::Utf8, false),
+                Field::new(ORIGIN, DataType::Utf8, false),
             ]))
         })
         .clone()

@@ -504,3 +504,88 @@ fn probe_classifies_saved_headers_from_stdin() {
     assert_eq!(answers[1]["verdict"], "via_waypoint");
     assert_eq!(answers.as_array().unwrap().len(), 2);
 }
+
+/// Waypoint records of every kind a finding is read from, and ztunnel connections that
+/// bypass: `aliyun.com` has TLS originated (:443) and then not (:80); `plain.example` is
+/// plain HTTP throughout, which is no finding.
+fn findings_log() -> (String, String) {
+    let record = |authority: &str,
+                  cluster: &str,
+                  upstream: &str,
+                  code: u16,
+                  flags: &str,
+                  t: u32| {
+        format!(
+            r#"{{"start_time":"2025-08-18T09:36:{t:02}.000Z","authority":"{authority}","method":"GET","path":"/","response_code":{code},"response_flags":"{flags}","upstream_cluster":"{cluster}","upstream_host":"{upstream}","downstream_remote_address":"10.0.1.7:5000"}}"#
+        )
+    };
+    let tls = "inbound-vip|80|http|aliyun.com";
+    let first = [
+        record("aliyun.com", tls, "140.205.135.3:443", 301, "-", 1),
+        record("api.unknown.example", "PassthroughCluster", "93.184.216.34:80", 200, "-", 2),
+        record("blocked.example", "BlackHoleCluster", "-", 502, "-", 3),
+        record("plain.example", "inbound-vip|80|http|plain.example", "93.184.216.35:80", 200, "-", 4),
+        "2025-08-18T09:36:05Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:51240 src.workload=\"sleep\" src.namespace=\"default\" dst.addr=140.205.135.3:80 dst.service=\"aliyun.com\" direction=\"outbound\"".to_owned(),
+    ];
+    let second = [
+        record("aliyun.com", tls, "140.205.135.3:80", 301, "-", 6),
+        record("aliyun.com", tls, "140.205.135.3:80", 301, "-", 7),
+        record("api.unknown.example", "PassthroughCluster", "93.184.216.34:80", 200, "-", 8),
+        r#"{"start_time":"2025-08-18T09:36:09.000Z","authority":"aliyun.com","method":"GET","path":"/","response_code":503,"response_flags":"UF","upstream_cluster":"inbound-vip|80|http|aliyun.com","upstream_host":"140.205.135.3:443","downstream_remote_address":"10.0.1.7:5000","upstream_transport_failure_reason":"TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end"}"#.to_owned(),
+    ];
+    (first.join("\n") + "\n", second.join("\n") + "\n")
+}
+
+#[test]
+fn findings_in_the_store_equal_those_of_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = findings_log();
+    let log = write_temp(dir.path(), "waypoint.log", first.as_bytes());
+    let store = dir.path().join("store");
+    // Two commits: the second run resumes after the first half.
+    assert!(collect_once(&log, &store).status.success());
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(second.as_bytes())
+        .unwrap();
+    let out = collect_once(&log, &store);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["findings", "--store", store.to_str().unwrap(), "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats = json_stats(&[log.to_str().unwrap()]);
+    assert_eq!(stored, stats["findings"]);
+    let found: Vec<(&str, &str, u64)> = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (f["kind"].as_str().unwrap(), f["host"].as_str().unwrap(), f["count"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("tls_not_originated", "aliyun.com", 2),
+            ("bypass_ztunnel_direct", "aliyun.com", 1),
+            ("tls_origination_failing", "aliyun.com", 1),
+            ("unregistered_egress", "api.unknown.example", 2),
+            ("blocked_egress", "blocked.example", 1),
+        ]
+    );
+    let first_seen = stored[3]["first_seen"].as_str().unwrap();
+    assert_eq!(
+        (first_seen, stored[3]["last_seen"].as_str().unwrap()),
+        ("2025-08-18T09:36:02.000Z", "2025-08-18T09:36:08.000Z")
+    );
+    // The table names what each shows and where its first evidence line came from.
+    let out = run(&["findings", "--store", store.to_str().unwrap()]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("plaintext on port 80"), "{table}");
+    assert!(table.contains("waypoint.log: {\"start_time\":\"2025-08-18T09:36:06"), "{table}");
+    let empty = dir.path().join("none");
+    let out = run(&["findings", "--store", empty.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"), "{out:?}");
+}

@@ -354,6 +354,12 @@ impl EgressStats {
         }
     }
 
+    /// Whether the waypoint originated TLS for any of `host`'s requests: its intent, read from
+    /// the traffic when no mesh view tells it.
+    pub fn originates_tls(&self, host: &str) -> bool {
+        self.index.get(host).is_some_and(|id| self.hosts[*id as usize].counters.tls_originated > 0)
+    }
+
     /// Adds another run's stats (another worker's share of the same input).
     pub fn merge(&mut self, other: &EgressStats) {
         self.lines += other.lines;
@@ -427,7 +433,7 @@ impl EgressStats {
                 None => self.ztunnel.report(),
                 Some(_) => Vec::new(),
             },
-            findings: self.findings.report(),
+            findings: self.findings.report(|host| self.originates_tls(host)),
             findings_dropped: self.findings.dropped,
             rejects,
             expected_noise,

@@ -28,7 +28,8 @@ pub use compact::{CompactSummary, SMALL_FILE_ROWS};
 pub const ACCESS_LOG: &str = "access_log";
 pub const REJECTS: &str = "rejects";
 pub const ZTUNNEL_CONN: &str = "ztunnel_conn";
-pub const TABLES: [&str; 3] = [ACCESS_LOG, REJECTS, ZTUNNEL_CONN];
+pub const FINDINGS: &str = "findings";
+pub const TABLES: [&str; 4] = [ACCESS_LOG, REJECTS, ZTUNNEL_CONN, FINDINGS];
 /// Where commits are staged; never read by queries.
 const TMP_DIR: &str = ".tmp";
 /// Suffix of a staged file still being written.
