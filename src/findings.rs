@@ -17,11 +17,13 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::batch::LineContext;
+use crate::mesh::{HostPosture, ProblemKind};
 use crate::netrange::InternalRanges;
 use crate::parse::Entry;
 use crate::parse::derived::{ClusterName, host_of_address, port_of};
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
+use crate::probe::{Classified, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -334,6 +336,42 @@ fn tls_failure(entry: &Entry<'_>) -> bool {
     })
 }
 
+/// What a probe's response shows, if anything: one straight from the origin bypassed the
+/// waypoint. `source` is where it was sent from; `line` its [`Classified::summary`].
+pub fn from_probe<'a>(
+    result: &Classified,
+    source: &str,
+    ts_ns: i64,
+    line: &'a [u8],
+) -> Option<Evidence<'a>> {
+    if result.verdict != Verdict::Direct {
+        return None;
+    }
+    Some(Evidence {
+        kind: FindingKind::BypassDirectResponse,
+        host: result.host().to_owned(),
+        source: source.to_owned(),
+        detail: "the answer came straight from the origin (its own server, no x-envoy-* header): \
+                 the request did not pass the waypoint",
+        ts_ns,
+        line,
+    })
+}
+
+/// What a registered host's posture shows at `ts_ns`, if anything: its waypoint has no ready
+/// pod. The source is the waypoint; the evidence the problem's message.
+pub fn from_posture(posture: &HostPosture, ts_ns: i64) -> Option<Evidence<'_>> {
+    let problem = posture.problems.iter().find(|p| p.kind == ProblemKind::WaypointNotReady)?;
+    Some(Evidence {
+        kind: FindingKind::WaypointNotReady,
+        host: posture.host.clone(),
+        source: posture.waypoint.clone().unwrap_or_else(|| "-".to_owned()),
+        detail: "the waypoint that should carry this host's traffic has no ready pod",
+        ts_ns,
+        line: problem.message.as_bytes(),
+    })
+}
+
 /// What a ztunnel connection shows, if anything: outbound, not tunnelled, to an address
 /// outside `internal` is a bypass: of a registered host's waypoint when ztunnel named the
 /// service, else egress to an unregistered destination.
@@ -449,6 +487,25 @@ mod tests {
         );
         assert_eq!(evidence(tunnelled), None);
         assert_eq!(evidence(internal_direct), None);
+    }
+
+    #[test]
+    fn a_direct_answer_is_bypass_and_a_proxied_one_is_not() {
+        let proxies = ["istio-envoy".to_owned()];
+        let text = "### http://aliyun.com:80/health\nHTTP/1.1 301 Moved\nServer: Tengine\n\n\
+                    ### api.github.com\nHTTP/1.1 200 OK\nserver: istio-envoy\n";
+        let probes = crate::probe::parse_blocks(text, &proxies);
+        let summary = probes[0].summary();
+        assert_eq!(
+            summary,
+            "http://aliyun.com:80/health: HTTP 301, server: Tengine, no x-envoy-* header"
+        );
+        let evidence = from_probe(&probes[0], "shop/checkout", 7, summary.as_bytes()).unwrap();
+        assert_eq!(
+            (evidence.kind, evidence.host.as_str(), evidence.source.as_str()),
+            (FindingKind::BypassDirectResponse, "aliyun.com", "shop/checkout")
+        );
+        assert_eq!(from_probe(&probes[1], "shop/checkout", 7, b""), None);
     }
 
     #[test]

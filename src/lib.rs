@@ -20,9 +20,11 @@
 //! - [`probe`]: whether a response came through a mesh proxy or straight from the origin
 //! - [`mesh`]: the mesh's egress configuration (ServiceEntries, DestinationRules, waypoints)
 //!   and each registered host's posture
+//! - [`demo`]: the pipeline on a simulated mesh with incidents, for `egresslens demo`
 
 pub mod batch;
 pub mod collect;
+pub mod demo;
 pub mod findings;
 pub mod ingest;
 pub mod mesh;

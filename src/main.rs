@@ -383,6 +383,11 @@ struct GenArgs {
     /// Keep keys in one fixed order instead of varying it per line.
     #[arg(long)]
     fixed_key_order: bool,
+    /// Mix in what findings are made of: an unregistered and a blocked host, TLS origination
+    /// dropped and failing from halfway on, ztunnel lines that bypass the waypoint (the truth
+    /// counts each finding kind's evidence).
+    #[arg(long)]
+    incidents: bool,
 }
 
 #[derive(Debug, Args)]
@@ -537,6 +542,7 @@ impl GenArgs {
             passthrough: fraction("passthrough", self.passthrough)?,
             untyped: fraction("untyped", self.untyped)?,
             shuffle_keys: !self.fixed_key_order,
+            incidents: self.incidents,
         })
     }
 }
@@ -576,45 +582,38 @@ fn run_gen(args: GenArgs) -> Result<()> {
 }
 
 fn run_demo(args: DemoArgs) -> Result<()> {
-    let config =
-        GenConfig { lines: args.lines, seed: args.seed, bad: 0.01, ..GenConfig::default() };
-    let mut bytes = Vec::with_capacity(args.lines as usize * 900);
-    let truth = generate(&config, &mut bytes)?;
-    let input = Input::Memory { name: "demo".to_owned(), bytes: bytes.into() };
-    let mut ingest_config = IngestConfig::default();
-    ingest_config.stats.track_windows = false;
-    let stats = ingest::stats(&[input], &ingest_config)?;
-    let mut report = stats.report(Window::All, None);
+    let demo = egresslens::demo::run(args.lines, args.seed)?;
+    let mut report = demo.stats.report(Window::All, None);
     sort_hosts(&mut report.hosts, SortKey::Requests);
     let mut out = BufWriter::new(io::stdout().lock());
     writeln!(
         out,
-        "egresslens demo: {} simulated waypoint access-log lines from {} external hosts \
-         (seed {}), with 1% damaged lines mixed in.\n",
-        truth.records,
-        truth.hosts.len(),
+        "egresslens demo: {} simulated waypoint access-log lines from {} external hosts and {} \
+         ztunnel connections (seed {}), with 1% damaged lines and incidents mixed in: an \
+         unregistered and a blocked host, TLS origination dropped and failing halfway, a \
+         waypoint with no ready pod, traffic around it.\n",
+        demo.truth.records,
+        demo.truth.hosts.len(),
+        demo.truth.ztunnel_connections,
         args.seed
     )?;
     write_report(&mut out, &report, OutputFormat::Table, Some(args.top))?;
-    let tls: Vec<&str> = report
-        .hosts
-        .iter()
-        .filter(|h| h.tls_originated > 0)
-        .map(|h| h.host.as_str())
-        .take(5)
-        .collect();
-    let failing = report
-        .hosts
-        .iter()
-        .filter(|h| h.requests >= 100)
-        .max_by(|a, b| a.error_rate.total_cmp(&b.error_rate));
     writeln!(out)?;
-    if !tls.is_empty() {
-        writeln!(out, "TLS originated at the waypoint for: {}", tls.join(", "))?;
+    writeln!(
+        out,
+        "Probes from {} (simulated `curl -sI http://HOST`):",
+        egresslens::demo::PROBE_SOURCE
+    )?;
+    for probe in &demo.probes {
+        writeln!(out, "  {:<13} {}", probe.verdict.as_str(), probe.summary())?;
     }
-    if let Some(h) = failing {
-        writeln!(out, "Most failing busy host: {} ({:.1}% errors)", h.host, h.error_rate * 100.0)?;
+    writeln!(out, "Mesh problems (egresslens mesh shows the full posture):")?;
+    for host in &demo.posture {
+        for problem in &host.problems {
+            writeln!(out, "  {:<20} {}", problem.kind.as_str(), problem.message)?;
+        }
     }
+    writeln!(out)?;
     writeln!(
         out,
         "On your own logs: kubectl -n istio-egress logs deploy/waypoint | egresslens stats -"

@@ -1,9 +1,10 @@
 //! A [`StatsReport`] as text for people (table), spreadsheets (CSV) and programs (JSON).
 //! Only formatting lives here; what the numbers mean is decided in `stats`.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
-use crate::findings::FindingReport;
+use crate::findings::{FindingKind, FindingReport};
 use crate::stats::ztunnel::ZtunnelDestinationReport;
 use crate::stats::{HostReport, STATUS_CLASS_NAMES, StatsReport};
 
@@ -210,9 +211,10 @@ fn write_findings(out: &mut impl Write, findings: &[FindingReport]) -> io::Resul
         return Ok(());
     }
     writeln!(out)?;
-    write_finding_rows(out, &findings[..findings.len().min(FINDING_ROWS)], false)?;
-    if findings.len() > FINDING_ROWS {
-        writeln!(out, "… {} more findings (-o json has all)", findings.len() - FINDING_ROWS)?;
+    let grouped = by_kind_and_host(findings);
+    write_finding_rows(out, &grouped[..grouped.len().min(FINDING_ROWS)], false)?;
+    if grouped.len() > FINDING_ROWS {
+        writeln!(out, "… {} more findings (-o json has all)", grouped.len() - FINDING_ROWS)?;
     }
     Ok(())
 }
@@ -222,7 +224,45 @@ pub fn write_findings_table(out: &mut impl Write, findings: &[FindingReport]) ->
     if findings.is_empty() {
         return writeln!(out, "no findings");
     }
-    write_finding_rows(out, findings, true)
+    write_finding_rows(out, &by_kind_and_host(findings), true)
+}
+
+/// The findings of one kind and host, their sources taken together: tables show one row for
+/// a host that 40 pods call (JSON keeps one object per source).
+struct HostFindings<'a> {
+    /// The source with the most evidence.
+    top: &'a FindingReport,
+    sources: usize,
+    count: u64,
+    last_seen: &'a str,
+}
+
+/// `findings` (in report order) grouped by kind and host, most severe and most frequent first.
+fn by_kind_and_host(findings: &[FindingReport]) -> Vec<HostFindings<'_>> {
+    let mut groups: Vec<HostFindings<'_>> = Vec::new();
+    let mut index: HashMap<(FindingKind, &str), usize> = HashMap::new();
+    for f in findings {
+        let at = *index.entry((f.kind, f.host.as_str())).or_insert_with(|| {
+            groups.push(HostFindings { top: f, sources: 0, count: 0, last_seen: &f.last_seen });
+            groups.len() - 1
+        });
+        let group = &mut groups[at];
+        group.sources += 1;
+        group.count += f.count;
+        if f.count > group.top.count {
+            group.top = f;
+        }
+        group.last_seen = group.last_seen.max(f.last_seen.as_str());
+    }
+    groups.sort_by(|a, b| {
+        (a.top.severity, std::cmp::Reverse(a.count), a.top.kind, &a.top.host).cmp(&(
+            b.top.severity,
+            std::cmp::Reverse(b.count),
+            b.top.kind,
+            &b.top.host,
+        ))
+    });
+    groups
 }
 
 /// Characters of an evidence line a table shows.
@@ -230,24 +270,32 @@ const EVIDENCE_CHARS: usize = 160;
 
 fn write_finding_rows(
     out: &mut impl Write,
-    findings: &[FindingReport],
+    groups: &[HostFindings<'_>],
     evidence: bool,
 ) -> io::Result<()> {
     writeln!(
         out,
         "{:<9} {:<24} {:<30} {:<28} {:>7}  LAST SEEN",
-        "FINDING", "KIND", "HOST", "SOURCE", "COUNT"
+        "FINDING", "KIND", "HOST", "SOURCE (most evidence)", "COUNT"
     )?;
-    for f in findings {
+    for g in groups {
+        let f = g.top;
+        let source = match g.sources {
+            1 => shorten(&f.source, 28),
+            n => {
+                let more = format!(" +{}", n - 1);
+                format!("{}{more}", shorten(&f.source, 28 - more.len()))
+            }
+        };
         writeln!(
             out,
             "{:<9} {:<24} {:<30} {:<28} {:>7}  {}",
             f.severity.as_str(),
             f.kind.as_str(),
             shorten(&f.host, 30),
-            shorten(&f.source, 28),
-            f.count,
-            f.last_seen
+            source,
+            g.count,
+            g.last_seen
         )?;
         if evidence {
             writeln!(out, "          {}", f.detail)?;

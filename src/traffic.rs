@@ -4,8 +4,10 @@
 //! TLS originated at the waypoint (port 80 upstream-mapped to 443); status codes, response
 //! flags and latencies vary per host; two waypoint replicas write missing values differently
 //! (`null` vs `"-"`), some entries use Istio's untyped all-string JSON, and key order varies.
-//! Bad lines of every kind the parser rejects can be mixed in. The [`Truth`] counts exactly
-//! what a correct reader must find, including the reject reasons. Deterministic per seed.
+//! Bad lines of every kind the parser rejects can be mixed in, and with `incidents` what
+//! findings are made of (see [`GenConfig::incidents`]). The [`Truth`] counts exactly what a
+//! correct reader must find, including the reject reasons and the evidence of each finding
+//! kind. Deterministic per seed.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -55,6 +57,12 @@ pub struct GenConfig {
     pub untyped: f64,
     /// Vary the key order from line to line.
     pub shuffle_keys: bool,
+    /// Mix in incidents: requests to an unregistered host (`PassthroughCluster`) and to a
+    /// blocked one (`BlackHoleCluster`); from halfway on, the waypoint stops originating TLS
+    /// for the second host (its requests leave on :80) and its TLS handshake with the third
+    /// host fails (`503 UF`, certificate verification); and ztunnel connection lines, some
+    /// tunnelled to a waypoint, some sent by a batch job straight to the fourth host's address.
+    pub incidents: bool,
 }
 
 impl Default for GenConfig {
@@ -71,6 +79,7 @@ impl Default for GenConfig {
             passthrough: 0.02,
             untyped: 0.1,
             shuffle_keys: true,
+            incidents: false,
         }
     }
 }
@@ -82,7 +91,7 @@ pub struct Truth {
     pub config: Option<GenConfig>,
     /// Records written, good and bad.
     pub records: u64,
-    /// Lines as a reader counts them (a CRI `P`…`F` run is one line).
+    /// Lines as a reader counts them (a CRI `P`…`F` run is one line), ztunnel's included.
     pub lines: u64,
     pub physical_lines: u64,
     pub good: u64,
@@ -91,6 +100,10 @@ pub struct Truth {
     /// Bad records by the reject reason a reader must give.
     pub rejects: BTreeMap<String, u64>,
     pub hosts: BTreeMap<String, HostTruth>,
+    /// ztunnel connection lines (with `incidents`).
+    pub ztunnel_connections: u64,
+    /// Pieces of evidence per finding kind (summed over hosts and sources).
+    pub findings: BTreeMap<&'static str, u64>,
 }
 
 /// Exact per-host figures over the good records.
@@ -104,6 +117,10 @@ pub struct HostTruth {
     pub duration_ms: DurationTruth,
     #[serde(skip)]
     durations: Vec<u32>,
+    /// Requests sent upstream in plaintext on :80: `tls_not_originated` evidence if the host
+    /// has TLS-originated requests too.
+    #[serde(skip)]
+    plain_80: u64,
 }
 
 /// Exact duration figures; percentiles are nearest-rank (value at rank ⌈q·n⌉).
@@ -225,6 +242,8 @@ const AGENT_LINES: &[&str] = &[
 #[derive(Debug, Clone)]
 struct HostProfile {
     name: String,
+    /// The upstream cluster instead of the host's own (`PassthroughCluster`, …).
+    cluster: Option<&'static str>,
     vip: String,
     upstream_ips: Vec<String>,
     tls_originated: bool,
@@ -296,14 +315,35 @@ struct Generator {
     cdf: Vec<f64>,
     clock_ns: i64,
     sources: Vec<String>,
+    /// Requests made so far.
+    made: u64,
 }
+
+/// The hosts of the incidents: indices for [`host_name`], and the two hosts added.
+pub const TLS_DROPPED: usize = 1;
+pub const TLS_FAILING: usize = 2;
+pub const BYPASSED: usize = 3;
+pub const UNREGISTERED_HOST: &str = "api.unlisted-vendor.example";
+pub const BLOCKED_HOST: &str = "telemetry.blocked.example";
+const TLS_VERIFY_FAILED: &str =
+    "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end";
 
 impl Generator {
     fn new(config: &GenConfig) -> Self {
         let mut rng = Rng(config.seed ^ 0x5EED_0FE9_2E55);
         let count = config.hosts.max(1);
-        let hosts: Vec<HostProfile> =
+        let mut hosts: Vec<HostProfile> =
             (0..count).map(|i| host_profile(i, config, &mut rng)).collect();
+        if config.incidents {
+            for (name, cluster) in
+                [(UNREGISTERED_HOST, "PassthroughCluster"), (BLOCKED_HOST, "BlackHoleCluster")]
+            {
+                let mut profile = host_profile(hosts.len(), config, &mut rng);
+                (profile.name, profile.cluster, profile.tls_originated) =
+                    (name.to_owned(), Some(cluster), false);
+                hosts.push(profile);
+            }
+        }
         let mut cdf = Vec::with_capacity(count);
         let mut acc = 0.0;
         for rank in 1..=count {
@@ -312,7 +352,15 @@ impl Generator {
         }
         let sources =
             (0..48).map(|_| format!("172.16.{}.{}", rng.below(16), 2 + rng.below(250))).collect();
-        Generator { config: config.clone(), rng, hosts, cdf, clock_ns: config.start_ns, sources }
+        Generator {
+            config: config.clone(),
+            rng,
+            hosts,
+            cdf,
+            clock_ns: config.start_ns,
+            sources,
+            made: 0,
+        }
     }
 
     fn pick_host(&mut self) -> usize {
@@ -324,21 +372,44 @@ impl Generator {
     fn request(&mut self) -> Request {
         let gap_s = -self.rng.unit().max(1e-12).ln() / self.config.rate.max(1e-6);
         self.clock_ns += (gap_s * 1e9) as i64;
-        let host = self.pick_host();
+        let mut host = self.pick_host();
+        let second_half = self.made >= self.config.lines / 2;
+        self.made += 1;
+        if self.config.incidents {
+            let x = self.rng.unit();
+            let added = self.cdf.len();
+            host = if x < 0.01 {
+                added
+            } else if x < 0.014 {
+                added + 1
+            } else {
+                host
+            };
+        }
         let profile = self.hosts[host].clone();
         let rng = &mut self.rng;
-        let tcp = rng.chance(self.config.passthrough);
+        let tcp = rng.chance(self.config.passthrough) && profile.cluster.is_none();
         let duration =
             if tcp { rng.lognormal(3000.0, 0.6) } else { rng.lognormal(profile.median_ms, 0.8) }
                 .round()
                 .clamp(0.0, 120_000.0) as u32;
-        let outcome = if tcp { Outcome::tcp(rng) } else { Outcome::http(rng, profile.flakiness) };
+        let incident = self.config.incidents && second_half && !tcp;
+        let outcome = if tcp {
+            Outcome::tcp(rng)
+        } else if profile.cluster == Some("BlackHoleCluster") {
+            Outcome::blackhole()
+        } else if incident && host == TLS_FAILING {
+            Outcome::tls_failure()
+        } else {
+            Outcome::http(rng, profile.flakiness)
+        };
         let method = if tcp {
             "-"
         } else {
             rng.pick(&["GET", "GET", "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE"])
         };
-        let upstream_port = if tcp || profile.tls_originated { 443 } else { 80 };
+        let dropped = incident && host == TLS_DROPPED;
+        let upstream_port = if tcp || (profile.tls_originated && !dropped) { 443 } else { 80 };
         let upstream_host = (!outcome.no_route && (outcome.code != 0 || outcome.reached_upstream))
             .then(|| {
                 format!(
@@ -392,11 +463,16 @@ impl Generator {
     }
 }
 
+/// The name of the `i`th most popular host.
+pub fn host_name(i: usize) -> String {
+    KNOWN_HOSTS.get(i).map_or_else(|| format!("api.partner-{i}.example"), |h| (*h).to_owned())
+}
+
 fn host_profile(i: usize, config: &GenConfig, rng: &mut Rng) -> HostProfile {
-    let name =
-        KNOWN_HOSTS.get(i).map_or_else(|| format!("api.partner-{i}.example"), |h| (*h).to_owned());
+    let name = host_name(i);
     // The walkthrough's Step 4 originates TLS for aliyun.com.
-    let tls_originated = i == 0 || rng.chance(config.tls_origination);
+    let incident_tls = config.incidents && (i == TLS_DROPPED || i == TLS_FAILING);
+    let tls_originated = i == 0 || incident_tls || rng.chance(config.tls_origination);
     let upstream_ips = (0..1 + rng.below(3))
         .map(|_| {
             format!(
@@ -412,6 +488,7 @@ fn host_profile(i: usize, config: &GenConfig, rng: &mut Rng) -> HostProfile {
     paths.dedup();
     HostProfile {
         name,
+        cluster: None,
         vip: format!("240.240.{}.{}:80", i / 250, 1 + i % 250),
         upstream_ips,
         tls_originated,
@@ -509,6 +586,30 @@ impl Outcome {
         }
     }
 
+    /// The waypoint refuses a host no ServiceEntry registers (`REGISTRY_ONLY`).
+    fn blackhole() -> Outcome {
+        Outcome {
+            code: 502,
+            flags: None,
+            details: None,
+            failure: None,
+            reached_upstream: false,
+            no_route: false,
+        }
+    }
+
+    /// The origin's certificate does not verify.
+    fn tls_failure() -> Outcome {
+        Outcome {
+            code: 503,
+            flags: Some("UF"),
+            details: Some("upstream_reset_before_response_started{remote_connection_failure}"),
+            failure: Some(TLS_VERIFY_FAILED),
+            reached_upstream: true,
+            no_route: false,
+        }
+    }
+
     fn tcp(rng: &mut Rng) -> Outcome {
         let failed = rng.chance(0.02);
         Outcome {
@@ -546,10 +647,10 @@ fn push_json_str(out: &mut String, s: &str) {
 fn render_json(g: &mut Generator, r: &Request, wrong: Option<(&str, &str)>) -> String {
     let profile = g.hosts[r.host].clone();
     let start = format_rfc3339_ms(r.start_ns);
-    let cluster = if r.tcp {
-        format!("inbound-vip|443|tcp|{};", profile.name)
-    } else {
-        format!("inbound-vip|80|http|{};", profile.name)
+    let cluster = match profile.cluster {
+        Some(cluster) => cluster.to_owned(),
+        None if r.tcp => format!("inbound-vip|443|tcp|{};", profile.name),
+        None => format!("inbound-vip|80|http|{};", profile.name),
     };
     let vip = if r.tcp { profile.vip.replace(":80", ":443") } else { profile.vip.clone() };
     let text = |s: Option<&'static str>| s.map_or(Json::Missing, Json::Str);
@@ -624,6 +725,8 @@ fn render_text(g: &Generator, r: &Request, bytes_sent: Option<&str>) -> String {
         if r.tcp { "- - -".to_owned() } else { format!("{} {} {}", r.method, r.path, r.protocol) };
     let cluster = if r.outcome.no_route {
         "-".to_owned()
+    } else if let Some(cluster) = profile.cluster {
+        cluster.to_owned()
     } else if r.tcp {
         format!("inbound-vip|443|tcp|{}", profile.name)
     } else {
@@ -674,6 +777,10 @@ pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<Truth> {
                 let line = render(&mut g, &r, None);
                 writer.write(r.write_ns, line.as_bytes(), false)?;
                 count_good(&mut truth, &g, &r);
+                if config.incidents && g.rng.chance(0.004) {
+                    let line = ztunnel_line(&mut g, &mut truth, r.write_ns);
+                    writer.write(r.write_ns, line.as_bytes(), false)?;
+                }
             }
             Some(damage) => {
                 let reason = write_bad(&mut g, &r, damage, &mut writer)?;
@@ -682,13 +789,49 @@ pub fn generate(config: &GenConfig, out: &mut impl Write) -> io::Result<Truth> {
             }
         }
     }
-    truth.lines = truth.records;
+    truth.lines = truth.records + truth.ztunnel_connections;
     truth.physical_lines = writer.physical;
     truth.good = truth.records - truth.bad.values().sum::<u64>();
     for host in truth.hosts.values_mut() {
         finish_durations(host);
+        if host.tls_originated > 0 && host.plain_80 > 0 {
+            *truth.findings.entry("tls_not_originated").or_default() += host.plain_80;
+        }
     }
     Ok(truth)
+}
+
+/// A ztunnel connection line: a pod's connection tunnelled to a waypoint, or a batch job's
+/// sent straight to a registered host's address (bypass).
+fn ztunnel_line(g: &mut Generator, truth: &mut Truth, ts_ns: i64) -> String {
+    truth.ztunnel_connections += 1;
+    let rng = &mut g.rng;
+    let source = &g.sources[rng.below(g.sources.len())];
+    let port = 32768 + rng.below(28000);
+    let (sent, recv) = (rng.lognormal(900.0, 1.0) as u64, rng.lognormal(20_000.0, 1.0) as u64);
+    let ms = rng.lognormal(150.0, 0.8).round().max(1.0);
+    let time = format_rfc3339_ns(ts_ns);
+    let common = format!("bytes_sent={sent} bytes_recv={recv} duration=\"{ms}ms\"");
+    if rng.chance(0.5) {
+        let host = &g.hosts[0];
+        return format!(
+            "{time}\tinfo\taccess\tconnection complete\tsrc.addr={source}:{port} \
+             src.workload=\"checkout\" src.namespace=\"shop\" \
+             src.identity=\"spiffe://cluster.local/ns/shop/sa/checkout\" \
+             dst.addr=10.244.3.9:15008 dst.hbone_addr={} dst.service=\"{}\" \
+             direction=\"outbound\" {common}",
+            host.vip, host.name
+        );
+    }
+    *truth.findings.entry("bypass_ztunnel_direct").or_default() += 1;
+    let host = &g.hosts[BYPASSED.min(g.hosts.len() - 1)];
+    format!(
+        "{time}\tinfo\taccess\tconnection complete\tsrc.addr={source}:{port} \
+         src.workload=\"legacy-batch\" src.namespace=\"jobs\" \
+         src.identity=\"spiffe://cluster.local/ns/jobs/sa/legacy-batch\" dst.addr={}:80 \
+         dst.service=\"{}\" direction=\"outbound\" {common}",
+        host.upstream_ips[0], host.name
+    )
 }
 
 fn pick_damage(rng: &mut Rng, format: GenFormat) -> Damage {
@@ -799,8 +942,23 @@ fn count_good(truth: &mut Truth, g: &Generator, r: &Request) {
     host.bytes_received += r.bytes_received;
     *host.status.entry(STATUS_CLASS_NAMES[status_class(Some(r.outcome.code))]).or_default() += 1;
     let upstream_443 = r.upstream_host.as_deref().is_some_and(|h| h.ends_with(":443"));
+    let upstream_80 = r.upstream_host.as_deref().is_some_and(|h| h.ends_with(":80"));
     host.tls_originated += u64::from(!r.tcp && upstream_443);
     host.durations.push(r.duration);
+    let evidence = match profile.cluster {
+        Some("PassthroughCluster") => Some("unregistered_egress"),
+        Some(_) => Some("blocked_egress"),
+        None if r.outcome.no_route => Some("unregistered_egress"),
+        None if r.outcome.failure == Some(TLS_VERIFY_FAILED) => Some("tls_origination_failing"),
+        None => {
+            // Counted at the end, for hosts with TLS-originated requests.
+            host.plain_80 += u64::from(!r.tcp && upstream_80);
+            None
+        }
+    };
+    if let Some(kind) = evidence {
+        *truth.findings.entry(kind).or_default() += 1;
+    }
 }
 
 fn finish_durations(host: &mut HostTruth) {

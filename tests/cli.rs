@@ -228,13 +228,31 @@ fn csv_report_of_the_json_corpus() {
 }
 
 #[test]
-fn demo_shows_a_per_host_table() {
+fn demo_shows_hosts_and_every_finding_kind() {
     let out = run(&["demo", "--lines", "5000"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("HOST"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("aliyun.com ")), "{text}");
-    assert!(text.contains("TLS originated at the waypoint for: aliyun.com"), "{text}");
+    let kinds = [
+        "bypass_direct_response",
+        "bypass_ztunnel_direct",
+        "unregistered_egress",
+        "blocked_egress",
+        "tls_not_originated",
+        "tls_origination_failing",
+        "waypoint_not_ready",
+    ];
+    for kind in kinds {
+        let row = format!(" {kind} ");
+        let finding =
+            |l: &str| (l.starts_with("critical ") || l.starts_with("warning ")) && l.contains(&row);
+        assert!(text.lines().any(finding), "{kind} missing:\n{text}");
+    }
+    assert!(
+        text.contains("direct        dashscope.aliyuncs.com: HTTP 404, server: Tengine"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! The generator's exact ground truth equals what `stats` finds, in every log format, with 2 %
-//! damaged lines mixed in: requests, bytes, status classes and reject reasons exactly,
-//! duration percentiles within the sketch's 1 % relative error.
+//! damaged lines mixed in: requests, bytes, status classes, reject reasons and the evidence of
+//! every finding kind exactly, duration percentiles within the sketch's 1 % relative error.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
+
+use std::collections::BTreeMap;
 
 use egresslens::ingest::{IngestConfig, stats};
 use egresslens::source::Input;
@@ -10,7 +12,11 @@ use egresslens::stats::{SKETCH_RELATIVE_ACCURACY, StatsReport, Window};
 use egresslens::traffic::{GenConfig, GenFormat, Truth, generate};
 
 fn run(format: GenFormat, lines: u64, seed: u64) -> (Truth, StatsReport) {
-    let config = GenConfig { lines, seed, bad: 0.02, format, ..GenConfig::default() };
+    run_with(GenConfig { lines, seed, bad: 0.02, format, ..GenConfig::default() })
+}
+
+fn run_with(config: GenConfig) -> (Truth, StatsReport) {
+    let format = config.format;
     let mut bytes = Vec::new();
     let truth = generate(&config, &mut bytes).unwrap();
     let input = Input::Memory { name: format!("{format:?}"), bytes: bytes.into() };
@@ -23,6 +29,13 @@ fn run(format: GenFormat, lines: u64, seed: u64) -> (Truth, StatsReport) {
 fn assert_matches(truth: &Truth, report: &StatsReport) {
     assert_eq!(report.lines, truth.lines, "lines");
     assert_eq!(report.records, truth.good, "records");
+    assert_eq!(report.ztunnel_connections, truth.ztunnel_connections, "ztunnel connections");
+    let mut findings: BTreeMap<&str, u64> = BTreeMap::new();
+    for finding in &report.findings {
+        *findings.entry(finding.kind.as_str()).or_default() += finding.count;
+    }
+    assert_eq!(findings, truth.findings, "evidence per finding kind");
+    assert_eq!(report.findings_dropped, 0);
     let rejects: Vec<(&str, u64)> = report.rejects.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let expected: Vec<(&str, u64)> = truth.rejects.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(rejects, expected, "reject reasons");
@@ -72,4 +85,32 @@ fn kubectl_timestamped_lines_match_truth() {
 fn istio_text_lines_match_truth() {
     let (truth, report) = run(GenFormat::Text, 30_000, 14);
     assert_matches(&truth, &report);
+}
+
+#[test]
+fn incidents_are_found_as_the_truth_counts_them() {
+    for format in [GenFormat::Cri, GenFormat::Text] {
+        let config = GenConfig {
+            lines: 40_000,
+            seed: 15,
+            bad: 0.01,
+            format,
+            incidents: true,
+            ..GenConfig::default()
+        };
+        let (truth, report) = run_with(config);
+        let kinds: Vec<&str> = truth.findings.keys().copied().collect();
+        assert_eq!(
+            kinds,
+            [
+                "blocked_egress",
+                "bypass_ztunnel_direct",
+                "tls_not_originated",
+                "tls_origination_failing",
+                "unregistered_egress"
+            ],
+            "{format:?}"
+        );
+        assert_matches(&truth, &report);
+    }
 }

@@ -422,7 +422,7 @@ pub fn write_table(
                 (Some(w), _, _) => format!("{w} (missing)"),
                 (None, ..) => "-".to_owned(),
             };
-            let problems: Vec<&str> = h.problems.iter().map(|p| kind_name(p.kind)).collect();
+            let problems: Vec<&str> = h.problems.iter().map(|p| p.kind.as_str()).collect();
             let problems = if problems.is_empty() { "ok".to_owned() } else { problems.join(",") };
             [h.host.clone(), h.namespace.clone(), ports.join(", "), waypoint, problems]
         })
@@ -457,7 +457,7 @@ pub fn write_table(
     if !problems.is_empty() {
         writeln!(out, "\nProblems:")?;
         for problem in problems {
-            writeln!(out, "- [{}] {}", kind_name(problem.kind), problem.message)?;
+            writeln!(out, "- [{}] {}", problem.kind.as_str(), problem.message)?;
         }
     }
     for warning in &mesh.warnings {
@@ -466,15 +466,17 @@ pub fn write_table(
     Ok(())
 }
 
-fn kind_name(kind: ProblemKind) -> &'static str {
-    match kind {
-        ProblemKind::NoWaypoint => "no_waypoint",
-        ProblemKind::WaypointMissing => "waypoint_missing",
-        ProblemKind::WaypointNotReady => "waypoint_not_ready",
-        ProblemKind::WaypointNotForServices => "waypoint_not_for_services",
-        ProblemKind::NoAddress => "no_address",
-        ProblemKind::TlsHalfConfigured => "tls_half_configured",
-        ProblemKind::TlsPortUnknown => "tls_port_unknown",
+impl ProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::NoWaypoint => "no_waypoint",
+            ProblemKind::WaypointMissing => "waypoint_missing",
+            ProblemKind::WaypointNotReady => "waypoint_not_ready",
+            ProblemKind::WaypointNotForServices => "waypoint_not_for_services",
+            ProblemKind::NoAddress => "no_address",
+            ProblemKind::TlsHalfConfigured => "tls_half_configured",
+            ProblemKind::TlsPortUnknown => "tls_port_unknown",
+        }
     }
 }
 

@@ -61,6 +61,30 @@ pub struct Classified {
     pub latency_ms: Option<f64>,
 }
 
+impl Classified {
+    /// One line of what the response showed: `HTTP 301, server: Tengine, no x-envoy-* header`.
+    pub fn summary(&self) -> String {
+        if let Some(error) = &self.error {
+            return format!("{}: {error}", self.target);
+        }
+        let status = self.status.map_or_else(|| "no status".to_owned(), |s| format!("HTTP {s}"));
+        let server = self.server.as_deref().unwrap_or("(none)");
+        let envoy = match self.envoy_headers.as_slice() {
+            [] => "no x-envoy-* header".to_owned(),
+            names => names.join(" "),
+        };
+        format!("{}: {status}, server: {server}, {envoy}", self.target)
+    }
+
+    /// The host the target names: `http://` and a path or port left out.
+    pub fn host(&self) -> &str {
+        let target = self.target.split_whitespace().next().unwrap_or_default();
+        let target = target.strip_prefix("http://").unwrap_or(target);
+        let target = target.split('/').next().unwrap_or(target);
+        crate::parse::derived::host_without_port(target)
+    }
+}
+
 /// A block of lines under one target, before classification.
 #[derive(Debug, Default)]
 struct Block {
