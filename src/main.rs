@@ -72,15 +72,28 @@ enum Command {
     /// waypoint that serves it, and the problems that let traffic bypass it.
     Mesh(MeshArgs),
     /// Did the answer come through the waypoint or straight from the origin? Probes hosts
-    /// with a plain-HTTP HEAD from here, or classifies saved response headers (--headers).
+    /// with a plain-HTTP HEAD from here or from inside a workload (--from, through the
+    /// Kubernetes exec API), or classifies saved response headers (--headers).
     Probe(ProbeArgs),
 }
 
 #[derive(Debug, Args)]
 struct ProbeArgs {
-    /// Hosts (or host:port) to send `HEAD http://HOST/` from this process.
+    /// Hosts (or host:port) to send `HEAD http://HOST/` to.
     #[arg(required_unless_present = "headers")]
     hosts: Vec<String>,
+    /// Send them from inside this workload instead (`deployment/sleep`, `pod/NAME`): `curl
+    /// -sS -I` run in one of its ready pods, so the request takes the workload's path.
+    #[arg(long, value_name = "WORKLOAD", conflicts_with = "headers")]
+    from: Option<String>,
+    /// The namespace of --from.
+    #[arg(long, short = 'n', default_value = "default", requires = "from")]
+    namespace: String,
+    /// The container of --from to run curl in (default: the pod's default container).
+    #[arg(long, short = 'c', requires = "from")]
+    container: Option<String>,
+    #[command(flatten)]
+    connection: KubeConnection,
     /// Classify saved headers instead (`curl -sI`, `curl -v` output, raw blocks separated by
     /// blank lines or `###` headings); - for stdin.
     #[arg(long, value_name = "FILE", conflicts_with = "hosts")]
@@ -446,15 +459,20 @@ fn error_chain(err: &anyhow::Error) -> String {
     text
 }
 
-/// Bad SQL and unknown canned queries are the user's to fix, like bad arguments: exit 2.
+/// Bad SQL, unknown canned queries and unknown workload kinds are the user's to fix, like bad
+/// arguments: exit 2.
 fn is_usage_error(err: &anyhow::Error) -> bool {
+    use egresslens::probe::exec::ExecError;
     err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<QueryError>(),
-            Some(
-                QueryError::Sql(_) | QueryError::UnknownCanned(_) | QueryError::MissingParam { .. }
+        matches!(cause.downcast_ref::<ExecError>(), Some(ExecError::BadWorkload(_)))
+            || matches!(
+                cause.downcast_ref::<QueryError>(),
+                Some(
+                    QueryError::Sql(_)
+                        | QueryError::UnknownCanned(_)
+                        | QueryError::MissingParam { .. }
+                )
             )
-        )
     })
 }
 
@@ -737,10 +755,14 @@ fn run_probe(args: ProbeArgs) -> Result<()> {
                 .with_context(|| format!("cannot read {name}"))?;
             parse_blocks(&text, &proxy_servers)
         }
-        None => {
-            let probe = HttpProbe { path: args.path.clone(), timeout: args.timeout, proxy_servers };
-            args.hosts.iter().map(|host| probe.probe(host)).collect()
-        }
+        None => match &args.from {
+            Some(from) => probe_from(&args, from, proxy_servers)?,
+            None => {
+                let (path, timeout) = (args.path.clone(), args.timeout);
+                let probe = HttpProbe { path, timeout, proxy_servers };
+                args.hosts.iter().map(|host| probe.probe(host)).collect()
+            }
+        },
     };
     let mut out = io::stdout().lock();
     if args.output == "json" {
@@ -773,6 +795,30 @@ fn run_probe(args: ProbeArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Probes `args.hosts` from inside the workload `from`.
+fn probe_from(
+    args: &ProbeArgs,
+    from: &str,
+    proxy_servers: Vec<String>,
+) -> Result<Vec<egresslens::probe::Classified>> {
+    use egresslens::probe::exec::{ExecProbe, Workload, resolve};
+    let workload = Workload::parse(from)?;
+    let probe = ExecProbe { path: args.path.clone(), timeout: args.timeout, proxy_servers };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(async {
+        let config = kube_config(&args.connection).await?;
+        let client = kube::Client::try_from(config)?;
+        let target =
+            resolve(&client, &args.namespace, &workload, args.container.as_deref()).await?;
+        let mut answers = Vec::new();
+        for host in &args.hosts {
+            answers.push(probe.probe(&client, &target, host).await);
+        }
+        Ok(answers)
+    })
 }
 
 /// The Kubernetes client configuration like kubectl finds it.

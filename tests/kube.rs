@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
 
+// Its exec parts serve tests/walkthrough.rs.
+#[allow(dead_code)]
 mod standin;
 
 use std::collections::{BTreeMap, HashMap};

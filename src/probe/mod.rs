@@ -10,6 +10,7 @@
 //! blocks, several per file, separated by blank lines or `###` headings (whose text names the
 //! target). Header names are matched without regard to case.
 
+pub mod exec;
 pub mod http;
 
 use serde::Serialize;

@@ -11,7 +11,13 @@
 //!
 //! - `GET /apis` (discovery: the groups and versions served), and lists and watches of any
 //!   custom resource added, at `/apis/{group}/{version}/{plural}` and under
-//!   `/namespaces/{ns}/`, and of `/api/v1/namespaces`.
+//!   `/namespaces/{ns}/`, a get of one (`…/{plural}/{name}`, Deployments too), and of
+//!   `/api/v1/namespaces`;
+//! - `GET /api/v1/namespaces/{ns}/pods/{name}/exec?command=…&stdout=true&stderr=true` as a
+//!   WebSocket upgrade, negotiating `v5.channel.k8s.io` or `v4.channel.k8s.io` (or only the
+//!   ones a test allows) and framing the output as the API server does: one binary message
+//!   per write, its first byte the channel (1 stdout, 2 stderr, 3 the `Status` at exit, a
+//!   one-byte message per channel when the stream opens), then a close.
 //!
 //! Faults: watch streams ended, a pod deleted while no watch saw it, a watch answered with
 //! `410 Gone` (the API's `ERROR` event with an `Expired` status),
@@ -26,6 +32,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -72,7 +79,6 @@ struct Faults {
     stalls: usize,
 }
 
-#[derive(Debug)]
 struct Cluster {
     pods: BTreeMap<(String, String), PodEntry>,
     version: u64,
@@ -86,6 +92,38 @@ struct Cluster {
     history: std::collections::VecDeque<(u64, String)>,
     /// Objects other than pods by `group/version/plural` (namespaces under `v1/namespaces`).
     objects: BTreeMap<String, Vec<Value>>,
+    /// What a command run through exec does; `None`: exec answers 403.
+    exec: Option<ExecHandler>,
+    /// The exec subprotocols the server accepts, preferred first.
+    exec_protocols: Vec<&'static str>,
+    /// Every exec: the pod, the container, the command and the subprotocol agreed.
+    execs: Vec<Exec>,
+}
+
+/// What a command run through exec prints, and how it ends.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExecReply {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) exit_code: i32,
+}
+
+/// Answers an exec's command (`container`, `command`).
+pub(crate) type ExecHandler = Arc<dyn Fn(&str, &[String]) -> ExecReply + Send + Sync>;
+
+/// One exec the server ran.
+#[derive(Debug, Clone)]
+pub(crate) struct Exec {
+    pub(crate) pod: String,
+    pub(crate) container: String,
+    pub(crate) command: Vec<String>,
+    pub(crate) protocol: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("version", &self.version).finish_non_exhaustive()
+    }
 }
 
 /// The server's handle for tests: change the cluster, inject faults.
@@ -108,6 +146,9 @@ impl StandIn {
             pod_logs: HashMap::new(),
             history: std::collections::VecDeque::new(),
             objects: BTreeMap::new(),
+            exec: None,
+            exec_protocols: vec!["v5.channel.k8s.io", "v4.channel.k8s.io"],
+            execs: Vec::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -125,6 +166,8 @@ impl StandIn {
             .route("/apis", get(api_groups))
             .route("/apis/{group}/{version}/{plural}", get(all_objects))
             .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", get(namespaced_objects))
+            .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(one_object))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(pod_exec))
             .with_state(standin.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         standin
@@ -197,6 +240,7 @@ impl StandIn {
             meta["ownerReferences"][0]["name"] = json!(format!("{deployment}-{hash}"));
             pod.object["status"]["podIP"] = json!(ip);
             pod.object["status"]["podIPs"] = json!([{"ip": ip}]);
+            pod.object["spec"]["containers"][0]["name"] = json!(deployment);
         });
     }
 
@@ -321,6 +365,34 @@ impl StandIn {
 
     pub(crate) fn stall_next_log(&self) {
         self.cluster.lock().unwrap().faults.stalls += 1;
+    }
+
+    /// Runs `handler` for every exec from now on.
+    pub(crate) fn on_exec(
+        &self,
+        handler: impl Fn(&str, &[String]) -> ExecReply + Send + Sync + 'static,
+    ) {
+        self.cluster.lock().unwrap().exec = Some(Arc::new(handler));
+    }
+
+    /// Accepts only these exec subprotocols (an older API server: v4 alone).
+    pub(crate) fn exec_protocols(&self, protocols: Vec<&'static str>) {
+        self.cluster.lock().unwrap().exec_protocols = protocols;
+    }
+
+    /// The execs run so far.
+    pub(crate) fn execs(&self) -> Vec<Exec> {
+        self.cluster.lock().unwrap().execs.clone()
+    }
+
+    /// A Deployment `name` whose pods carry `app: name` (as [`StandIn::add_app_pod`] makes them).
+    pub(crate) fn add_deployment(&self, ns: &str, name: &str) {
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}")},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": name, "image": "curlimages/curl"}]}}}});
+        self.add_object("deployments", deployment);
     }
 
     pub(crate) fn log_requests(&self, pod: &str) -> usize {
@@ -617,4 +689,97 @@ fn objects(
     let list = json!({"kind": kind, "apiVersion": api_version,
         "metadata": {"resourceVersion": cluster.version.to_string()}, "items": items});
     axum::Json(list).into_response()
+}
+
+async fn one_object(
+    State(standin): State<StandIn>,
+    Path((group, version, ns, plural, name)): Path<(String, String, String, String, String)>,
+) -> Response {
+    let cluster = standin.cluster.lock().unwrap();
+    let key = format!("{group}/{version}/{plural}");
+    let found = cluster.objects.get(&key).into_iter().flatten().find(|o| {
+        o["metadata"]["namespace"] == ns.as_str() && o["metadata"]["name"] == name.as_str()
+    });
+    match found {
+        Some(object) => axum::Json(object.clone()).into_response(),
+        None => {
+            let message = format!("{plural}.{group} \"{name}\" not found");
+            (StatusCode::NOT_FOUND, axum::Json(status(404, "NotFound", &message))).into_response()
+        }
+    }
+}
+
+/// `pods/exec`: the command's output over a WebSocket, channel by channel.
+async fn pod_exec(
+    State(standin): State<StandIn>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let values = |key: &str| -> Vec<String> {
+        query.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+    };
+    let (command, container) = (values("command"), values("container").pop().unwrap_or_default());
+    let (handler, protocols, pod) = {
+        let cluster = standin.cluster.lock().unwrap();
+        let pod = cluster.pods.get(&(ns.clone(), name.clone())).filter(|p| !p.deleted);
+        (cluster.exec.clone(), cluster.exec_protocols.clone(), pod.map(|p| p.object.clone()))
+    };
+    let Some(pod) = pod else {
+        let message = format!("pods \"{name}\" not found");
+        return (StatusCode::NOT_FOUND, axum::Json(status(404, "NotFound", &message)))
+            .into_response();
+    };
+    let Some(handler) = handler else {
+        let message = format!("pods \"{name}\" is forbidden: cannot create resource \"pods/exec\"");
+        return (StatusCode::FORBIDDEN, axum::Json(status(403, "Forbidden", &message)))
+            .into_response();
+    };
+    let container = if container.is_empty() {
+        pod["spec"]["containers"][0]["name"].as_str().unwrap_or_default().to_owned()
+    } else {
+        container
+    };
+    upgrade.protocols(protocols).on_upgrade(move |mut socket| async move {
+        let protocol = socket
+            .protocol()
+            .and_then(|p| p.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let reply = handler(&container, &command);
+        standin.cluster.lock().unwrap().execs.push(Exec {
+            pod: name,
+            container,
+            command: command.clone(),
+            protocol,
+        });
+        let frame = |channel: u8, bytes: &[u8]| {
+            let mut message = vec![channel];
+            message.extend_from_slice(bytes);
+            Message::Binary(message.into())
+        };
+        let exit = if reply.exit_code == 0 {
+            json!({"metadata": {}, "status": "Success"})
+        } else {
+            json!({"metadata": {}, "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {}", reply.exit_code),
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": reply.exit_code.to_string()}]}})
+        };
+        let mut messages = vec![frame(1, b""), frame(2, b""), frame(3, b"")];
+        // Written in pieces, as a process's output comes.
+        for piece in reply.stdout.as_bytes().chunks(64) {
+            messages.push(frame(1, piece));
+        }
+        if !reply.stderr.is_empty() {
+            messages.push(frame(2, reply.stderr.as_bytes()));
+        }
+        messages.push(frame(3, exit.to_string().as_bytes()));
+        for message in messages {
+            if socket.send(message).await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.send(Message::Close(None)).await;
+    })
 }
