@@ -20,6 +20,7 @@
 //! - [`probe`]: whether a response came through a mesh proxy or straight from the origin
 //! - [`mesh`]: the mesh's egress configuration (ServiceEntries, DestinationRules, waypoints)
 //!   and each registered host's posture
+//! - [`verify`]: the walkthrough's checks for one host, from registration to TLS origination
 //! - [`demo`]: the pipeline on a simulated mesh with incidents, for `egresslens demo`
 
 pub mod batch;
@@ -38,4 +39,5 @@ pub mod source;
 pub mod stats;
 pub mod store;
 pub mod traffic;
+pub mod verify;
 pub mod workloads;

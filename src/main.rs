@@ -75,6 +75,44 @@ enum Command {
     /// with a plain-HTTP HEAD from here or from inside a workload (--from, through the
     /// Kubernetes exec API), or classifies saved response headers (--headers).
     Probe(ProbeArgs),
+    /// The walkthrough for one host as a checklist: registered with a ready waypoint; a probe
+    /// from the workload answered through it; the waypoint logged it; TLS originated where
+    /// configured. Exit 0 when every check passes, 1 when one fails, 2 when it cannot run.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The external host (as the ServiceEntry lists it).
+    host: String,
+    /// The workload to send the probe from (`deployment/sleep`, `pod/NAME`); default: from
+    /// this process.
+    #[arg(long, value_name = "WORKLOAD")]
+    from: Option<String>,
+    /// The namespace of --from.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The container of --from to run curl in.
+    #[arg(long, short = 'c', requires = "from")]
+    container: Option<String>,
+    /// The path to request.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// For the probe.
+    #[arg(long, value_parser = parse_age, default_value = "5s")]
+    timeout: std::time::Duration,
+    /// How long to watch the waypoint's log for the probe's request.
+    #[arg(long, value_parser = parse_age, default_value = "15s")]
+    log_wait: std::time::Duration,
+    /// A `server` header value that marks a mesh proxy (repeatable; default: envoy,
+    /// istio-envoy).
+    #[arg(long = "proxy-server", value_name = "NAME")]
+    proxy_servers: Vec<String>,
+    /// table or json.
+    #[arg(long, short = 'o', default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+    #[command(flatten)]
+    connection: KubeConnection,
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +465,7 @@ fn main() -> ExitCode {
         Command::Compact(args) => run_compact(args),
         Command::Mesh(args) => run_mesh(args),
         Command::Probe(args) => run_probe(args),
+        Command::Verify(args) => return run_verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -795,6 +834,62 @@ fn run_probe(args: ProbeArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The exit code says how verification went: 0 passed, 1 a check failed, 2 it could not run.
+fn run_verify(args: VerifyArgs) -> ExitCode {
+    match verify_host(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = writeln!(io::stderr(), "egresslens: {}", error_chain(&err));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the checks and prints them; whether all passed.
+fn verify_host(args: &VerifyArgs) -> Result<bool> {
+    use egresslens::probe::{DEFAULT_PROXY_SERVERS, exec::Workload};
+    use egresslens::verify::{VerifyOptions, verify};
+    let proxy_servers = if args.proxy_servers.is_empty() {
+        DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.proxy_servers.clone()
+    };
+    let options = VerifyOptions {
+        host: args.host.clone(),
+        from: args.from.as_deref().map(Workload::parse).transpose()?,
+        namespace: args.namespace.clone(),
+        container: args.container.clone(),
+        path: args.path.clone(),
+        timeout: args.timeout,
+        log_wait: args.log_wait,
+        proxy_servers,
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let verification = runtime.block_on(async {
+        let config = kube_config(&args.connection).await?;
+        let client = kube::Client::try_from(config)?;
+        anyhow::Ok(verify(&client, &options).await?)
+    })?;
+    let mut out = io::stdout().lock();
+    if args.output == "json" {
+        serde_json::to_writer_pretty(&mut out, &verification)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "verify {} (probe from {})", verification.host, verification.from)?;
+        for check in &verification.checks {
+            writeln!(out, "[{}] {}. {}", check.status.as_str(), check.step, check.check)?;
+            writeln!(out, "       {}", check.evidence)?;
+        }
+        let verdict = if verification.passed { "passed" } else { "FAILED" };
+        writeln!(out, "{verdict}")?;
+    }
+    out.flush()?;
+    Ok(verification.passed)
 }
 
 /// Probes `args.hosts` from inside the workload `from`.

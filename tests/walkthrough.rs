@@ -96,3 +96,168 @@ fn probes_from_a_deployment_run_curl_in_its_pod_over_exec() {
     assert!(stderr.contains("cannot look up deployment/nope in namespace default"), "{stderr}");
     assert!(stderr.contains("not found"), "{stderr}");
 }
+
+const EGRESS: &str = "istio-egress";
+const WAYPOINT_POD: &str = "waypoint-5c9d7f6b8d-h7k2x";
+
+/// A recorded-shape object from `tests/fixtures/kube`.
+fn fixture(file: &str) -> Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube").join(file);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// What the waypoint writes for a request for `path` (the walkthrough's Step 3 line), now.
+fn waypoint_line(path: &str, upstream_port: u16) -> (i64, String) {
+    let now = egresslens::ingest::now_ns();
+    let start = egresslens::parse::time::format_rfc3339_ms(now);
+    let line = format!(
+        r#"{{"authority_for":"aliyun.com","bytes_received":0,"bytes_sent":239,"downstream_local_address":"240.240.0.3:80","downstream_remote_address":"10.0.1.7:33356","duration":24,"method":"GET","path":"{path}","protocol":"HTTP/1.1","response_code":301,"route_name":"default","start_time":"{start}","upstream_cluster":"inbound-vip|80|http|aliyun.com;","upstream_host":"140.205.135.3:{upstream_port}","upstream_service_time":"23","user_agent":"curl/8.8.0"}}"#
+    );
+    (now, line)
+}
+
+fn verify(dir: &tempfile::TempDir) -> (i32, Value) {
+    let args = [
+        "verify",
+        "aliyun.com",
+        "--from",
+        "deployment/sleep",
+        "-n",
+        "default",
+        "-o",
+        "json",
+        "--log-wait",
+        "3s",
+    ];
+    let out = egresslens(dir, &args);
+    let code = out.status.code().unwrap();
+    assert!(code != 2, "{}", String::from_utf8_lossy(&out.stderr));
+    (code, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn statuses(verification: &Value) -> Vec<&str> {
+    verification["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect()
+}
+
+/// The walkthrough step by step: before the ServiceEntry the origin answers (`Server:
+/// Tengine`) and no waypoint logs it; after the ServiceEntry and the waypoint the answer and
+/// the log line come from the waypoint; after the DestinationRule the request leaves on
+/// :443; with the waypoint's pod not ready, traffic goes around it again.
+#[test]
+fn the_walkthrough_verified_step_by_step() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let (_runtime, standin, dir) = stand_in();
+    standin.serve("networking.istio.io/v1", "serviceentries");
+    standin.serve("networking.istio.io/v1", "destinationrules");
+    standin.add_deployment("default", "sleep");
+    standin.add_app_pod("default", "sleep", "10.0.1.7");
+    // 0: no ServiceEntry, 1: ServiceEntry and waypoint, 2: TLS origination, 3: waypoint down.
+    let stage = Arc::new(AtomicU8::new(0));
+    let (answering, logging) = (stage.clone(), standin.clone());
+    standin.on_exec(move |_, command| match answering.load(Ordering::SeqCst) {
+        0 | 3 => curl(FROM_ORIGIN),
+        n => {
+            let url = command.last().unwrap();
+            let path = &url[url.find("aliyun.com").unwrap() + "aliyun.com".len()..];
+            let line = waypoint_line(path, if n == 1 { 80 } else { 443 });
+            logging.log(EGRESS, WAYPOINT_POD, &[line]);
+            curl(FROM_WAYPOINT)
+        }
+    });
+
+    let (code, before) = verify(&dir);
+    assert_eq!((code, statuses(&before)), (1, vec!["fail", "fail", "fail", "skip"]), "{before:#}");
+    assert!(before["checks"][1]["evidence"].as_str().unwrap().contains("server: Tengine"));
+
+    // Step 2 and 3: a waypoint in its own namespace, the host registered there (port 80 as
+    // is, as in Step 3).
+    standin.add_namespace(EGRESS, serde_json::json!({"istio.io/use-waypoint": "waypoint"}));
+    standin.add_object("gateways", fixture("gateway-waypoint.json"));
+    standin.add_pod_of(EGRESS, WAYPOINT_POD, "waypoint");
+    let mut entry = fixture("serviceentry-aliyun.json");
+    entry["spec"]["ports"][0].as_object_mut().unwrap().remove("targetPort");
+    standin.add_object("serviceentries", entry);
+    stage.store(1, Ordering::SeqCst);
+    let (code, registered) = verify(&dir);
+    assert_eq!(
+        (code, statuses(&registered)),
+        (0, vec!["pass", "pass", "pass", "skip"]),
+        "{registered:#}"
+    );
+    let logged = registered["checks"][2]["evidence"].as_str().unwrap();
+    assert!(logged.starts_with(WAYPOINT_POD) && logged.contains("140.205.135.3:80"), "{logged}");
+
+    // Step 4: port 80 sent to 443 with TLS SIMPLE.
+    standin.add_object("serviceentries", fixture("serviceentry-aliyun.json"));
+    standin.add_object("destinationrules", fixture("destinationrule-aliyun.json"));
+    stage.store(2, Ordering::SeqCst);
+    let (code, tls) = verify(&dir);
+    assert_eq!((code, statuses(&tls)), (0, vec!["pass", "pass", "pass", "pass"]), "{tls:#}");
+    assert!(tls["checks"][3]["evidence"].as_str().unwrap().contains("left on :443"));
+    let table = egresslens(
+        &dir,
+        &["verify", "aliyun.com", "--from", "deployment/sleep", "--log-wait", "3s"],
+    );
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.starts_with(
+            "verify aliyun.com (probe from default/sleep-7b9f8d6c5-x2x7k)\n[PASS] 1. "
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("[PASS] 4. the waypoint originated TLS (upstream port 443)\n"),
+        "{table}"
+    );
+    assert!(table.ends_with("\npassed\n"), "{table}");
+
+    // The waypoint's pod stops being ready: ztunnel sends the traffic straight out.
+    standin.set_ready(EGRESS, WAYPOINT_POD, false);
+    stage.store(3, Ordering::SeqCst);
+    let (code, down) = verify(&dir);
+    assert_eq!(code, 1);
+    assert_eq!(statuses(&down)[..2], ["fail", "fail"], "{down:#}");
+    let not_ready = down["checks"][0]["evidence"].as_str().unwrap();
+    assert!(not_ready.contains("has no ready pod"), "{not_ready}");
+    let out = egresslens(&dir, &["mesh", "-o", "json"]);
+    let mesh = json(&out);
+    assert_eq!(mesh["hosts"][0]["problems"][0]["kind"], "waypoint_not_ready");
+    // ztunnel's log of the same minutes: the sleep pod's connection went straight to the origin.
+    let ztunnel = "2025-08-20T07:58:02.113Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:40522 src.workload=\"sleep\" src.namespace=\"default\" src.identity=\"spiffe://cluster.local/ns/default/sa/sleep\" dst.addr=140.205.135.3:80 dst.service=\"aliyun.com\" direction=\"outbound\" bytes_sent=78 bytes_recv=386 duration=\"31ms\"\n";
+    let log = dir.path().join("ztunnel.log");
+    std::fs::write(&log, ztunnel).unwrap();
+    let stats = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["stats", "-o", "json"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let stats = json(&stats);
+    assert_eq!(stats["findings"][0]["kind"], "bypass_ztunnel_direct");
+    assert_eq!(stats["findings"][0]["source"], "default/sleep");
+}
+
+#[test]
+fn verify_says_when_it_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // A kubeconfig naming a port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
+    );
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+    let out = egresslens(&dir, &["verify", "aliyun.com", "--from", "deployment/sleep"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the mesh configuration"));
+    let out = egresslens(&dir, &["verify", "aliyun.com", "--from", "job/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a workload"));
+}

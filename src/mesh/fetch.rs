@@ -170,7 +170,7 @@ pub(super) fn waypoint_gateway(gateway: &serde_json::Value) -> Option<(String, S
 }
 
 /// A waypoint pod's namespace, Gateway name and readiness.
-pub(super) fn waypoint_pod(pod: &Pod) -> Option<(String, String, bool)> {
+pub(crate) fn waypoint_pod(pod: &Pod) -> Option<(String, String, bool)> {
     let labels = pod.metadata.labels.as_ref()?;
     let gateway = GATEWAY_NAME_LABELS.iter().find_map(|key| labels.get(*key))?;
     let ready = pod

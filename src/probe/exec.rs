@@ -165,8 +165,8 @@ impl ExecProbe {
         let outcome = tokio::time::timeout(limit, self.run(client, target, host)).await;
         let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let mut answer = match outcome {
-            Err(_) => error(host, format!("no answer from the exec within {limit:?}")),
-            Ok(Err(message)) => error(host, message),
+            Err(_) => Classified::failed(host, format!("no answer from the exec within {limit:?}")),
+            Ok(Err(message)) => Classified::failed(host, message),
             Ok(Ok(output)) => {
                 let text = format!("### {host}\n{}", output.text());
                 let blocks = parse_blocks(&text, &self.proxy_servers);
@@ -179,7 +179,10 @@ impl ExecProbe {
                         answer
                     }
                     Some(answer) => answer,
-                    None => error(host, output.failure.unwrap_or_else(|| "no output".to_owned())),
+                    None => Classified::failed(
+                        host,
+                        output.failure.unwrap_or_else(|| "no output".to_owned()),
+                    ),
                 }
             }
         };
@@ -251,20 +254,6 @@ impl Output {
             text.push_str(line);
         }
         text
-    }
-}
-
-fn error(host: &str, message: String) -> Classified {
-    Classified {
-        target: host.to_owned(),
-        verdict: Verdict::Error,
-        status: None,
-        server: None,
-        upstream_service_time_ms: None,
-        envoy_headers: Vec::new(),
-        elided: false,
-        error: Some(message),
-        latency_ms: None,
     }
 }
 

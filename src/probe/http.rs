@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::{Classified, Verdict, parse_blocks};
+use super::{Classified, parse_blocks};
 
 /// How a host is probed.
 #[derive(Debug, Clone)]
@@ -31,20 +31,6 @@ fn authority(target: &str) -> (String, String) {
     }
 }
 
-fn error(target: &str, message: String) -> Classified {
-    Classified {
-        target: target.to_owned(),
-        verdict: Verdict::Error,
-        status: None,
-        server: None,
-        upstream_service_time_ms: None,
-        envoy_headers: Vec::new(),
-        elided: false,
-        error: Some(message),
-        latency_ms: None,
-    }
-}
-
 impl HttpProbe {
     /// Sends `HEAD http://target/path` and classifies the answer; a failure is an `error`
     /// verdict saying what failed.
@@ -55,7 +41,10 @@ impl HttpProbe {
                 let latency = started.elapsed().as_secs_f64() * 1000.0;
                 let mut blocks = parse_blocks(&head, &self.proxy_servers);
                 let mut answer = if blocks.is_empty() {
-                    error(target, "the connection closed before any response".to_owned())
+                    Classified::failed(
+                        target,
+                        "the connection closed before any response".to_owned(),
+                    )
                 } else {
                     blocks.swap_remove(0)
                 };
@@ -63,7 +52,7 @@ impl HttpProbe {
                 answer.latency_ms = Some(latency);
                 answer
             }
-            Err(e) => error(target, e.to_string()),
+            Err(e) => Classified::failed(target, e.to_string()),
         }
     }
 
@@ -100,6 +89,7 @@ impl HttpProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Verdict;
 
     #[test]
     fn targets_take_port_80_unless_they_name_one() {

@@ -63,6 +63,21 @@ pub struct Classified {
 }
 
 impl Classified {
+    /// No answer from `target`, for `message`.
+    pub fn failed(target: &str, message: String) -> Classified {
+        Classified {
+            target: target.to_owned(),
+            verdict: Verdict::Error,
+            status: None,
+            server: None,
+            upstream_service_time_ms: None,
+            envoy_headers: Vec::new(),
+            elided: false,
+            error: Some(message),
+            latency_ms: None,
+        }
+    }
+
     /// One line of what the response showed: `HTTP 301, server: Tengine, no x-envoy-* header`.
     pub fn summary(&self) -> String {
         if let Some(error) = &self.error {

@@ -549,7 +549,7 @@ fn line_timestamp(line: &[u8]) -> Option<i64> {
 }
 
 /// `ts_ns` rounded down to its second.
-fn whole_second(ts_ns: i64) -> Timestamp {
+pub(crate) fn whole_second(ts_ns: i64) -> Timestamp {
     let seconds = ts_ns.div_euclid(1_000_000_000);
     Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH)
 }

@@ -367,6 +367,12 @@ impl StandIn {
         self.cluster.lock().unwrap().faults.stalls += 1;
     }
 
+    /// Serves `plural` of `api_version` with no objects yet (the CRD is installed).
+    pub(crate) fn serve(&self, api_version: &str, plural: &str) {
+        let key = format!("{api_version}/{plural}");
+        self.cluster.lock().unwrap().objects.entry(key).or_default();
+    }
+
     /// Runs `handler` for every exec from now on.
     pub(crate) fn on_exec(
         &self,
