@@ -17,6 +17,7 @@ use crate::findings::{Findings, Noted};
 use crate::parse::derived::{ClusterName, ip_of, port_of, tls_originated};
 use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, LogFormat, RejectReason};
+use crate::probe::rounds::ProbeRow;
 use crate::schema;
 use crate::workloads::Workloads;
 
@@ -470,6 +471,45 @@ pub fn findings_batch(findings: &Findings) -> Option<RecordBatch> {
         strings(|n| n.origin),
     ];
     Some(RecordBatch::try_new(schema::findings(), columns).expect("columns follow the schema"))
+}
+
+/// Probe answers as a `probes` batch; `None` when there are none.
+pub fn probes_batch(rows: &[ProbeRow]) -> Option<RecordBatch> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut ts = TimestampNanosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+    let [mut host, mut source, mut verdict, mut server, mut headers, mut error] =
+        std::array::from_fn(|_| StringBuilder::new());
+    let mut status = UInt16Builder::with_capacity(rows.len());
+    let (mut upstream, mut latency) = (Float64Builder::new(), Float64Builder::new());
+    for row in rows {
+        let answer = &row.answer;
+        ts.append_value(row.ts_ns);
+        host.append_value(&row.host);
+        source.append_value(&row.source);
+        verdict.append_value(answer.verdict.as_str());
+        status.append_option(answer.status);
+        server.append_option(answer.server.as_deref());
+        upstream.append_option(answer.upstream_service_time_ms);
+        let names = (!answer.envoy_headers.is_empty()).then(|| answer.envoy_headers.join(" "));
+        headers.append_option(names);
+        latency.append_option(answer.latency_ms);
+        error.append_option(answer.error.as_deref());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(ts.finish()),
+        Arc::new(host.finish()),
+        Arc::new(source.finish()),
+        Arc::new(verdict.finish()),
+        Arc::new(status.finish()),
+        Arc::new(server.finish()),
+        Arc::new(upstream.finish()),
+        Arc::new(headers.finish()),
+        Arc::new(latency.finish()),
+        Arc::new(error.finish()),
+    ];
+    Some(RecordBatch::try_new(schema::probes(), columns).expect("columns follow the schema"))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::ingest::EncodingLock;
 use crate::ingest::{BatchSink, TableBatch, now_ns, process_line};
 use crate::netrange::InternalRanges;
 use crate::parse::LogFormat;
+use crate::probe::rounds::{MAX_HOSTS_PER_ROUND, ProbeRounds, RoundCounts, run_rounds};
 use crate::source::Input;
 use crate::source::follow::{
     ReadFailure, ReadOptions, Reader, Source, Start, file_id, find_rotated,
@@ -34,7 +35,8 @@ use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_wo
 use crate::source::lines::Chunk;
 use crate::source::node::{NODE_CHUNK_BYTES, NodeOptions, NodeReader};
 use crate::store::{
-    ACCESS_LOG, Checkpoint, FINDINGS, PendingCommit, REJECTS, Store, StoreError, ZTUNNEL_CONN,
+    ACCESS_LOG, Checkpoint, FINDINGS, PROBES, PendingCommit, REJECTS, Store, StoreError,
+    ZTUNNEL_CONN,
 };
 use crate::workloads::Workloads;
 
@@ -120,6 +122,11 @@ pub struct CollectSummary {
     pub ztunnel: usize,
     /// Rows of findings evidence (one per kind, host and source in a chunk).
     pub findings: usize,
+    /// Probe answers stored.
+    pub probes: usize,
+    /// Probe rounds run, and those whose rows were dropped (the committer was behind).
+    pub probe_rounds: u64,
+    pub probe_rounds_dropped: u64,
     pub commits: usize,
     /// Hour partitions removed by retention.
     pub expired: usize,
@@ -243,7 +250,8 @@ pub fn collect(
         })?;
         Ok(warnings)
     };
-    run_pipeline(store, config, control, &mut summary, Reached::File(None), None, read)?;
+    let feeds = Feeds::default();
+    run_pipeline(store, config, control, &mut summary, Reached::File(None), feeds, read)?;
     Ok(summary)
 }
 
@@ -252,7 +260,7 @@ pub fn collect(
 /// the newest commit of `kube:<cluster>`.
 pub fn collect_kube(
     kube_config: ::kube::Config,
-    pods: Vec<KubeOptions>,
+    (pods, probes): (Vec<KubeOptions>, Option<ProbeRounds>),
     cluster: Option<String>,
     store: &mut Store,
     config: &CollectConfig,
@@ -265,7 +273,11 @@ pub fn collect_kube(
     let mut summary = CollectSummary::default();
     let resolve = pods.iter().any(|p| p.resolve_sources);
     let workloads = resolve.then(|| Arc::new(Workloads::default()));
-    let following = Following { pods, cluster, cursors, workloads: workloads.clone() };
+    // A round's rows at a time; a slow committer makes rounds drop theirs (counted).
+    let (side_tx, side) = bounded(4);
+    let counts = Arc::new(RoundCounts::default());
+    let probes = probes.map(|rounds| (rounds, side_tx, counts.clone()));
+    let following = Following { pods, cluster, cursors, workloads: workloads.clone(), probes };
     let read = move |hand: &mut Handoff<'_>, _spare| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -279,8 +291,21 @@ pub fn collect_kube(
         Ok(Vec::new())
     };
     let reached = Reached::streams(source, stored);
-    let workloads = workloads.as_deref();
-    run_pipeline(store, config, control, &mut summary, reached, workloads, read)?;
+    let feeds = Feeds { workloads: workloads.as_deref(), side };
+    run_pipeline(store, config, control, &mut summary, reached, feeds, read)?;
+    summary.probe_rounds = counts.rounds.load(Ordering::Relaxed);
+    summary.probe_rounds_dropped = counts.dropped.load(Ordering::Relaxed);
+    let failed = counts.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let last = counts.last_failure.lock().ok().and_then(|l| l.clone()).unwrap_or_default();
+        summary.warnings.push(format!("{failed} probe rounds could not run; the last: {last}"));
+    }
+    let skipped = counts.skipped_hosts.load(Ordering::Relaxed);
+    if skipped > 0 {
+        summary.warnings.push(format!(
+            "{skipped} hosts were left out of probe rounds (at most {MAX_HOSTS_PER_ROUND} a round)"
+        ));
+    }
     Ok(summary)
 }
 
@@ -322,16 +347,18 @@ pub fn collect_node(
         Ok(warnings)
     };
     let reached = Reached::streams(source, stored);
-    run_pipeline(store, config, control, &mut summary, reached, None, read)?;
+    run_pipeline(store, config, control, &mut summary, reached, Feeds::default(), read)?;
     Ok(summary)
 }
 
-/// What a Kubernetes reader follows, from where, and the workload directory it keeps.
+/// What a Kubernetes reader follows, from where, the workload directory it keeps, and the
+/// probe rounds it runs beside (with where their rows go).
 struct Following {
     pods: Vec<KubeOptions>,
     cluster: Option<String>,
     cursors: HashMap<String, Cursor>,
     workloads: Option<Arc<Workloads>>,
+    probes: Option<(ProbeRounds, crossbeam_channel::Sender<TableBatch>, Arc<RoundCounts>)>,
 }
 
 fn source_name(cluster: &Option<String>) -> String {
@@ -350,7 +377,10 @@ async fn follow_into(
     let client = ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.into()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let Following { pods, cluster, cursors, workloads } = following;
+    let Following { pods, cluster, cursors, workloads, probes } = following;
+    if let Some((rounds, side, counts)) = probes {
+        tokio::spawn(run_rounds(client.clone(), rounds, side, counts, stopped.clone()));
+    }
     if let Some(workloads) = workloads {
         let (listed, list_done) = tokio::sync::oneshot::channel();
         tokio::spawn(reflect_workloads(client.clone(), workloads, listed, stopped.clone()));
@@ -421,6 +451,20 @@ const WORKLOADS_LIST_WAIT: Duration = Duration::from_secs(30);
 /// Most container instances whose line numbers and encodings are remembered at once.
 const MAX_INSTANCES: usize = 10_000;
 
+/// What the pipeline takes besides the reader's chunks.
+struct Feeds<'a> {
+    /// Pod IPs to workloads, for the workers.
+    workloads: Option<&'a Workloads>,
+    /// Batches made elsewhere (probe rounds), written into the next commit.
+    side: crossbeam_channel::Receiver<TableBatch>,
+}
+
+impl Default for Feeds<'_> {
+    fn default() -> Self {
+        Feeds { workloads: None, side: crossbeam_channel::never() }
+    }
+}
+
 /// The pipeline around a reader: `read` runs on its own thread and hands chunks over (with
 /// the position each reaches) and returns its warnings; workers parse; this thread commits.
 fn run_pipeline<R>(
@@ -429,7 +473,7 @@ fn run_pipeline<R>(
     control: &Control,
     summary: &mut CollectSummary,
     reached: Reached,
-    workloads: Option<&Workloads>,
+    Feeds { workloads, side }: Feeds<'_>,
     read: R,
 ) -> Result<(), CollectError>
 where
@@ -460,7 +504,8 @@ where
             };
             read(&mut hand, spare_rx)
         });
-        let committed = commit_in_order(&parsed_rx, store, config, control, summary, reached);
+        let committed =
+            commit_in_order((&parsed_rx, side), store, config, control, summary, reached);
         if committed.is_err() {
             // Stop the reader, even one waiting for its file to grow.
             control.stop.store(true, Ordering::Relaxed);
@@ -532,7 +577,10 @@ const MAX_OPEN_FILES: usize = 32;
 /// Takes parsed chunks as they come, puts them back in input order, and writes them into the
 /// pending commit; makes the commit when it is big enough, old enough, or its source changes.
 fn commit_in_order(
-    parsed: &crossbeam_channel::Receiver<Parsed>,
+    (parsed, mut side): (
+        &crossbeam_channel::Receiver<Parsed>,
+        crossbeam_channel::Receiver<TableBatch>,
+    ),
     store: &mut Store,
     config: &CollectConfig,
     control: &Control,
@@ -554,9 +602,23 @@ fn commit_in_order(
     // When the pending commit's first row came.
     let mut since: Option<Instant> = None;
     loop {
-        let received = match since {
-            Some(t) => parsed.recv_deadline(t + config.commit_every),
-            None => parsed.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        let deadline = since.map_or_else(crossbeam_channel::never, |t| {
+            crossbeam_channel::at(t + config.commit_every)
+        });
+        let received = crossbeam_channel::select! {
+            recv(parsed) -> chunk => chunk.map_err(|_| RecvTimeoutError::Disconnected),
+            recv(side) -> batch => {
+                match batch {
+                    Ok(batch) => {
+                        committer.write(&mut pending, batch)?;
+                        since.get_or_insert_with(Instant::now);
+                    }
+                    // Its sender is gone: nothing more comes this way.
+                    Err(_) => side = crossbeam_channel::never(),
+                }
+                continue;
+            }
+            recv(deadline) -> _ => Err(RecvTimeoutError::Timeout),
         };
         let chunk = match received {
             Ok(chunk) => chunk,
@@ -576,25 +638,7 @@ fn commit_in_order(
                 since = None;
             }
             for batch in chunk.batches {
-                let (table, batch) = match batch {
-                    TableBatch::AccessLog(b) => {
-                        committer.summary.records += b.num_rows();
-                        (ACCESS_LOG, b)
-                    }
-                    TableBatch::Rejects(b) => {
-                        committer.summary.rejects += b.num_rows();
-                        (REJECTS, b)
-                    }
-                    TableBatch::Ztunnel(b) => {
-                        committer.summary.ztunnel += b.num_rows();
-                        (ZTUNNEL_CONN, b)
-                    }
-                    TableBatch::Findings(b) => {
-                        committer.summary.findings += b.num_rows();
-                        (FINDINGS, b)
-                    }
-                };
-                pending.write(table, &batch)?;
+                committer.write(&mut pending, batch)?;
             }
             reached.advance(chunk.source, chunk.position, &mut committer.summary.cursors_dropped);
             if since.is_none() && pending.rows() > 0 {
@@ -676,6 +720,20 @@ struct Committer<'a> {
 }
 
 impl Committer<'_> {
+    /// Writes `batch` into `pending`, counting its rows.
+    fn write(&mut self, pending: &mut PendingCommit, batch: TableBatch) -> Result<(), StoreError> {
+        let summary = &mut *self.summary;
+        let (table, batch, count) = match batch {
+            TableBatch::AccessLog(b) => (ACCESS_LOG, b, &mut summary.records),
+            TableBatch::Rejects(b) => (REJECTS, b, &mut summary.rejects),
+            TableBatch::Ztunnel(b) => (ZTUNNEL_CONN, b, &mut summary.ztunnel),
+            TableBatch::Findings(b) => (FINDINGS, b, &mut summary.findings),
+            TableBatch::Probes(b) => (PROBES, b, &mut summary.probes),
+        };
+        *count += batch.num_rows();
+        pending.write(table, &batch)
+    }
+
     /// Commits `pending` as reaching `reached`, and returns the next pending commit.
     fn commit(
         &mut self,

@@ -294,6 +294,7 @@ pub enum TableBatch {
     Rejects(RecordBatch),
     Ztunnel(RecordBatch),
     Findings(RecordBatch),
+    Probes(RecordBatch),
 }
 
 impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {

@@ -231,6 +231,50 @@ struct CollectArgs {
     retain: Option<std::time::Duration>,
     #[command(flatten)]
     internal: InternalArgs,
+    #[command(flatten)]
+    probes: ProbeRoundArgs,
+}
+
+/// Probes on a schedule, with --kube.
+#[derive(Debug, Args)]
+struct ProbeRoundArgs {
+    /// Probe every registered host this often (e.g. 5m) from --probe-from, into the probes
+    /// and findings tables.
+    #[arg(long, value_parser = parse_age, requires = "probe_from")]
+    probe_every: Option<std::time::Duration>,
+    /// The workload the probes are sent from (`deployment/sleep`, `pod/NAME`).
+    #[arg(long, value_name = "WORKLOAD", requires = "probe_every")]
+    probe_from: Option<String>,
+    /// The namespace of --probe-from.
+    #[arg(long, default_value = "default")]
+    probe_namespace: String,
+    /// The container of --probe-from to run curl in.
+    #[arg(long)]
+    probe_container: Option<String>,
+}
+
+impl ProbeRoundArgs {
+    fn rounds(&self) -> Result<Option<egresslens::probe::rounds::ProbeRounds>> {
+        use egresslens::probe::{DEFAULT_PROXY_SERVERS, exec::ExecProbe, exec::Workload};
+        let (Some(every), Some(from)) = (self.probe_every, &self.probe_from) else {
+            return Ok(None);
+        };
+        if every.is_zero() {
+            bail!("--probe-every must be above 0");
+        }
+        let probe = ExecProbe {
+            path: "/".to_owned(),
+            timeout: std::time::Duration::from_secs(5),
+            proxy_servers: DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect(),
+        };
+        Ok(Some(egresslens::probe::rounds::ProbeRounds {
+            every,
+            from: Workload::parse(from)?,
+            namespace: self.probe_namespace.clone(),
+            container: self.probe_container.clone(),
+            probe,
+        }))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -698,7 +742,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
                 bail!("--once reads a file to its end; a Kubernetes collector runs until stopped");
             }
             let (config, options) = kube_source(&args.kube_args)?;
-            CollectSource::Kube(Box::new(config), options)
+            CollectSource::Kube(Box::new(config), options, args.probes.rounds()?)
         }
         (None, false) => {
             bail!("say what to collect: --file PATH, --stdin, --kube or --node-logs DIR")
@@ -755,9 +799,10 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         }
         let summary = match source {
             CollectSource::Input(input) => collect(&input, &mut store, &config, &control),
-            CollectSource::Kube(kube_config, options) => {
+            CollectSource::Kube(kube_config, options, probes) => {
                 let cluster = args.kube_args.cluster.clone();
-                collect_kube(*kube_config, options, cluster, &mut store, &config, &control)
+                let sources = (options, probes);
+                collect_kube(*kube_config, sources, cluster, &mut store, &config, &control)
             }
             CollectSource::Node(node) => {
                 let cluster = args.kube_args.cluster.clone();
@@ -774,7 +819,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
 /// What `collect` reads.
 enum CollectSource {
     Input(Input),
-    Kube(Box<kube::Config>, Vec<KubeOptions>),
+    Kube(Box<kube::Config>, Vec<KubeOptions>, Option<egresslens::probe::rounds::ProbeRounds>),
     Node(NodeOptions),
 }
 
@@ -1025,6 +1070,13 @@ fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path)
     }
     if summary.expired > 0 {
         let _ = writeln!(err, "egresslens: removed {} expired hour partitions", summary.expired);
+    }
+    if summary.probe_rounds > 0 {
+        let _ = writeln!(
+            err,
+            "egresslens: {} probe rounds, {} answers stored ({} rounds dropped: the store was behind)",
+            summary.probe_rounds, summary.probes, summary.probe_rounds_dropped
+        );
     }
     let resumed = match summary.resumed_at {
         0 => String::new(),

@@ -21,7 +21,7 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use crate::findings::{FindingKind, FindingReport, sort_report};
 use crate::parse::time::format_rfc3339_ms;
 use crate::schema;
-use crate::store::{ACCESS_LOG, FINDINGS, REJECTS, ZTUNNEL_CONN};
+use crate::store::{ACCESS_LOG, FINDINGS, PROBES, REJECTS, ZTUNNEL_CONN};
 
 /// Partition columns of every store table, in directory order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
@@ -112,6 +112,7 @@ pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
         (REJECTS, schema::rejects()),
         (ZTUNNEL_CONN, schema::ztunnel_conn()),
         (FINDINGS, schema::findings()),
+        (PROBES, schema::probes()),
     ];
     for (name, table_schema) in tables {
         let dir = store.join(name);

@@ -76,6 +76,21 @@ pub mod finding_col {
     pub const ORIGIN: &str = "origin";
 }
 
+/// Column names of the `probes` table: one row per probe the collector sent.
+pub mod probe_col {
+    pub const TS: &str = "ts";
+    pub const HOST: &str = "host";
+    /// `namespace/pod` the probe was sent from.
+    pub const SOURCE: &str = "source";
+    pub const VERDICT: &str = "verdict";
+    pub const STATUS: &str = "status";
+    pub const SERVER: &str = "server";
+    pub const UPSTREAM_SERVICE_TIME_MS: &str = "upstream_service_time_ms";
+    pub const ENVOY_HEADERS: &str = "envoy_headers";
+    pub const LATENCY_MS: &str = "latency_ms";
+    pub const ERROR: &str = "error";
+}
+
 /// Column names of the `ztunnel_conn` table (ztunnel's keys with `.` as `_`).
 pub mod ztunnel_col {
     pub const TS: &str = "ts";
@@ -253,6 +268,28 @@ pub fn findings() -> SchemaRef {
                 Field::new(DETAIL, DataType::Utf8, false),
                 Field::new(EVIDENCE, DataType::Utf8, false),
                 Field::new(ORIGIN, DataType::Utf8, false),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of the `probes` table.
+pub fn probes() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use probe_col::*;
+            Arc::new(Schema::new(vec![
+                timestamp(TS),
+                Field::new(HOST, DataType::Utf8, false),
+                Field::new(SOURCE, DataType::Utf8, false),
+                Field::new(VERDICT, DataType::Utf8, false),
+                Field::new(STATUS, DataType::UInt16, true),
+                utf8(SERVER),
+                Field::new(UPSTREAM_SERVICE_TIME_MS, DataType::Float64, true),
+                utf8(ENVOY_HEADERS),
+                Field::new(LATENCY_MS, DataType::Float64, true),
+                utf8(ERROR),
             ]))
         })
         .clone()

@@ -52,7 +52,8 @@ fn follows_the_real_waypoints() {
     let options = KubeOptions { namespaces: vec![namespace], ..KubeOptions::default() };
     let config = CollectConfig { once: false, ..CollectConfig::default() };
     let summary =
-        collect_kube(kube_config, vec![options], None, &mut store, &config, &control).unwrap();
+        collect_kube(kube_config, (vec![options], None), None, &mut store, &config, &control)
+            .unwrap();
     println!("{summary:?}");
     assert!(summary.records > 0, "no waypoint records in {seconds} s: is traffic flowing?");
     assert_eq!(count(&root, "SELECT count(*) FROM access_log WHERE pod IS NULL"), 0);

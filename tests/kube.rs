@@ -315,7 +315,8 @@ fn collect_until_with(
     let run = std::thread::spawn(move || {
         let (mut store, _) = Store::open(&root_owned).unwrap();
         let cluster = Some("test-cluster".to_owned());
-        collect_kube(kube_config, pods, cluster, &mut store, &config, &control_thread).unwrap()
+        collect_kube(kube_config, (pods, None), cluster, &mut store, &config, &control_thread)
+            .unwrap()
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -261,3 +261,78 @@ fn verify_says_when_it_cannot_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a workload"));
 }
+
+/// `collect --kube --probe-every`: rounds of probes from the workload to every registered
+/// host go into the `probes` table, and a direct answer and a waypoint with no ready pod into
+/// `findings`.
+#[test]
+fn the_collector_probes_registered_hosts_on_a_schedule() {
+    let (_runtime, standin, dir) = stand_in();
+    standin.add_deployment("default", "sleep");
+    standin.add_app_pod("default", "sleep", "10.0.1.7");
+    standin.add_namespace(EGRESS, serde_json::json!({"istio.io/use-waypoint": "waypoint"}));
+    standin.add_object("gateways", fixture("gateway-waypoint.json"));
+    standin.add_pod_of(EGRESS, WAYPOINT_POD, "waypoint");
+    standin.set_ready(EGRESS, WAYPOINT_POD, false);
+    standin.add_object("serviceentries", fixture("serviceentry-aliyun.json"));
+    standin.serve("networking.istio.io/v1", "destinationrules");
+    standin.on_exec(|_, _| curl(FROM_ORIGIN));
+    let store = dir.path().join("store");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["collect", "--kube", "-n", EGRESS, "--commit-every", "1s", "--probe-every", "1s"])
+        .args(["--probe-from", "deployment/sleep", "--store"])
+        .arg(&store)
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kubeconfig"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let probes = |sql: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+            .args(["query", "-o", "json", "--store"])
+            .arg(&store)
+            .arg(sql)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let sql = "SELECT host, source, verdict, server, status FROM probes ORDER BY ts";
+    let rows = loop {
+        let rows = probes(sql);
+        if rows.as_array().is_some_and(|r| r.len() >= 2) || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(term.unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(rows.as_array().is_some_and(|r| r.len() >= 2), "{rows:#}\n{stderr}");
+    assert_eq!(rows[0]["host"], "aliyun.com");
+    assert_eq!(rows[0]["source"], "default/sleep-7b9f8d6c5-x2x7k");
+    assert_eq!(
+        (&rows[0]["verdict"], &rows[0]["server"], &rows[0]["status"]),
+        (&"direct".into(), &"Tengine".into(), &301.into())
+    );
+    assert!(stderr.contains("probe rounds"), "{stderr}");
+    let found = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["findings", "-o", "json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let found = json(&found);
+    let kinds: Vec<(&str, &str)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["source"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("bypass_direct_response", "default/sleep-7b9f8d6c5-x2x7k")),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&("waypoint_not_ready", "istio-egress/waypoint")), "{kinds:?}");
+}

@@ -12,6 +12,7 @@
 
 pub mod exec;
 pub mod http;
+pub mod rounds;
 
 use serde::Serialize;
 

@@ -29,7 +29,8 @@ pub const ACCESS_LOG: &str = "access_log";
 pub const REJECTS: &str = "rejects";
 pub const ZTUNNEL_CONN: &str = "ztunnel_conn";
 pub const FINDINGS: &str = "findings";
-pub const TABLES: [&str; 4] = [ACCESS_LOG, REJECTS, ZTUNNEL_CONN, FINDINGS];
+pub const PROBES: &str = "probes";
+pub const TABLES: [&str; 5] = [ACCESS_LOG, REJECTS, ZTUNNEL_CONN, FINDINGS, PROBES];
 /// Where commits are staged; never read by queries.
 const TMP_DIR: &str = ".tmp";
 /// Suffix of a staged file still being written.
