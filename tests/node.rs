@@ -141,12 +141,22 @@ fn sigterm(child: std::process::Child) -> String {
     stderr
 }
 
-fn assert_store_equals(store: &Path, written: &Written) {
+/// The store holds what was written; `log` (the last collector's stderr) is shown if not.
+fn assert_store_equals(store: &Path, written: &Written, log: &str) {
     let per_host: BTreeMap<String, i64> =
         query_rows(store, "SELECT authority, count(*) FROM access_log GROUP BY authority")
             .into_iter()
             .collect();
-    assert_eq!(per_host, written.hosts);
+    if per_host != written.hosts {
+        let files = Command::new("find").arg(store.parent().unwrap().join("pods")).output();
+        let files = files.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        panic!(
+            "stored {} of {} records\nthe last collector said:\n{log}\nfiles:\n{}",
+            per_host.values().sum::<i64>(),
+            written.hosts.values().sum::<i64>(),
+            files.unwrap_or_default()
+        );
+    }
     let per_pod: BTreeMap<String, i64> =
         query_rows(store, "SELECT pod, count(*) FROM access_log GROUP BY pod")
             .into_iter()
@@ -204,8 +214,8 @@ fn rotation_compression_and_restarts_under_sigkill_lose_and_duplicate_nothing() 
     while stored() < total && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    sigterm(child);
-    assert_store_equals(&store, &written);
+    let log = sigterm(child);
+    assert_store_equals(&store, &written, &log);
     assert!(fs::read_dir(store.join(".tmp")).unwrap().next().is_none());
 }
 
@@ -229,11 +239,12 @@ fn once_backfills_compressed_rotated_and_current_files_and_a_rerun_adds_nothing(
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(output.status.success(), "{stderr}");
         assert_eq!(stderr.contains(" 0 records"), !expect_records, "{stderr}");
+        stderr
     };
-    run(true);
-    assert_store_equals(&store, &written);
-    run(false);
-    assert_store_equals(&store, &written);
+    let log = run(true);
+    assert_store_equals(&store, &written, &log);
+    let log = run(false);
+    assert_store_equals(&store, &written, &log);
 }
 
 #[test]
@@ -278,6 +289,7 @@ fn a_checkpointed_file_compressed_while_stopped_is_resumed_inside_the_gzip() {
     part(4);
     assert!(log.join("0.log.20261126-220000.gz").exists());
     let output = collect(&root, &store, &["--once"]).wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_store_equals(&store, &written);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert_store_equals(&store, &written, &log);
 }
