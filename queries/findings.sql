@@ -1,9 +1,12 @@
 -- What must an operator act on: bypass, unregistered or blocked egress, TLS not originated or failing, per kind, host and source?
--- A plaintext upstream request counts as tls_not_originated only for a host whose other requests had TLS originated.
+-- A plaintext upstream request counts as tls_not_originated only for a host whose TLS the
+-- waypoint originates: some of its requests had TLS originated, or a mesh snapshot says so.
 WITH tls_hosts AS (
-    SELECT DISTINCT coalesce(authority, requested_server_name, service_host) AS host
+    SELECT coalesce(authority, requested_server_name, service_host) AS host
     FROM access_log
     WHERE tls_originated
+    UNION
+    SELECT host FROM mesh_hosts WHERE tls_origination
 )
 SELECT kind, severity, host, source,
        sum(count) AS count,

@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 
 use arrow_array::builder::{
     ArrayBuilder, BinaryBuilder, BooleanBuilder, Float64Builder, StringBuilder,
-    TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
+    TimestampNanosecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 
 use crate::findings::{Findings, Noted};
+use crate::mesh::HostPosture;
 use crate::parse::derived::{ClusterName, ip_of, port_of, tls_originated};
 use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, LogFormat, RejectReason};
-use crate::probe::rounds::ProbeRow;
+use crate::rounds::ProbeRow;
 use crate::schema;
 use crate::workloads::Workloads;
 
@@ -510,6 +511,58 @@ pub fn probes_batch(rows: &[ProbeRow]) -> Option<RecordBatch> {
         Arc::new(error.finish()),
     ];
     Some(RecordBatch::try_new(schema::probes(), columns).expect("columns follow the schema"))
+}
+
+/// A snapshot of the registered hosts' posture at `ts_ns` as a `mesh_hosts` batch; `None`
+/// when no host is registered.
+pub fn mesh_hosts_batch(ts_ns: i64, hosts: &[HostPosture]) -> Option<RecordBatch> {
+    if hosts.is_empty() {
+        return None;
+    }
+    let mut ts = TimestampNanosecondBuilder::with_capacity(hosts.len()).with_timezone("UTC");
+    let [mut host, mut namespace, mut entry, mut waypoint, mut ports, mut problems] =
+        std::array::from_fn(|_| StringBuilder::new());
+    let (mut ready, mut pods) = (UInt32Builder::new(), UInt32Builder::new());
+    let mut tls = BooleanBuilder::new();
+    for h in hosts {
+        ts.append_value(ts_ns);
+        host.append_value(&h.host);
+        namespace.append_value(&h.namespace);
+        entry.append_value(&h.service_entry);
+        waypoint.append_option(h.waypoint.as_deref());
+        ready.append_option(h.waypoint_ready_pods.map(|n| n as u32));
+        pods.append_option(h.waypoint_pods.map(|n| n as u32));
+        tls.append_value(h.ports.iter().any(|p| p.port == 80 && p.tls_origination));
+        let described: Vec<String> = h
+            .ports
+            .iter()
+            .map(|p| {
+                let target = if p.target_port == p.port {
+                    String::new()
+                } else {
+                    format!("→{}", p.target_port)
+                };
+                let mode = p.tls_mode.as_deref().map_or(String::new(), |m| format!(" {m}"));
+                format!("{}{target}{mode}", p.port)
+            })
+            .collect();
+        ports.append_value(described.join(", "));
+        let kinds: Vec<&str> = h.problems.iter().map(|p| p.kind.as_str()).collect();
+        problems.append_value(kinds.join(","));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(ts.finish()),
+        Arc::new(host.finish()),
+        Arc::new(namespace.finish()),
+        Arc::new(entry.finish()),
+        Arc::new(waypoint.finish()),
+        Arc::new(ready.finish()),
+        Arc::new(pods.finish()),
+        Arc::new(tls.finish()),
+        Arc::new(ports.finish()),
+        Arc::new(problems.finish()),
+    ];
+    Some(RecordBatch::try_new(schema::mesh_hosts(), columns).expect("columns follow the schema"))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::ingest::EncodingLock;
 use crate::ingest::{BatchSink, TableBatch, now_ns, process_line};
 use crate::netrange::InternalRanges;
 use crate::parse::LogFormat;
-use crate::probe::rounds::{MAX_HOSTS_PER_ROUND, ProbeRounds, RoundCounts, run_rounds};
+use crate::rounds::{Counts, Rounds, run_rounds};
 use crate::source::Input;
 use crate::source::follow::{
     ReadFailure, ReadOptions, Reader, Source, Start, file_id, find_rotated,
@@ -35,8 +35,8 @@ use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_wo
 use crate::source::lines::Chunk;
 use crate::source::node::{NODE_CHUNK_BYTES, NodeOptions, NodeReader};
 use crate::store::{
-    ACCESS_LOG, Checkpoint, FINDINGS, PROBES, PendingCommit, REJECTS, Store, StoreError,
-    ZTUNNEL_CONN,
+    ACCESS_LOG, Checkpoint, FINDINGS, MESH_HOSTS, PROBES, PendingCommit, REJECTS, Store,
+    StoreError, ZTUNNEL_CONN,
 };
 use crate::workloads::Workloads;
 
@@ -124,9 +124,11 @@ pub struct CollectSummary {
     pub findings: usize,
     /// Probe answers stored.
     pub probes: usize,
-    /// Probe rounds run, and those whose rows were dropped (the committer was behind).
-    pub probe_rounds: u64,
-    pub probe_rounds_dropped: u64,
+    /// Mesh snapshot and probe rounds run, each with those whose rows were dropped (the
+    /// committer was behind).
+    pub rounds: [(u64, u64); 2],
+    /// Mesh snapshot rows stored.
+    pub mesh_hosts: usize,
     pub commits: usize,
     /// Hour partitions removed by retention.
     pub expired: usize,
@@ -260,7 +262,7 @@ pub fn collect(
 /// the newest commit of `kube:<cluster>`.
 pub fn collect_kube(
     kube_config: ::kube::Config,
-    (pods, probes): (Vec<KubeOptions>, Option<ProbeRounds>),
+    (pods, rounds): (Vec<KubeOptions>, Rounds),
     cluster: Option<String>,
     store: &mut Store,
     config: &CollectConfig,
@@ -275,9 +277,9 @@ pub fn collect_kube(
     let workloads = resolve.then(|| Arc::new(Workloads::default()));
     // A round's rows at a time; a slow committer makes rounds drop theirs (counted).
     let (side_tx, side) = bounded(4);
-    let counts = Arc::new(RoundCounts::default());
-    let probes = probes.map(|rounds| (rounds, side_tx, counts.clone()));
-    let following = Following { pods, cluster, cursors, workloads: workloads.clone(), probes };
+    let counts = Arc::new(Counts::default());
+    let rounds = (rounds, side_tx, counts.clone());
+    let following = Following { pods, cluster, cursors, workloads: workloads.clone(), rounds };
     let read = move |hand: &mut Handoff<'_>, _spare| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -293,19 +295,10 @@ pub fn collect_kube(
     let reached = Reached::streams(source, stored);
     let feeds = Feeds { workloads: workloads.as_deref(), side };
     run_pipeline(store, config, control, &mut summary, reached, feeds, read)?;
-    summary.probe_rounds = counts.rounds.load(Ordering::Relaxed);
-    summary.probe_rounds_dropped = counts.dropped.load(Ordering::Relaxed);
-    let failed = counts.failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        let last = counts.last_failure.lock().ok().and_then(|l| l.clone()).unwrap_or_default();
-        summary.warnings.push(format!("{failed} probe rounds could not run; the last: {last}"));
-    }
-    let skipped = counts.skipped_hosts.load(Ordering::Relaxed);
-    if skipped > 0 {
-        summary.warnings.push(format!(
-            "{skipped} hosts were left out of probe rounds (at most {MAX_HOSTS_PER_ROUND} a round)"
-        ));
-    }
+    summary.rounds = [&counts.mesh, &counts.probes]
+        .map(|c| (c.rounds.load(Ordering::Relaxed), c.dropped.load(Ordering::Relaxed)));
+    summary.warnings.extend(counts.mesh.warnings("mesh snapshot"));
+    summary.warnings.extend(counts.probes.warnings("probe"));
     Ok(summary)
 }
 
@@ -358,7 +351,7 @@ struct Following {
     cluster: Option<String>,
     cursors: HashMap<String, Cursor>,
     workloads: Option<Arc<Workloads>>,
-    probes: Option<(ProbeRounds, crossbeam_channel::Sender<TableBatch>, Arc<RoundCounts>)>,
+    rounds: (Rounds, crossbeam_channel::Sender<TableBatch>, Arc<Counts>),
 }
 
 fn source_name(cluster: &Option<String>) -> String {
@@ -377,10 +370,8 @@ async fn follow_into(
     let client = ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.into()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let Following { pods, cluster, cursors, workloads, probes } = following;
-    if let Some((rounds, side, counts)) = probes {
-        tokio::spawn(run_rounds(client.clone(), rounds, side, counts, stopped.clone()));
-    }
+    let Following { pods, cluster, cursors, workloads, rounds: (rounds, side, counts) } = following;
+    tokio::spawn(run_rounds(client.clone(), rounds, side, counts, stopped.clone()));
     if let Some(workloads) = workloads {
         let (listed, list_done) = tokio::sync::oneshot::channel();
         tokio::spawn(reflect_workloads(client.clone(), workloads, listed, stopped.clone()));
@@ -729,6 +720,7 @@ impl Committer<'_> {
             TableBatch::Ztunnel(b) => (ZTUNNEL_CONN, b, &mut summary.ztunnel),
             TableBatch::Findings(b) => (FINDINGS, b, &mut summary.findings),
             TableBatch::Probes(b) => (PROBES, b, &mut summary.probes),
+            TableBatch::MeshHosts(b) => (MESH_HOSTS, b, &mut summary.mesh_hosts),
         };
         *count += batch.num_rows();
         pending.write(table, &batch)

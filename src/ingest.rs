@@ -295,6 +295,7 @@ pub enum TableBatch {
     Ztunnel(RecordBatch),
     Findings(RecordBatch),
     Probes(RecordBatch),
+    MeshHosts(RecordBatch),
 }
 
 impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {

@@ -20,6 +20,7 @@
 //! - [`probe`]: whether a response came through a mesh proxy or straight from the origin
 //! - [`mesh`]: the mesh's egress configuration (ServiceEntries, DestinationRules, waypoints)
 //!   and each registered host's posture
+//! - [`rounds`]: what a Kubernetes collector does on a schedule: mesh snapshots and probes
 //! - [`verify`]: the walkthrough's checks for one host, from registration to TLS origination
 //! - [`demo`]: the pipeline on a simulated mesh with incidents, for `egresslens demo`
 
@@ -34,6 +35,7 @@ pub mod parse;
 pub mod probe;
 pub mod query;
 pub mod report;
+pub mod rounds;
 pub mod schema;
 pub mod source;
 pub mod stats;

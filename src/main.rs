@@ -235,9 +235,13 @@ struct CollectArgs {
     probes: ProbeRoundArgs,
 }
 
-/// Probes on a schedule, with --kube.
+/// What a Kubernetes collector does on a schedule.
 #[derive(Debug, Args)]
 struct ProbeRoundArgs {
+    /// With --kube: snapshot the mesh's egress posture this often into mesh_hosts (the TLS
+    /// intent `findings` reads, waypoints with no ready pod as findings); 0s: never.
+    #[arg(long, value_parser = parse_age, default_value = "5m")]
+    mesh_every: std::time::Duration,
     /// Probe every registered host this often (e.g. 5m) from --probe-from, into the probes
     /// and findings tables.
     #[arg(long, value_parser = parse_age, requires = "probe_from")]
@@ -254,10 +258,11 @@ struct ProbeRoundArgs {
 }
 
 impl ProbeRoundArgs {
-    fn rounds(&self) -> Result<Option<egresslens::probe::rounds::ProbeRounds>> {
+    fn rounds(&self) -> Result<egresslens::rounds::Rounds> {
         use egresslens::probe::{DEFAULT_PROXY_SERVERS, exec::ExecProbe, exec::Workload};
+        let mesh_every = Some(self.mesh_every).filter(|e| !e.is_zero());
         let (Some(every), Some(from)) = (self.probe_every, &self.probe_from) else {
-            return Ok(None);
+            return Ok(egresslens::rounds::Rounds { mesh_every, probes: None });
         };
         if every.is_zero() {
             bail!("--probe-every must be above 0");
@@ -267,13 +272,14 @@ impl ProbeRoundArgs {
             timeout: std::time::Duration::from_secs(5),
             proxy_servers: DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect(),
         };
-        Ok(Some(egresslens::probe::rounds::ProbeRounds {
+        let probes = egresslens::rounds::ProbeRounds {
             every,
             from: Workload::parse(from)?,
             namespace: self.probe_namespace.clone(),
             container: self.probe_container.clone(),
             probe,
-        }))
+        };
+        Ok(egresslens::rounds::Rounds { mesh_every, probes: Some(probes) })
     }
 }
 
@@ -819,7 +825,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
 /// What `collect` reads.
 enum CollectSource {
     Input(Input),
-    Kube(Box<kube::Config>, Vec<KubeOptions>, Option<egresslens::probe::rounds::ProbeRounds>),
+    Kube(Box<kube::Config>, Vec<KubeOptions>, egresslens::rounds::Rounds),
     Node(NodeOptions),
 }
 
@@ -1071,11 +1077,21 @@ fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path)
     if summary.expired > 0 {
         let _ = writeln!(err, "egresslens: removed {} expired hour partitions", summary.expired);
     }
-    if summary.probe_rounds > 0 {
+    let [(mesh_rounds, mesh_dropped), (probe_rounds, probe_dropped)] = summary.rounds;
+    if mesh_rounds > 0 {
         let _ = writeln!(
             err,
-            "egresslens: {} probe rounds, {} answers stored ({} rounds dropped: the store was behind)",
-            summary.probe_rounds, summary.probes, summary.probe_rounds_dropped
+            "egresslens: {mesh_rounds} mesh snapshots, {} host rows stored ({mesh_dropped} \
+             dropped: the store was behind)",
+            summary.mesh_hosts
+        );
+    }
+    if probe_rounds > 0 {
+        let _ = writeln!(
+            err,
+            "egresslens: {probe_rounds} probe rounds, {} answers stored ({probe_dropped} \
+             dropped: the store was behind)",
+            summary.probes
         );
     }
     let resumed = match summary.resumed_at {

@@ -21,7 +21,7 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use crate::findings::{FindingKind, FindingReport, sort_report};
 use crate::parse::time::format_rfc3339_ms;
 use crate::schema;
-use crate::store::{ACCESS_LOG, FINDINGS, PROBES, REJECTS, ZTUNNEL_CONN};
+use crate::store::{ACCESS_LOG, FINDINGS, MESH_HOSTS, PROBES, REJECTS, ZTUNNEL_CONN};
 
 /// Partition columns of every store table, in directory order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
@@ -113,6 +113,7 @@ pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
         (ZTUNNEL_CONN, schema::ztunnel_conn()),
         (FINDINGS, schema::findings()),
         (PROBES, schema::probes()),
+        (MESH_HOSTS, schema::mesh_hosts()),
     ];
     for (name, table_schema) in tables {
         let dir = store.join(name);

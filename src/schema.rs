@@ -91,6 +91,24 @@ pub mod probe_col {
     pub const ERROR: &str = "error";
 }
 
+/// Column names of the `mesh_hosts` table: the collector's snapshots of the mesh's posture.
+pub mod mesh_col {
+    pub const TS: &str = "ts";
+    pub const HOST: &str = "host";
+    pub const NAMESPACE: &str = "namespace";
+    pub const SERVICE_ENTRY: &str = "service_entry";
+    /// `namespace/name`, null when none is asked for.
+    pub const WAYPOINT: &str = "waypoint";
+    pub const WAYPOINT_READY_PODS: &str = "waypoint_ready_pods";
+    pub const WAYPOINT_PODS: &str = "waypoint_pods";
+    /// The waypoint originates TLS for service port 80.
+    pub const TLS_ORIGINATION: &str = "tls_origination";
+    /// `80→443 SIMPLE, 443`.
+    pub const PORTS: &str = "ports";
+    /// Problem kinds, comma-separated (empty: none).
+    pub const PROBLEMS: &str = "problems";
+}
+
 /// Column names of the `ztunnel_conn` table (ztunnel's keys with `.` as `_`).
 pub mod ztunnel_col {
     pub const TS: &str = "ts";
@@ -290,6 +308,28 @@ pub fn probes() -> SchemaRef {
                 utf8(ENVOY_HEADERS),
                 Field::new(LATENCY_MS, DataType::Float64, true),
                 utf8(ERROR),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of the `mesh_hosts` table.
+pub fn mesh_hosts() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use mesh_col::*;
+            Arc::new(Schema::new(vec![
+                timestamp(TS),
+                Field::new(HOST, DataType::Utf8, false),
+                Field::new(NAMESPACE, DataType::Utf8, false),
+                Field::new(SERVICE_ENTRY, DataType::Utf8, false),
+                utf8(WAYPOINT),
+                Field::new(WAYPOINT_READY_PODS, DataType::UInt32, true),
+                Field::new(WAYPOINT_PODS, DataType::UInt32, true),
+                Field::new(TLS_ORIGINATION, DataType::Boolean, false),
+                Field::new(PORTS, DataType::Utf8, false),
+                Field::new(PROBLEMS, DataType::Utf8, false),
             ]))
         })
         .clone()

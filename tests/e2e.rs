@@ -20,6 +20,7 @@ use std::time::Duration;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use egresslens::collect::{CollectConfig, Control, collect_kube};
+use egresslens::rounds::Rounds;
 use egresslens::source::kube::KubeOptions;
 use egresslens::store::Store;
 
@@ -51,9 +52,15 @@ fn follows_the_real_waypoints() {
     let (mut store, _) = Store::open(&root).unwrap();
     let options = KubeOptions { namespaces: vec![namespace], ..KubeOptions::default() };
     let config = CollectConfig { once: false, ..CollectConfig::default() };
-    let summary =
-        collect_kube(kube_config, (vec![options], None), None, &mut store, &config, &control)
-            .unwrap();
+    let summary = collect_kube(
+        kube_config,
+        (vec![options], Rounds::default()),
+        None,
+        &mut store,
+        &config,
+        &control,
+    )
+    .unwrap();
     println!("{summary:?}");
     assert!(summary.records > 0, "no waypoint records in {seconds} s: is traffic flowing?");
     assert_eq!(count(&root, "SELECT count(*) FROM access_log WHERE pod IS NULL"), 0);

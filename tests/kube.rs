@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use egresslens::collect::{CollectConfig, CollectSummary, Control, collect_kube};
+use egresslens::rounds::Rounds;
 use egresslens::source::kube::{Cursor, KubeOptions, Lines, follow_pods};
 use egresslens::store::Store;
 use egresslens::traffic::{GenConfig, GenFormat, generate};
@@ -315,8 +316,15 @@ fn collect_until_with(
     let run = std::thread::spawn(move || {
         let (mut store, _) = Store::open(&root_owned).unwrap();
         let cluster = Some("test-cluster".to_owned());
-        collect_kube(kube_config, (pods, None), cluster, &mut store, &config, &control_thread)
-            .unwrap()
+        collect_kube(
+            kube_config,
+            (pods, Rounds::default()),
+            cluster,
+            &mut store,
+            &config,
+            &control_thread,
+        )
+        .unwrap()
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -263,8 +263,10 @@ fn verify_says_when_it_cannot_run() {
 }
 
 /// `collect --kube --probe-every`: rounds of probes from the workload to every registered
-/// host go into the `probes` table, and a direct answer and a waypoint with no ready pod into
-/// `findings`.
+/// host go into the `probes` table, mesh snapshots into `mesh_hosts`, and a direct answer and
+/// a waypoint with no ready pod into `findings`; with the mesh saying the waypoint originates
+/// TLS for the host, the waypoint's plaintext requests are `tls_not_originated` although none
+/// of its requests had TLS originated.
 #[test]
 fn the_collector_probes_registered_hosts_on_a_schedule() {
     let (_runtime, standin, dir) = stand_in();
@@ -275,8 +277,10 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
     standin.add_pod_of(EGRESS, WAYPOINT_POD, "waypoint");
     standin.set_ready(EGRESS, WAYPOINT_POD, false);
     standin.add_object("serviceentries", fixture("serviceentry-aliyun.json"));
-    standin.serve("networking.istio.io/v1", "destinationrules");
+    standin.add_object("destinationrules", fixture("destinationrule-aliyun.json"));
     standin.on_exec(|_, _| curl(FROM_ORIGIN));
+    let plain: Vec<(i64, String)> = (0..3).map(|_| waypoint_line("/", 80)).collect();
+    standin.log(EGRESS, WAYPOINT_POD, &plain);
     let store = dir.path().join("store");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
         .args(["collect", "--kube", "-n", EGRESS, "--commit-every", "1s", "--probe-every", "1s"])
@@ -298,9 +302,12 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let sql = "SELECT host, source, verdict, server, status FROM probes ORDER BY ts";
+    let records = "SELECT count(*) AS n FROM access_log";
     let rows = loop {
         let rows = probes(sql);
-        if rows.as_array().is_some_and(|r| r.len() >= 2) || std::time::Instant::now() > deadline {
+        let stored = probes(records)[0]["n"] == 3;
+        let enough = stored && rows.as_array().is_some_and(|r| r.len() >= 2);
+        if enough || std::time::Instant::now() > deadline {
             break rows;
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -335,4 +342,15 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
         "{kinds:?}"
     );
     assert!(kinds.contains(&("waypoint_not_ready", "istio-egress/waypoint")), "{kinds:?}");
+    let plaintext = found.as_array().unwrap().iter().find(|f| f["kind"] == "tls_not_originated");
+    assert_eq!(plaintext.unwrap()["count"], 3, "{found:#}");
+    let mesh = probes(
+        "SELECT host, waypoint, waypoint_ready_pods, tls_origination, ports, problems FROM mesh_hosts LIMIT 1",
+    );
+    assert_eq!(
+        mesh[0],
+        serde_json::json!({"host": "aliyun.com", "waypoint": "istio-egress/waypoint",
+            "waypoint_ready_pods": 0, "tls_origination": true, "ports": "80→443 SIMPLE, 443",
+            "problems": "waypoint_not_ready"})
+    );
 }

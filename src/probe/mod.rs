@@ -12,7 +12,6 @@
 
 pub mod exec;
 pub mod http;
-pub mod rounds;
 
 use serde::Serialize;
 

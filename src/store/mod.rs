@@ -30,7 +30,8 @@ pub const REJECTS: &str = "rejects";
 pub const ZTUNNEL_CONN: &str = "ztunnel_conn";
 pub const FINDINGS: &str = "findings";
 pub const PROBES: &str = "probes";
-pub const TABLES: [&str; 5] = [ACCESS_LOG, REJECTS, ZTUNNEL_CONN, FINDINGS, PROBES];
+pub const MESH_HOSTS: &str = "mesh_hosts";
+pub const TABLES: [&str; 6] = [ACCESS_LOG, REJECTS, ZTUNNEL_CONN, FINDINGS, PROBES, MESH_HOSTS];
 /// Where commits are staged; never read by queries.
 const TMP_DIR: &str = ".tmp";
 /// Suffix of a staged file still being written.
