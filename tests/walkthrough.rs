@@ -109,10 +109,15 @@ fn fixture(file: &str) -> Value {
 
 /// What the waypoint writes for a request for `path` (the walkthrough's Step 3 line), now.
 fn waypoint_line(path: &str, upstream_port: u16) -> (i64, String) {
+    routed_line("aliyun.com", path, upstream_port)
+}
+
+/// The same for a request the waypoint routed to `host`.
+fn routed_line(host: &str, path: &str, upstream_port: u16) -> (i64, String) {
     let now = egresslens::ingest::now_ns();
     let start = egresslens::parse::time::format_rfc3339_ms(now);
     let line = format!(
-        r#"{{"authority_for":"aliyun.com","bytes_received":0,"bytes_sent":239,"downstream_local_address":"240.240.0.3:80","downstream_remote_address":"10.0.1.7:33356","duration":24,"method":"GET","path":"{path}","protocol":"HTTP/1.1","response_code":301,"route_name":"default","start_time":"{start}","upstream_cluster":"inbound-vip|80|http|aliyun.com;","upstream_host":"140.205.135.3:{upstream_port}","upstream_service_time":"23","user_agent":"curl/8.8.0"}}"#
+        r#"{{"authority_for":"{host}","bytes_received":0,"bytes_sent":239,"downstream_local_address":"240.240.0.3:80","downstream_remote_address":"10.0.1.7:33356","duration":24,"method":"GET","path":"{path}","protocol":"HTTP/1.1","response_code":301,"route_name":"default","start_time":"{start}","upstream_cluster":"inbound-vip|80|http|{host};","upstream_host":"140.205.135.3:{upstream_port}","upstream_service_time":"23","user_agent":"curl/8.8.0"}}"#
     );
     (now, line)
 }
@@ -301,11 +306,21 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let snapshots = "SELECT count(*) AS n FROM mesh_hosts";
+    while probes(snapshots)[0]["n"] == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // After the first snapshot: a host no ServiceEntry registers, and a Kubernetes service.
+    let routed = [
+        routed_line("api.github.com", "/", 80),
+        routed_line("reviews.default.svc.cluster.local", "/", 9080),
+    ];
+    standin.log(EGRESS, WAYPOINT_POD, &routed);
     let sql = "SELECT host, source, verdict, server, status FROM probes ORDER BY ts";
     let records = "SELECT count(*) AS n FROM access_log";
     let rows = loop {
         let rows = probes(sql);
-        let stored = probes(records)[0]["n"] == 3;
+        let stored = probes(records)[0]["n"] == 5;
         let enough = stored && rows.as_array().is_some_and(|r| r.len() >= 2);
         if enough || std::time::Instant::now() > deadline {
             break rows;
@@ -344,6 +359,11 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
     assert!(kinds.contains(&("waypoint_not_ready", "istio-egress/waypoint")), "{kinds:?}");
     let plaintext = found.as_array().unwrap().iter().find(|f| f["kind"] == "tls_not_originated");
     assert_eq!(plaintext.unwrap()["count"], 3, "{found:#}");
+    let unregistered: Vec<&Value> =
+        found.as_array().unwrap().iter().filter(|f| f["kind"] == "unregistered_egress").collect();
+    assert_eq!(unregistered.len(), 1, "{found:#}");
+    assert_eq!(unregistered[0]["host"], "api.github.com");
+    assert_eq!(unregistered[0]["origin"], "istio-egress/waypoint-5c9d7f6b8d-h7k2x");
     let mesh = probes(
         "SELECT host, waypoint, waypoint_ready_pods, tls_origination, ports, problems FROM mesh_hosts LIMIT 1",
     );
