@@ -410,13 +410,15 @@ impl Generator {
         };
         let dropped = incident && host == TLS_DROPPED;
         let upstream_port = if tcp || (profile.tls_originated && !dropped) { 443 } else { 80 };
-        let upstream_host = (!outcome.no_route && (outcome.code != 0 || outcome.reached_upstream))
-            .then(|| {
-                format!(
-                    "{}:{upstream_port}",
-                    profile.upstream_ips[rng.below(profile.upstream_ips.len())]
-                )
-            });
+        // A refused request (BlackHoleCluster) names no upstream.
+        let refused = profile.cluster == Some("BlackHoleCluster");
+        let answered = outcome.code != 0 || outcome.reached_upstream;
+        let upstream_host = (!outcome.no_route && !refused && answered).then(|| {
+            format!(
+                "{}:{upstream_port}",
+                profile.upstream_ips[rng.below(profile.upstream_ips.len())]
+            )
+        });
         let bytes_sent = if tcp {
             rng.lognormal(20_000.0, 1.0) as u64
         } else if outcome.code == 0 {
