@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::findings;
 use crate::ingest::{self, IngestConfig, ReadError};
 use crate::mesh::{self, DestinationRule, HostPosture, MeshConfig, SePort, ServiceEntry, Waypoint};
-use crate::probe::{Classified, DEFAULT_PROXY_SERVERS, parse_blocks};
+use crate::probe::{Classified, parse_blocks, proxy_servers};
 use crate::source::Input;
 use crate::stats::EgressStats;
 use crate::traffic::{BYPASSED, GenConfig, TLS_DROPPED, TLS_FAILING, Truth, generate, host_name};
@@ -45,8 +45,7 @@ pub fn run(lines: u64, seed: u64) -> Result<Demo, ReadError> {
             stats.findings.note(evidence, "mesh");
         }
     }
-    let proxies: Vec<String> = DEFAULT_PROXY_SERVERS.map(str::to_owned).to_vec();
-    let probes = parse_blocks(&probe_answers(), &proxies);
+    let probes = parse_blocks(&probe_answers(), &proxy_servers(&[]));
     for probe in &probes {
         let summary = probe.summary();
         if let Some(evidence) = findings::from_probe(probe, PROBE_SOURCE, now, summary.as_bytes()) {

@@ -259,7 +259,7 @@ struct ProbeRoundArgs {
 
 impl ProbeRoundArgs {
     fn rounds(&self) -> Result<egresslens::rounds::Rounds> {
-        use egresslens::probe::{DEFAULT_PROXY_SERVERS, exec::ExecProbe, exec::Workload};
+        use egresslens::probe::{exec::ExecProbe, exec::Workload, proxy_servers};
         let mesh_every = Some(self.mesh_every).filter(|e| !e.is_zero());
         let (Some(every), Some(from)) = (self.probe_every, &self.probe_from) else {
             return Ok(egresslens::rounds::Rounds { mesh_every, probes: None });
@@ -270,7 +270,7 @@ impl ProbeRoundArgs {
         let probe = ExecProbe {
             path: "/".to_owned(),
             timeout: std::time::Duration::from_secs(5),
-            proxy_servers: DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect(),
+            proxy_servers: proxy_servers(&[]),
         };
         let probes = egresslens::rounds::ProbeRounds {
             every,
@@ -830,12 +830,8 @@ enum CollectSource {
 }
 
 fn run_probe(args: ProbeArgs) -> Result<()> {
-    use egresslens::probe::{DEFAULT_PROXY_SERVERS, http::HttpProbe, parse_blocks};
-    let proxy_servers = if args.proxy_servers.is_empty() {
-        DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.proxy_servers.clone()
-    };
+    use egresslens::probe::{http::HttpProbe, parse_blocks};
+    let proxy_servers = egresslens::probe::proxy_servers(&args.proxy_servers);
     let answers = match &args.headers {
         Some(name) => {
             let mut text = String::new();
@@ -902,13 +898,9 @@ fn run_verify(args: VerifyArgs) -> ExitCode {
 
 /// Runs the checks and prints them; whether all passed.
 fn verify_host(args: &VerifyArgs) -> Result<bool> {
-    use egresslens::probe::{DEFAULT_PROXY_SERVERS, exec::Workload};
+    use egresslens::probe::exec::Workload;
     use egresslens::verify::{VerifyOptions, verify};
-    let proxy_servers = if args.proxy_servers.is_empty() {
-        DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.proxy_servers.clone()
-    };
+    let proxy_servers = egresslens::probe::proxy_servers(&args.proxy_servers);
     let options = VerifyOptions {
         host: args.host.clone(),
         from: args.from.as_deref().map(Workload::parse).transpose()?,

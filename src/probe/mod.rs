@@ -40,6 +40,14 @@ impl Verdict {
 /// `server` values a mesh proxy answers with.
 pub const DEFAULT_PROXY_SERVERS: [&str; 2] = ["envoy", "istio-envoy"];
 
+/// The `server` values given, else [`DEFAULT_PROXY_SERVERS`].
+pub fn proxy_servers(given: &[String]) -> Vec<String> {
+    if given.is_empty() {
+        return DEFAULT_PROXY_SERVERS.map(str::to_owned).to_vec();
+    }
+    given.to_vec()
+}
+
 /// One response classified.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Classified {
@@ -257,7 +265,7 @@ mod tests {
     use super::*;
 
     fn proxies() -> Vec<String> {
-        DEFAULT_PROXY_SERVERS.iter().map(|s| s.to_string()).collect()
+        proxy_servers(&[])
     }
 
     fn verdicts(text: &str) -> Vec<(String, &'static str, Option<String>)> {
