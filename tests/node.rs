@@ -293,3 +293,41 @@ fn a_checkpointed_file_compressed_while_stopped_is_resumed_inside_the_gzip() {
     assert!(output.status.success(), "{log}");
     assert_store_equals(&store, &written, &log);
 }
+
+#[test]
+fn once_leaves_a_line_still_being_written_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, store) = (dir.path().join("pods"), dir.path().join("store"));
+    let log = root.join(POD_A).join("istio-proxy");
+    fs::create_dir_all(&log).unwrap();
+    let config = GenConfig { lines: 50, format: GenFormat::Cri, ..GenConfig::default() };
+    let mut bytes = Vec::new();
+    generate(&config, &mut bytes).unwrap();
+    // The runtime is in the middle of writing the last line.
+    let cut = bytes.len() - 40;
+    fs::write(log.join("0.log"), &bytes[..cut]).unwrap();
+    let run = || {
+        let output = collect(&root, &store, &["--once"]).wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let first = run();
+    assert!(
+        first.contains("egresslens: 49 records, 0 ztunnel connections and 0 rejects"),
+        "{first}"
+    );
+    fs::OpenOptions::new()
+        .append(true)
+        .open(log.join("0.log"))
+        .unwrap()
+        .write_all(&bytes[cut..])
+        .unwrap();
+    let second = run();
+    assert!(
+        second.contains("egresslens: 1 records, 0 ztunnel connections and 0 rejects"),
+        "{second}"
+    );
+    let stored = query_rows(&store, "SELECT 'all', count(*) FROM access_log")[0].1;
+    assert_eq!(stored, 50);
+}

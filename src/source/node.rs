@@ -345,11 +345,12 @@ impl NodeReader<'_> {
                 for (dir, superseded) in found {
                     let id = dir.stream_id();
                     if let Some(follower) = followers.get_mut(&id) {
-                        follower.ended |= superseded || self.read.once;
+                        follower.ended |= superseded;
                     } else if followers.len() < MAX_FOLLOWERS {
                         let cursor = self.cursors.get(&id).and_then(|c| c.parse().ok());
-                        let ended = superseded || self.read.once;
-                        followers.insert(id, Follower::new(dir, &self.cluster, cursor, ended));
+                        let mut follower = Follower::new(dir, &self.cluster, cursor, superseded);
+                        follower.once = self.read.once;
+                        followers.insert(id, follower);
                     } else {
                         missed += 1;
                     }
@@ -421,6 +422,9 @@ struct Follower {
     lock: EncodingLock,
     /// A newer instance exists or the pod's directory is gone: no more lines will come.
     ended: bool,
+    /// Read what is there and stop (`--once`): the current file's unfinished last line, still
+    /// being written, is left for the next run.
+    once: bool,
     /// Read to the end of its last file after it ended, or failed (with a warning).
     done: bool,
 }
@@ -435,7 +439,8 @@ impl Follower {
         };
         let next = cursor.map_or(Next::Oldest, Next::At);
         let lock = EncodingLock::default();
-        Follower { dir, source: Arc::new(source), next, open: None, lock, ended, done: false }
+        let source = Arc::new(source);
+        Follower { dir, source, next, open: None, lock, ended, once: false, done: false }
     }
 
     /// Reads what there is; true when it read something or moved to another file. An error
@@ -458,7 +463,7 @@ impl Follower {
         if self.open.is_none() {
             self.open = self.open_next(io)?;
             if self.open.is_none() {
-                self.done = self.ended;
+                self.done = self.ended || self.once;
                 return Ok(false);
             }
         }
@@ -490,6 +495,10 @@ impl Follower {
             },
         };
         if !complete {
+            if self.once {
+                self.open = None;
+                self.done = true;
+            }
             return Ok(false);
         }
         // What the writer added before it moved on.
@@ -503,8 +512,8 @@ impl Follower {
         match open.key {
             _ if truncated => self.next = Next::CurrentFromStart,
             Some(key) => self.next = Next::After(key),
-            // An empty current file, and no more lines will come.
-            None if self.ended => self.done = true,
+            // An empty current file, and no more lines will come (or none are waited for).
+            None if self.ended || self.once => self.done = true,
             // An empty file replaced: the next choice skips empty rotated files.
             None => {}
         }
