@@ -12,7 +12,10 @@
 //! [`Findings`] deduplicates by (kind, host, source) and is bounded: past its limit new keys
 //! are counted, not kept.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 
 use serde::Serialize;
 
@@ -75,6 +78,11 @@ impl FindingKind {
         FindingKind::WaypointNotReady,
     ];
 
+    /// Its place in [`FindingKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn parse(name: &str) -> Option<FindingKind> {
         FindingKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
@@ -96,12 +104,13 @@ pub enum Severity {
     Warning,
 }
 
-/// One piece of evidence: what it shows, about which host and source, and the line.
+/// One piece of evidence: what it shows, about which host and source, and the line. Host and
+/// source are borrowed from the record where they can be: evidence is noted per record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evidence<'a> {
     pub kind: FindingKind,
-    pub host: String,
-    pub source: String,
+    pub host: Cow<'a, str>,
+    pub source: Cow<'a, str>,
     pub detail: &'static str,
     pub ts_ns: i64,
     pub line: &'a [u8],
@@ -120,11 +129,26 @@ struct Seen {
     origin: String,
 }
 
+/// How much evidence, over what time.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    count: u64,
+    first_ns: i64,
+    last_ns: i64,
+}
+
+/// A kind's findings: by host, then by source (looked up by `&str`, so noting evidence of a
+/// finding already kept allocates nothing).
+type ByHost = HashMap<Box<str>, HashMap<Box<str>, Seen, RandomState>, RandomState>;
+
 /// Findings of a run, deduplicated by (kind, host, source).
 #[derive(Debug, Clone)]
 pub struct Findings {
     max: usize,
-    seen: HashMap<(FindingKind, String, String), Seen>,
+    /// Indexed by [`FindingKind::index`].
+    kinds: [ByHost; FindingKind::ALL.len()],
+    /// Findings kept.
+    len: usize,
     /// Evidence of findings not kept, past the limit.
     pub dropped: u64,
 }
@@ -140,24 +164,13 @@ pub const MAX_FINDINGS: usize = 10_000;
 
 impl Findings {
     pub fn new(max: usize) -> Self {
-        Findings { max, seen: HashMap::new(), dropped: 0 }
+        Findings { max, kinds: Default::default(), len: 0, dropped: 0 }
     }
 
     /// Counts one piece of evidence from `origin` (a file, a pod).
     pub fn note(&mut self, evidence: Evidence<'_>, origin: &str) {
-        let key = (evidence.kind, evidence.host, evidence.source);
-        if let Some(seen) = self.seen.get_mut(&key) {
-            seen.count += 1;
-            seen.first_ns = seen.first_ns.min(evidence.ts_ns);
-            seen.last_ns = seen.last_ns.max(evidence.ts_ns);
-            return;
-        }
-        if self.seen.len() >= self.max {
-            self.dropped += 1;
-            return;
-        }
         let line = &evidence.line[..evidence.line.len().min(EVIDENCE_BYTES)];
-        let seen = Seen {
+        let seen = || Seen {
             count: 1,
             first_ns: evidence.ts_ns,
             last_ns: evidence.ts_ns,
@@ -165,40 +178,66 @@ impl Findings {
             evidence: String::from_utf8_lossy(line).into_owned(),
             origin: origin.to_owned(),
         };
-        self.seen.insert(key, seen);
+        let span = Span { count: 1, first_ns: evidence.ts_ns, last_ns: evidence.ts_ns };
+        self.add(evidence.kind, (&evidence.host, &evidence.source), span, seen);
+    }
+
+    /// Adds `span` to the finding (kind, host, source), made by `seen` if it is new and there
+    /// is room.
+    fn add(
+        &mut self,
+        kind: FindingKind,
+        (host, source): (&str, &str),
+        span: Span,
+        seen: impl FnOnce() -> Seen,
+    ) {
+        let hosts = &mut self.kinds[kind.index()];
+        if let Some(ours) = hosts.get_mut(host).and_then(|sources| sources.get_mut(source)) {
+            ours.count += span.count;
+            ours.first_ns = ours.first_ns.min(span.first_ns);
+            ours.last_ns = ours.last_ns.max(span.last_ns);
+            return;
+        }
+        if self.len >= self.max {
+            self.dropped += span.count;
+            return;
+        }
+        hosts.entry(host.into()).or_default().insert(source.into(), seen());
+        self.len += 1;
     }
 
     pub fn merge(&mut self, other: &Findings) {
         self.dropped += other.dropped;
-        for ((kind, host, source), theirs) in &other.seen {
-            let key = (*kind, host.clone(), source.clone());
-            let room = self.seen.len() < self.max;
-            match self.seen.get_mut(&key) {
-                Some(ours) => {
-                    ours.count += theirs.count;
-                    ours.first_ns = ours.first_ns.min(theirs.first_ns);
-                    ours.last_ns = ours.last_ns.max(theirs.last_ns);
-                }
-                None if room => {
-                    self.seen.insert(key, theirs.clone());
-                }
-                None => self.dropped += theirs.count,
-            }
+        for n in other.iter() {
+            let theirs = Seen {
+                count: n.count,
+                first_ns: n.first_ns,
+                last_ns: n.last_ns,
+                detail: n.detail,
+                evidence: n.evidence.to_owned(),
+                origin: n.origin.to_owned(),
+            };
+            let span = Span { count: n.count, first_ns: n.first_ns, last_ns: n.last_ns };
+            self.add(n.kind, (n.host, n.source), span, || theirs);
         }
     }
 
     /// Every finding noted, in no order.
     pub fn iter(&self) -> impl Iterator<Item = Noted<'_>> {
-        self.seen.iter().map(|((kind, host, source), seen)| Noted {
-            kind: *kind,
-            host,
-            source,
-            count: seen.count,
-            first_ns: seen.first_ns,
-            last_ns: seen.last_ns,
-            detail: seen.detail,
-            evidence: &seen.evidence,
-            origin: &seen.origin,
+        FindingKind::ALL.into_iter().zip(&self.kinds).flat_map(|(kind, hosts)| {
+            hosts.iter().flat_map(move |(host, sources)| {
+                sources.iter().map(move |(source, seen)| Noted {
+                    kind,
+                    host,
+                    source,
+                    count: seen.count,
+                    first_ns: seen.first_ns,
+                    last_ns: seen.last_ns,
+                    detail: seen.detail,
+                    evidence: &seen.evidence,
+                    origin: &seen.origin,
+                })
+            })
         })
     }
 
@@ -274,7 +313,7 @@ pub struct FindingReport {
 
 /// What a waypoint record shows, if anything.
 pub fn from_entry<'a>(
-    entry: &Entry<'_>,
+    entry: &'a Entry<'_>,
     ctx: &LineContext<'_>,
     line: &'a [u8],
 ) -> Option<Evidence<'a>> {
@@ -316,12 +355,12 @@ pub fn from_entry<'a>(
     let ip = entry.downstream_remote_address.as_deref().map_or("-", host_of_address);
     // A resolved source is named by its workload, as ztunnel names it.
     let source = match ctx.workloads.and_then(|w| w.lookup(ip)) {
-        Some(workload) => format!("{}/{}", workload.namespace, workload.name),
-        None => ip.to_owned(),
+        Some(workload) => Cow::Owned(format!("{}/{}", workload.namespace, workload.name)),
+        None => Cow::Borrowed(ip),
     };
     Some(Evidence {
         kind,
-        host: entry.host().unwrap_or("-").to_owned(),
+        host: Cow::Borrowed(entry.host().unwrap_or("-")),
         source,
         detail,
         ts_ns: ctx.record_ts(entry),
@@ -339,8 +378,8 @@ fn tls_failure(entry: &Entry<'_>) -> bool {
 /// What a probe's response shows, if anything: one straight from the origin bypassed the
 /// waypoint. `source` is where it was sent from; `line` its [`Classified::summary`].
 pub fn from_probe<'a>(
-    result: &Classified,
-    source: &str,
+    result: &'a Classified,
+    source: &'a str,
     ts_ns: i64,
     line: &'a [u8],
 ) -> Option<Evidence<'a>> {
@@ -349,8 +388,8 @@ pub fn from_probe<'a>(
     }
     Some(Evidence {
         kind: FindingKind::BypassDirectResponse,
-        host: result.host().to_owned(),
-        source: source.to_owned(),
+        host: Cow::Borrowed(result.host()),
+        source: Cow::Borrowed(source),
         detail: "the answer came straight from the origin (its own server, no x-envoy-* header): \
                  the request did not pass the waypoint",
         ts_ns,
@@ -364,8 +403,8 @@ pub fn from_posture(posture: &HostPosture, ts_ns: i64) -> Option<Evidence<'_>> {
     let problem = posture.problems.iter().find(|p| p.kind == ProblemKind::WaypointNotReady)?;
     Some(Evidence {
         kind: FindingKind::WaypointNotReady,
-        host: posture.host.clone(),
-        source: posture.waypoint.clone().unwrap_or_else(|| "-".to_owned()),
+        host: Cow::Borrowed(&posture.host),
+        source: Cow::Borrowed(posture.waypoint.as_deref().unwrap_or("-")),
         detail: "the waypoint that should carry this host's traffic has no ready pod",
         ts_ns,
         line: problem.message.as_bytes(),
@@ -376,7 +415,7 @@ pub fn from_posture(posture: &HostPosture, ts_ns: i64) -> Option<Evidence<'_>> {
 /// outside `internal` is a bypass: of a registered host's waypoint when ztunnel named the
 /// service, else egress to an unregistered destination.
 pub fn from_connection<'a>(
-    conn: &Connection<'_>,
+    conn: &'a Connection<'_>,
     internal: &InternalRanges,
     ctx: &LineContext<'_>,
     line: &'a [u8],
@@ -385,16 +424,16 @@ pub fn from_connection<'a>(
         return None;
     }
     let address = conn.dst_addr.as_deref()?;
-    let source = conn.source().into_owned();
+    let source = conn.source();
     let (kind, host, detail) = match conn.dst_service.as_deref() {
         Some(service) => (
             FindingKind::BypassZtunnelDirect,
-            service.to_owned(),
+            Cow::Borrowed(service),
             "ztunnel sent a registered host's traffic straight out, not to its waypoint",
         ),
         None => (
             FindingKind::UnregisteredEgress,
-            host_of_address(address).to_owned(),
+            Cow::Borrowed(host_of_address(address)),
             "ztunnel sent it straight out to an address no ServiceEntry registers",
         ),
     };
@@ -410,7 +449,8 @@ mod tests {
     fn entry_evidence(line: &str) -> Option<(FindingKind, String, String)> {
         let entry = parse_message(line.as_bytes(), Projection::All).unwrap();
         let ctx = LineContext::default();
-        from_entry(&entry, &ctx, line.as_bytes()).map(|e| (e.kind, e.host, e.source))
+        from_entry(&entry, &ctx, line.as_bytes())
+            .map(|e| (e.kind, e.host.into_owned(), e.source.into_owned()))
     }
 
     #[test]
@@ -440,8 +480,8 @@ mod tests {
     fn plaintext_upstream_is_reported_only_for_hosts_that_intend_tls() {
         let piece = |kind, host: &str| Evidence {
             kind,
-            host: host.to_owned(),
-            source: "10.0.1.7".to_owned(),
+            host: host.to_owned().into(),
+            source: "10.0.1.7".into(),
             detail: "test",
             ts_ns: 1,
             line: b"line",
@@ -471,7 +511,7 @@ mod tests {
             let conn = parse(line).unwrap();
             let ctx = LineContext::default();
             from_connection(&conn, &internal, &ctx, line.as_bytes())
-                .map(|e| (e.kind, e.host, e.source))
+                .map(|e| (e.kind, e.host.into_owned(), e.source.into_owned()))
         };
         let registered = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.7:51240 src.workload=\"sleep\" src.namespace=\"default\" dst.addr=140.205.135.3:80 dst.service=\"aliyun.com\" direction=\"outbound\"";
         let unregistered = "2025-08-18T09:36:31Z\tinfo\taccess\tconnection complete\tsrc.addr=10.0.1.8:51240 dst.addr=142.250.191.142:443 direction=\"outbound\"";
@@ -502,7 +542,7 @@ mod tests {
         );
         let evidence = from_probe(&probes[0], "shop/checkout", 7, summary.as_bytes()).unwrap();
         assert_eq!(
-            (evidence.kind, evidence.host.as_str(), evidence.source.as_str()),
+            (evidence.kind, &*evidence.host, &*evidence.source),
             (FindingKind::BypassDirectResponse, "aliyun.com", "shop/checkout")
         );
         assert_eq!(from_probe(&probes[1], "shop/checkout", 7, b""), None);
@@ -512,8 +552,8 @@ mod tests {
     fn findings_deduplicate_merge_and_stay_bounded() {
         let piece = |host: &str, ts_ns| Evidence {
             kind: FindingKind::UnregisteredEgress,
-            host: host.to_owned(),
-            source: "10.0.1.7".to_owned(),
+            host: host.to_owned().into(),
+            source: "10.0.1.7".into(),
             detail: "test",
             ts_ns,
             line: b"line",
