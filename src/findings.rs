@@ -6,8 +6,10 @@
 //! in plaintext for a host whose other requests had TLS originated.
 //!
 //! `tls_not_originated` needs the host's intent, which one record does not show: its evidence
-//! (a request sent upstream on port 80 for service port 80) is noted for every host, and
-//! reports keep it only for hosts that intend TLS origination ([`Findings::report`]).
+//! ([`plaintext_upstream`]: a request sent upstream on port 80 for service port 80) is kept
+//! apart, and reports promote it only for hosts whose TLS the waypoint originates (`stats`
+//! from the traffic itself; `egresslens findings` reads it from the stored records with the
+//! mesh's intent too).
 //!
 //! [`Findings`] deduplicates by (kind, host, source) and is bounded: past its limit new keys
 //! are counted, not kept.
@@ -241,12 +243,11 @@ impl Findings {
         })
     }
 
-    /// Every finding, most severe first, then most frequent; `tls_not_originated` only for
-    /// hosts that `intends_tls` (see the module above).
-    pub fn report(&self, intends_tls: impl Fn(&str) -> bool) -> Vec<FindingReport> {
+    /// The findings of the hosts `keep` keeps, most severe first, then most frequent.
+    pub fn report(&self, keep: impl Fn(&str) -> bool) -> Vec<FindingReport> {
         let mut report: Vec<FindingReport> = self
             .iter()
-            .filter(|n| n.kind != FindingKind::TlsNotOriginated || intends_tls(n.host))
+            .filter(|n| keep(n.host))
             .map(|n| FindingReport {
                 kind: n.kind,
                 severity: n.kind.severity(),
@@ -338,34 +339,52 @@ pub fn from_entry<'a>(
             FindingKind::TlsOriginationFailing,
             "the waypoint's TLS handshake with the origin fails (503 UF, TLS error)",
         ),
-        Some(name) => {
-            let service_port = ClusterName::parse(name).and_then(|c| c.port);
-            let upstream_port = entry.upstream_host.as_deref().and_then(port_of);
-            if !(service_port == Some(80) && upstream_port == Some(80)) {
-                return None;
-            }
-            (
-                FindingKind::TlsNotOriginated,
-                "sent upstream in plaintext on port 80, while the waypoint originates TLS (:443) \
-                 for this host",
-            )
-        }
-        None => return None,
-    };
-    let ip = entry.downstream_remote_address.as_deref().map_or("-", host_of_address);
-    // A resolved source is named by its workload, as ztunnel names it.
-    let source = match ctx.workloads.and_then(|w| w.lookup(ip)) {
-        Some(workload) => Cow::Owned(format!("{}/{}", workload.namespace, workload.name)),
-        None => Cow::Borrowed(ip),
+        _ => return None,
     };
     Some(Evidence {
         kind,
         host: Cow::Borrowed(entry.host().unwrap_or("-")),
-        source,
+        source: record_source(entry, ctx),
         detail,
         ts_ns: ctx.record_ts(entry),
         line,
     })
+}
+
+/// A request for service port 80 that the waypoint sent upstream on port 80: evidence of
+/// `tls_not_originated` if the host's TLS is meant to be originated (see the module above).
+pub fn plaintext_upstream<'a>(
+    entry: &'a Entry<'_>,
+    ctx: &LineContext<'_>,
+    line: &'a [u8],
+) -> Option<Evidence<'a>> {
+    let cluster = ClusterName::parse(entry.upstream_cluster.as_deref()?)?;
+    let upstream_port = entry.upstream_host.as_deref().and_then(port_of);
+    if !(cluster.port == Some(80) && upstream_port == Some(80)) {
+        return None;
+    }
+    Some(Evidence {
+        kind: FindingKind::TlsNotOriginated,
+        host: Cow::Borrowed(entry.host().unwrap_or("-")),
+        source: record_source(entry, ctx),
+        detail: PLAINTEXT_DETAIL,
+        ts_ns: ctx.record_ts(entry),
+        line,
+    })
+}
+
+/// What `tls_not_originated` shows, in words.
+pub const PLAINTEXT_DETAIL: &str =
+    "sent upstream in plaintext on port 80, while the waypoint originates TLS (:443) for this host";
+
+/// Who sent a waypoint record's request: its workload when resolved (as ztunnel names
+/// sources), else its IP.
+fn record_source<'a>(entry: &'a Entry<'_>, ctx: &LineContext<'_>) -> Cow<'a, str> {
+    let ip = entry.downstream_remote_address.as_deref().map_or("-", host_of_address);
+    match ctx.workloads.and_then(|w| w.lookup(ip)) {
+        Some(workload) => Cow::Owned(format!("{}/{}", workload.namespace, workload.name)),
+        None => Cow::Borrowed(ip),
+    }
 }
 
 /// A TLS error in the upstream transport failure (`TLS_error:…`, older Envoy `TLS error: …`).
@@ -470,14 +489,18 @@ mod tests {
         assert_eq!(entry_evidence(no_route).unwrap().0, u);
         assert_eq!(entry_evidence(tls).unwrap().0, FindingKind::TlsOriginationFailing);
         assert_eq!(entry_evidence(fine), None);
-        assert_eq!(
-            entry_evidence(plain),
-            Some((FindingKind::TlsNotOriginated, "aliyun.com".into(), "10.0.1.7".into()))
-        );
+        assert_eq!(entry_evidence(plain), None, "plaintext is evidence apart");
+        let plaintext = |line: &str| {
+            let entry = parse_message(line.as_bytes(), Projection::All).unwrap();
+            let ctx = LineContext::default();
+            plaintext_upstream(&entry, &ctx, line.as_bytes()).map(|e| (e.kind, e.host.into_owned()))
+        };
+        assert_eq!(plaintext(plain), Some((FindingKind::TlsNotOriginated, "aliyun.com".into())));
+        assert_eq!(plaintext(fine), None);
     }
 
     #[test]
-    fn plaintext_upstream_is_reported_only_for_hosts_that_intend_tls() {
+    fn reports_keep_the_hosts_asked_for() {
         let piece = |kind, host: &str| Evidence {
             kind,
             host: host.to_owned().into(),
@@ -489,19 +512,9 @@ mod tests {
         let mut findings = Findings::default();
         findings.note(piece(FindingKind::TlsNotOriginated, "aliyun.com"), "a.log");
         findings.note(piece(FindingKind::TlsNotOriginated, "plain.example"), "a.log");
-        findings.note(piece(FindingKind::BlockedEgress, "plain.example"), "a.log");
-        let kept: Vec<_> = findings
-            .report(|host| host == "aliyun.com")
-            .into_iter()
-            .map(|f| (f.kind, f.host))
-            .collect();
-        assert_eq!(
-            kept,
-            [
-                (FindingKind::TlsNotOriginated, "aliyun.com".to_owned()),
-                (FindingKind::BlockedEgress, "plain.example".to_owned())
-            ]
-        );
+        let kept: Vec<_> =
+            findings.report(|host| host == "aliyun.com").into_iter().map(|f| f.host).collect();
+        assert_eq!(kept, ["aliyun.com"]);
     }
 
     #[test]

@@ -136,6 +136,8 @@ impl LineSink for EgressStats {
         EgressStats::record(self, entry, ctx.record_ts(entry));
         if let Some(evidence) = findings::from_entry(entry, ctx, raw) {
             self.findings.note(evidence, ctx.origin);
+        } else if let Some(evidence) = findings::plaintext_upstream(entry, ctx, raw) {
+            self.plaintext.note(evidence, ctx.origin);
         }
     }
 

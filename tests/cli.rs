@@ -574,7 +574,14 @@ fn findings_in_the_store_equal_those_of_stats() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
     let stats = json_stats(&[log.to_str().unwrap()]);
-    assert_eq!(stored, stats["findings"]);
+    // The same findings, counts and times; a tls_not_originated line is the record's own in
+    // stats, and its columns in the store.
+    let keys = |findings: &Value| -> Vec<Value> {
+        let fields = ["kind", "severity", "host", "source", "count", "first_seen", "last_seen"];
+        let key = |f: &Value| fields.iter().map(|k| f[*k].clone()).collect();
+        findings.as_array().unwrap().iter().map(key).collect()
+    };
+    assert_eq!(keys(&stored), keys(&stats["findings"]));
     let found: Vec<(&str, &str, u64)> = stored
         .as_array()
         .unwrap()
@@ -602,7 +609,10 @@ fn findings_in_the_store_equal_those_of_stats() {
     let out = run(&["findings", "--store", store.to_str().unwrap()]);
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.contains("plaintext on port 80"), "{table}");
-    assert!(table.contains("waypoint.log: {\"start_time\":\"2025-08-18T09:36:06"), "{table}");
+    assert!(
+        table.contains("access_log: GET / -> 140.205.135.3:80 (inbound-vip|80|http|aliyun.com)"),
+        "{table}"
+    );
     let empty = dir.path().join("none");
     let out = run(&["findings", "--store", empty.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"), "{out:?}");

@@ -15,7 +15,7 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 use sketches_ddsketch::{Config, DDSketch};
 
-use crate::findings::{FindingReport, Findings};
+use crate::findings::{FindingReport, Findings, sort_report};
 use crate::netrange::InternalRanges;
 use crate::parse::derived::{ClusterName, host_of_address, port_of, split_at_byte, tls_originated};
 use crate::parse::time::format_rfc3339_ms;
@@ -236,6 +236,10 @@ pub struct EgressStats {
     ztunnel: ZtunnelStats,
     /// Bypass, unregistered and blocked egress, failing TLS origination.
     pub findings: Findings,
+    /// Requests sent upstream in plaintext on port 80: `tls_not_originated` for the hosts
+    /// whose TLS the waypoint originates (see [`EgressStats::originates_tls`]). Kept apart, so
+    /// that plain HTTP egress, which is most, never crowds the other findings out.
+    pub plaintext: Findings,
     pub rejects: HashMap<RejectReason, u64, RandomState>,
     /// Hosts that were counted under [`OVERFLOW_HOST`] because the host table was full.
     pub overflowed_records: u64,
@@ -263,6 +267,7 @@ impl EgressStats {
             ztunnel_connections: 0,
             ztunnel: ZtunnelStats::new(config.max_hosts, config.top_k_capacity, config.internal),
             findings: Findings::default(),
+            plaintext: Findings::default(),
             rejects: HashMap::default(),
             overflowed_records: 0,
             index: HashMap::default(),
@@ -354,6 +359,14 @@ impl EgressStats {
         }
     }
 
+    /// Every finding, `tls_not_originated` of the hosts whose TLS the waypoint originates.
+    fn findings_report(&self) -> Vec<FindingReport> {
+        let mut report = self.findings.report(|_| true);
+        report.extend(self.plaintext.report(|host| self.originates_tls(host)));
+        sort_report(&mut report);
+        report
+    }
+
     /// Whether the waypoint originated TLS for any of `host`'s requests: its intent, read from
     /// the traffic when no mesh view tells it.
     pub fn originates_tls(&self, host: &str) -> bool {
@@ -367,6 +380,7 @@ impl EgressStats {
         self.ztunnel_connections += other.ztunnel_connections;
         self.ztunnel.merge(&other.ztunnel);
         self.findings.merge(&other.findings);
+        self.plaintext.merge(&other.plaintext);
         self.overflowed_records += other.overflowed_records;
         for (reason, n) in &other.rejects {
             *self.rejects.entry(*reason).or_default() += n;
@@ -433,8 +447,8 @@ impl EgressStats {
                 None => self.ztunnel.report(),
                 Some(_) => Vec::new(),
             },
-            findings: self.findings.report(|host| self.originates_tls(host)),
-            findings_dropped: self.findings.dropped,
+            findings: self.findings_report(),
+            findings_dropped: self.findings.dropped + self.plaintext.dropped,
             rejects,
             expected_noise,
             overflowed_records: self.overflowed_records,
