@@ -124,14 +124,17 @@ pub async fn run_rounds(
         };
         schedule(every, round, out, (counts, of_probes), stop.clone())
     });
-    match (mesh, probes) {
-        (Some(mesh), Some(probes)) => {
-            tokio::join!(mesh, probes);
+    let mesh = async {
+        if let Some(mesh) = mesh {
+            mesh.await;
         }
-        (Some(mesh), None) => mesh.await,
-        (None, Some(probes)) => probes.await,
-        (None, None) => {}
-    }
+    };
+    let probes = async {
+        if let Some(probes) = probes {
+            probes.await;
+        }
+    };
+    tokio::join!(mesh, probes);
 }
 
 fn of_mesh(counts: &Counts) -> &RoundCounts {
