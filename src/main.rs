@@ -39,7 +39,11 @@ Examples:
   egresslens collect --node-logs /var/log/pods                  on a node (DaemonSet)
   egresslens mesh                                   registered hosts, waypoints, TLS, problems
   egresslens probe aliyun.com                       through the waypoint, or direct (bypass)?
+  egresslens probe aliyun.com --from deployment/sleep -n default   curl inside the workload
   kubectl exec deploy/sleep -- curl -sI aliyun.com | egresslens probe --headers -
+  egresslens verify aliyun.com --from deployment/sleep -n default  the walkthrough's checks
+  egresslens collect --kube --probe-every 5m --probe-from deployment/sleep
+  egresslens findings                               bypass, unregistered egress, TLS, evidence
   egresslens query @top-hosts
   egresslens query -o json \"SELECT authority, count(*) FROM access_log WHERE hour = '09' GROUP BY 1\"";
 
