@@ -22,7 +22,7 @@ use crate::findings::{self, Findings};
 use crate::ingest::{TableBatch, now_ns};
 use crate::mesh::{HostPosture, fetch::fetch, posture};
 use crate::probe::Classified;
-use crate::probe::exec::{ExecProbe, Workload, resolve};
+use crate::probe::exec::{ExecProbe, Workload, api_reason, resolve};
 
 /// Most hosts probed in one round; the rest are left out (counted).
 pub const MAX_HOSTS_PER_ROUND: usize = 200;
@@ -201,8 +201,8 @@ fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {
-        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
-            return format!("{text}: {} (HTTP {})", status.message, status.code);
+        if let Some(api @ kube::Error::Api(_)) = e.downcast_ref::<kube::Error>() {
+            return format!("{text}: {}", api_reason(api));
         }
         text = format!("{text}: {e}");
         cause = e.source();

@@ -81,7 +81,7 @@ pub async fn resolve(
     let lookup = |error| ExecError::Lookup {
         what: workload.describe(),
         namespace: namespace.to_owned(),
-        reason: api_reason(error),
+        reason: api_reason(&error),
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod = match workload {
@@ -123,7 +123,7 @@ pub async fn resolve(
 }
 
 /// What the API server said (its `Status` message and code), else the client's error.
-pub fn api_reason(error: kube::Error) -> String {
+pub fn api_reason(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => format!("{} (HTTP {})", status.message, status.code),
         other => other.to_string(),
@@ -203,7 +203,7 @@ impl ExecProbe {
         }
         let mut process =
             pods.exec(&target.pod, self.command(host), &params).await.map_err(|e| {
-                format!("cannot exec in {}/{}: {}", target.namespace, target.pod, api_reason(e))
+                format!("cannot exec in {}/{}: {}", target.namespace, target.pod, api_reason(&e))
             })?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let status = process.take_status();
