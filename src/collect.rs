@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, bounded};
 
 use crate::batch::LineContext;
+use crate::export::Telemetry;
 use crate::ingest::EncodingLock;
 use crate::ingest::{BatchSink, TableBatch, now_ns, process_line};
 use crate::netrange::InternalRanges;
@@ -105,6 +106,8 @@ pub struct Control {
     pub lines: AtomicU64,
     /// Rows (records and rejects) committed.
     pub committed: AtomicU64,
+    /// Where metrics and spans of what is parsed go, when they are exported.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// What a collect run did.
@@ -528,12 +531,16 @@ fn parse_chunks(
         // Builders are sized for this chunk's lines (waypoint lines run near a kilobyte), not
         // for a whole batch: a worker makes one set per chunk.
         let expected = (chunk.len_bytes() / 1024).clamp(64, config.batch_rows);
-        let mut sink = BatchSink::new(expected, config.internal, |b| batches.push(b));
         let origin = source.path.as_deref().unwrap_or("stdin");
         let (cluster, pod) = match &source.pod {
             Some((cluster, instance)) => (cluster.as_deref(), Some(&**instance)),
             None => (None, None),
         };
+        let telemetry = control.telemetry.as_deref().map(|telemetry| {
+            telemetry.chunk(chunk.len_bytes() as u64, pod.map(|p| p.pod.as_str()))
+        });
+        let mut sink = BatchSink::new(expected, config.internal, |b| batches.push(b))
+            .with_telemetry(telemetry);
         let ctx = LineContext {
             origin,
             ingest_ts_ns: now_ns(),
@@ -743,6 +750,11 @@ impl Committer<'_> {
             }
         };
         self.summary.commits += usize::from(written.files > 0);
+        if let Some(telemetry) = &self.control.telemetry
+            && written.files > 0
+        {
+            telemetry.commit();
+        }
         self.control.committed.fetch_add(written.rows as u64, Ordering::Relaxed);
         self.maintain()?;
         Ok(self.store.begin())

@@ -13,6 +13,7 @@ use arrow_array::RecordBatch;
 use crossbeam_channel::bounded;
 
 use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher, ZtunnelBatcher, findings_batch};
+use crate::export::ChunkTelemetry;
 use crate::findings::{self, Findings};
 use crate::netrange::InternalRanges;
 use crate::parse::ztunnel::{self, Connection};
@@ -245,16 +246,18 @@ fn read_work(
 /// thread, and notes the findings their lines show (handed over as one `findings` batch on
 /// [`BatchSink::flush`]).
 #[derive(Debug)]
-pub struct BatchSink<F> {
+pub struct BatchSink<'t, F> {
     access_log: AccessLogBatcher,
     rejects: RejectBatcher,
     ztunnel: ZtunnelBatcher,
     findings: Findings,
     internal: InternalRanges,
+    /// The chunk's metrics and spans, when they are exported.
+    telemetry: Option<ChunkTelemetry<'t>>,
     out: F,
 }
 
-impl<F: FnMut(TableBatch)> BatchSink<F> {
+impl<'t, F: FnMut(TableBatch)> BatchSink<'t, F> {
     /// Hands batches of at most `batch_rows` rows to `out`; `internal` is what counts as
     /// inside the cluster, for bypass findings.
     pub fn new(batch_rows: usize, internal: InternalRanges, out: F) -> Self {
@@ -264,12 +267,22 @@ impl<F: FnMut(TableBatch)> BatchSink<F> {
             ztunnel: ZtunnelBatcher::new(batch_rows),
             findings: Findings::default(),
             internal,
+            telemetry: None,
             out,
         }
     }
 
+    /// Also gathers what the lines give for export, recorded on [`BatchSink::flush`].
+    pub fn with_telemetry(mut self, telemetry: Option<ChunkTelemetry<'t>>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// Hands over the partial batches too, and the findings noted since the last flush.
     pub fn flush(&mut self) {
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.flush(&self.findings);
+        }
         if let Some(batch) = findings_batch(&self.findings) {
             (self.out)(TableBatch::Findings(batch));
             self.findings = Findings::default();
@@ -300,13 +313,17 @@ pub enum TableBatch {
     MeshHosts(RecordBatch),
 }
 
-impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
+impl<F: FnMut(TableBatch)> LineSink for BatchSink<'_, F> {
     fn projection(&self) -> Projection {
         Projection::All
     }
 
     fn record(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>) {
-        if let Some(evidence) = findings::from_entry(entry, ctx, raw) {
+        let evidence = findings::from_entry(entry, ctx, raw);
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.record(entry, ctx, evidence.is_some());
+        }
+        if let Some(evidence) = evidence {
             self.findings.note(evidence, ctx.origin);
         }
         if let Some(batch) = self.access_log.push(entry, ctx) {
@@ -315,12 +332,18 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<F> {
     }
 
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.reject(reason);
+        }
         if let Some(batch) = self.rejects.push(reason, raw, raw_len, ctx) {
             (self.out)(TableBatch::Rejects(batch));
         }
     }
 
     fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], _: u64, ctx: &LineContext<'_>) {
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.ztunnel(conn);
+        }
         if let Some(evidence) = findings::from_connection(conn, &self.internal, ctx, raw) {
             self.findings.note(evidence, ctx.origin);
         }

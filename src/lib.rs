@@ -22,11 +22,13 @@
 //!   and each registered host's posture
 //! - [`rounds`]: what a Kubernetes collector does on a schedule: mesh snapshots and probes
 //! - [`verify`]: the walkthrough's checks for one host, from registration to TLS origination
+//! - [`export`]: OTLP metrics and traces to the organisation's OpenTelemetry pipeline
 //! - [`demo`]: the pipeline on a simulated mesh with incidents, for `egresslens demo`
 
 pub mod batch;
 pub mod collect;
 pub mod demo;
+pub mod export;
 pub mod findings;
 pub mod ingest;
 pub mod mesh;

@@ -237,7 +237,78 @@ struct CollectArgs {
     internal: InternalArgs,
     #[command(flatten)]
     probes: ProbeRoundArgs,
+    #[command(flatten)]
+    export: ExportArgs,
 }
+
+/// OTLP export; off unless an endpoint is set here or in `OTEL_EXPORTER_OTLP_ENDPOINT` (or a
+/// per-signal variable). Flags win over the `OTEL_*` variables.
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// The OTLP endpoint for metrics and traces, like OTEL_EXPORTER_OTLP_ENDPOINT
+    /// (`http://otel-collector:4318`; https:// for TLS).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).
+    #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
+    otlp_protocol: Option<egresslens::export::config::Protocol>,
+    /// A header sent with every export, `name=value` (repeatable; never printed).
+    #[arg(long = "otlp-header", value_name = "NAME=VALUE", value_parser = egresslens::export::config::parse_header_arg)]
+    otlp_headers: Vec<(String, String)>,
+    /// How long one export may take (default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10s).
+    #[arg(long, value_parser = parse_age)]
+    otlp_timeout: Option<std::time::Duration>,
+    /// How often metrics are exported (default: OTEL_METRIC_EXPORT_INTERVAL, else 60s).
+    #[arg(long, value_parser = parse_age)]
+    metric_interval: Option<std::time::Duration>,
+    /// The share of ordinary records that get a span (failures, flagged, slow requests and
+    /// findings' evidence always do).
+    #[arg(long, default_value_t = 0.01)]
+    trace_sample: f64,
+    /// Requests at least this slow always get a span.
+    #[arg(long, value_parser = parse_age, default_value = "1s")]
+    trace_slow: std::time::Duration,
+    /// Hosts exported under their own name; the rest as server.address="_other" (counted).
+    #[arg(long, default_value_t = 500)]
+    export_max_hosts: usize,
+}
+
+fn parse_protocol(text: &str) -> Result<egresslens::export::config::Protocol, String> {
+    egresslens::export::config::Protocol::parse(text).map_err(|e| e.to_string())
+}
+
+impl ExportArgs {
+    /// The exporter the flags and the environment ask for, started; `None` when export is off.
+    fn start(&self, cluster: Option<String>) -> Result<Option<egresslens::export::Exporter>> {
+        use egresslens::export::{ExportOptions, Exporter, config, traces::TraceRule};
+        let overrides = config::Overrides {
+            endpoint: self.otlp_endpoint.clone(),
+            protocol: self.otlp_protocol,
+            headers: self.otlp_headers.clone(),
+            timeout: self.otlp_timeout,
+            metric_interval: self.metric_interval,
+        };
+        let Some(otlp) = config::OtlpConfig::from_env(&overrides)? else {
+            return Ok(None);
+        };
+        if self.export_max_hosts == 0 {
+            bail!("--export-max-hosts must be at least 1");
+        }
+        let traces = TraceRule {
+            ratio: fraction("trace-sample", self.trace_sample)?,
+            slow: self.trace_slow,
+        };
+        let options = ExportOptions { traces, max_hosts: self.export_max_hosts, cluster };
+        let exporter = Exporter::start(&otlp, &options)?;
+        for target in &exporter.targets {
+            let _ = writeln!(io::stderr(), "egresslens: exporting {target}");
+        }
+        Ok(Some(exporter))
+    }
+}
+
+/// How long the last export may take at exit.
+const EXPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a Kubernetes collector does on a schedule.
 #[derive(Debug, Args)]
@@ -777,7 +848,9 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             recovery.discarded
         );
     }
-    let control = std::sync::Arc::new(Control::default());
+    let exporter = args.export.start(args.kube_args.cluster.clone())?;
+    let telemetry = exporter.as_ref().map(egresslens::export::Exporter::telemetry);
+    let control = std::sync::Arc::new(Control { telemetry, ..Control::default() });
     // The first SIGINT or SIGTERM asks for a clean stop; a second one ends the process.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -821,9 +894,36 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         };
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         summary
-    })?;
-    report_collect(&summary, &name, &args.store);
+    });
+    // What was parsed is exported, even when the run ends in an error.
+    if let Some(exporter) = exporter {
+        report_export(&exporter.shutdown(EXPORT_FLUSH));
+    }
+    report_collect(&summary?, &name, &args.store);
     Ok(())
+}
+
+fn report_export(summary: &egresslens::export::ExportSummary) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "egresslens: exported metrics {} times ({} failed), {} spans ({} dropped)",
+        summary.metric_exports,
+        summary.metric_failures,
+        summary.spans_exported,
+        summary.spans_dropped
+    );
+    if summary.hosts_folded > 0 {
+        let _ = writeln!(
+            err,
+            "egresslens: {} requests exported as server.address=\"_other\" (past --export-max-hosts)",
+            summary.hosts_folded
+        );
+    }
+    if summary.flush_failed {
+        let _ =
+            writeln!(err, "egresslens: warning: the last export failed or did not finish in time");
+    }
 }
 
 /// What `collect` reads.

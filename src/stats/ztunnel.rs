@@ -43,7 +43,7 @@ pub struct ZtunnelStats {
 /// The name a connection's destination is summarised under: the service ztunnel resolved it
 /// to, else the address the workload asked for (`dst.hbone_addr` when tunnelled, else
 /// `dst.addr`).
-fn destination_name<'c>(conn: &'c Connection<'_>) -> &'c str {
+pub(crate) fn destination_name<'c>(conn: &'c Connection<'_>) -> &'c str {
     conn.dst_service
         .as_deref()
         .or(conn.dst_hbone_addr.as_deref())

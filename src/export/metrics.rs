@@ -1,0 +1,535 @@
+//! Egress metrics in the OpenTelemetry SDK's instruments, named by the HTTP client semantic
+//! conventions (a waypoint's egress request is the client side of the external call), plus
+//! egresslens's own: findings, TLS origination, ztunnel connections, and the collector's health.
+//!
+//! Workers aggregate a chunk's records per series ([`ChunkMetrics`]) and record once per
+//! series and chunk; only the histograms take one call per request (the SDK has no weighted
+//! recording). Hosts past [`HostCap`]'s limit are recorded as `server.address="_other"` and
+//! counted, so the series stay within the cardinality limit the provider's view sets.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use foldhash::fast::RandomState;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+
+use crate::findings::Findings;
+use crate::parse::derived::{ClusterName, port_of};
+use crate::parse::ztunnel::Connection;
+use crate::parse::{Entry, RejectReason};
+use crate::stats::{OVERFLOW_HOST, is_error};
+
+/// `http.client.request.duration`'s advisory buckets (seconds), as the convention gives them.
+pub const DURATION_BUCKETS: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Every metric egresslens exports: name, instrument, unit. The dashboards test checks its
+/// panels against these, after the Prometheus name translation.
+pub const METRICS: [(&str, Kind, &str); 18] = [
+    ("http.client.request.duration", Kind::Histogram, "s"),
+    ("http.client.request.body.size", Kind::Histogram, "By"),
+    ("http.client.response.body.size", Kind::Histogram, "By"),
+    ("egresslens.findings", Kind::Counter, "{finding}"),
+    ("egresslens.tls.originated", Kind::Counter, "{request}"),
+    ("egresslens.tls.plaintext_upstream", Kind::Counter, "{request}"),
+    ("egresslens.ztunnel.connections", Kind::Counter, "{connection}"),
+    ("egresslens.ztunnel.bytes", Kind::Counter, "By"),
+    ("egresslens.collector.lines", Kind::Counter, "{line}"),
+    ("egresslens.collector.records", Kind::Counter, "{record}"),
+    ("egresslens.collector.rejects", Kind::Counter, "{line}"),
+    ("egresslens.collector.bytes", Kind::Counter, "By"),
+    ("egresslens.collector.commits", Kind::Counter, "{commit}"),
+    ("egresslens.collector.lag", Kind::Gauge, "s"),
+    ("egresslens.export.hosts_folded", Kind::Counter, "{request}"),
+    ("egresslens.export.failures", Kind::Counter, "{export}"),
+    ("egresslens.export.dropped", Kind::Counter, "{span}"),
+    ("egresslens.export.spans", Kind::Counter, "{span}"),
+];
+
+/// An instrument kind, as far as naming in Prometheus goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Histogram,
+    Gauge,
+}
+
+/// The Prometheus series names an OTel metric becomes (the OTel→Prometheus compatibility
+/// rules: dots to underscores, the unit's word appended, `_total` for counters, `_bucket`,
+/// `_sum` and `_count` for histograms; `{…}` annotations are not units).
+pub fn prometheus_names(name: &str, kind: Kind, unit: &str) -> Vec<String> {
+    let mut base = name.replace(['.', '-'], "_");
+    let word = match unit {
+        "s" => Some("seconds"),
+        "By" => Some("bytes"),
+        "ms" => Some("milliseconds"),
+        _ => None,
+    };
+    if let Some(word) = word.filter(|w| !base.ends_with(w)) {
+        base = format!("{base}_{word}");
+    }
+    match kind {
+        Kind::Counter => vec![format!("{base}_total")],
+        Kind::Gauge => vec![base],
+        Kind::Histogram => ["bucket", "sum", "count"].map(|s| format!("{base}_{s}")).to_vec(),
+    }
+}
+
+/// The instruments, made once per provider.
+#[derive(Debug, Clone)]
+pub struct Instruments {
+    duration: Histogram<f64>,
+    request_size: Histogram<u64>,
+    response_size: Histogram<u64>,
+    findings: Counter<u64>,
+    tls_originated: Counter<u64>,
+    plaintext_upstream: Counter<u64>,
+    ztunnel_connections: Counter<u64>,
+    ztunnel_bytes: Counter<u64>,
+    lines: Counter<u64>,
+    records: Counter<u64>,
+    rejects: Counter<u64>,
+    bytes: Counter<u64>,
+    commits: Counter<u64>,
+    lag: Gauge<f64>,
+    hosts_folded: Counter<u64>,
+}
+
+impl Instruments {
+    pub fn new(meter: &Meter) -> Instruments {
+        let counter = |name: &'static str, unit: &'static str, description: &'static str| {
+            meter.u64_counter(name).with_unit(unit).with_description(description).build()
+        };
+        let size = |name: &'static str, description: &'static str| {
+            meter.u64_histogram(name).with_unit("By").with_description(description).build()
+        };
+        Instruments {
+            duration: meter
+                .f64_histogram("http.client.request.duration")
+                .with_unit("s")
+                .with_description("Duration of egress requests through the waypoint")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            request_size: size(
+                "http.client.request.body.size",
+                "Bytes the waypoint received from the caller (request body)",
+            ),
+            response_size: size(
+                "http.client.response.body.size",
+                "Bytes the waypoint sent back to the caller (response body)",
+            ),
+            findings: counter(
+                "egresslens.findings",
+                "{finding}",
+                "Evidence of bypass, unregistered or blocked egress and TLS problems",
+            ),
+            tls_originated: counter(
+                "egresslens.tls.originated",
+                "{request}",
+                "Requests for service port 80 that the waypoint sent upstream to 443",
+            ),
+            plaintext_upstream: counter(
+                "egresslens.tls.plaintext_upstream",
+                "{request}",
+                "Requests for service port 80 sent upstream in plaintext on 80",
+            ),
+            ztunnel_connections: counter(
+                "egresslens.ztunnel.connections",
+                "{connection}",
+                "Outbound connections ztunnel completed, by destination and waypoint hop",
+            ),
+            ztunnel_bytes: counter(
+                "egresslens.ztunnel.bytes",
+                "By",
+                "Bytes of outbound ztunnel connections",
+            ),
+            lines: counter("egresslens.collector.lines", "{line}", "Log lines read"),
+            records: counter(
+                "egresslens.collector.records",
+                "{record}",
+                "Waypoint access-log records parsed",
+            ),
+            rejects: counter(
+                "egresslens.collector.rejects",
+                "{line}",
+                "Lines rejected, by reason (kept in the rejects table)",
+            ),
+            bytes: counter("egresslens.collector.bytes", "By", "Bytes of log read"),
+            commits: counter("egresslens.collector.commits", "{commit}", "Store commits made"),
+            lag: meter
+                .f64_gauge("egresslens.collector.lag")
+                .with_unit("s")
+                .with_description("How far behind its records the collector parses, per pod")
+                .build(),
+            hosts_folded: counter(
+                "egresslens.export.hosts_folded",
+                "{request}",
+                "Requests exported as server.address=\"_other\" past the host limit",
+            ),
+        }
+    }
+
+    pub fn commit(&self) {
+        self.commits.add(1, &[]);
+    }
+}
+
+/// The hosts exported under their own name: the first `max` seen, the rest as `_other`.
+#[derive(Debug)]
+pub struct HostCap {
+    max: usize,
+    hosts: RwLock<HashSet<Box<str>, RandomState>>,
+    /// Requests recorded under `_other` because the set was full.
+    pub folded: AtomicU64,
+}
+
+impl HostCap {
+    pub fn new(max: usize) -> HostCap {
+        HostCap { max, hosts: RwLock::default(), folded: AtomicU64::new(0) }
+    }
+
+    /// `host` if it has, or gets, a place; else `_other`, counting `requests` as folded.
+    fn name<'h>(&self, host: &'h str, requests: u64) -> &'h str {
+        let known = self.hosts.read().map(|hosts| hosts.contains(host)).unwrap_or(false);
+        if known {
+            return host;
+        }
+        if let Ok(mut hosts) = self.hosts.write()
+            && (hosts.len() < self.max || hosts.contains(host))
+        {
+            hosts.insert(host.into());
+            return host;
+        }
+        self.folded.fetch_add(requests, Ordering::Relaxed);
+        OVERFLOW_HOST
+    }
+}
+
+/// One series of the HTTP metrics within a chunk, with its observations.
+#[derive(Debug)]
+struct Series {
+    host: Box<str>,
+    method: &'static str,
+    port: Option<u16>,
+    status: Option<u16>,
+    error: Option<Box<str>>,
+    protocol: Option<&'static str>,
+    durations: Vec<f64>,
+    request_sizes: Vec<u64>,
+    response_sizes: Vec<u64>,
+}
+
+/// A chunk's metrics, aggregated by a worker before they go into the instruments.
+#[derive(Debug, Default)]
+pub struct ChunkMetrics {
+    key: String,
+    index: HashMap<Box<str>, usize, RandomState>,
+    series: Vec<Series>,
+    /// Per host: requests TLS-originated, and sent upstream in plaintext on 80.
+    tls: HashMap<Box<str>, (u64, u64), RandomState>,
+    /// Per (destination, via a waypoint): connections, bytes sent, bytes received.
+    ztunnel: HashMap<(Box<str>, bool), [u64; 3], RandomState>,
+    lines: u64,
+    records: u64,
+    rejects: Vec<(RejectReason, u64)>,
+    /// The newest record time of the chunk, for the lag.
+    newest_ns: Option<i64>,
+}
+
+/// The methods the HTTP conventions name; anything else is `_OTHER`.
+pub(crate) fn known_method(method: Option<&str>) -> &'static str {
+    const KNOWN: [&str; 10] =
+        ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "QUERY"];
+    method.and_then(|m| KNOWN.into_iter().find(|k| *k == m)).unwrap_or("_OTHER")
+}
+
+/// `network.protocol.version` from Envoy's `protocol`.
+fn protocol_version(protocol: Option<&str>) -> Option<&'static str> {
+    match protocol? {
+        "HTTP/1.1" => Some("1.1"),
+        "HTTP/1.0" => Some("1.0"),
+        "HTTP/2" => Some("2"),
+        "HTTP/3" => Some("3"),
+        _ => None,
+    }
+}
+
+/// `error.type`: the response flags when Envoy set any, else the status code for a 4xx/5xx
+/// or for no response where one was expected.
+pub fn error_type(entry: &Entry<'_>) -> Option<String> {
+    if let Some(flags) = entry.response_flags.as_deref().filter(|f| !f.is_empty()) {
+        return Some(flags.to_owned());
+    }
+    match entry.response_code.unwrap_or(0) {
+        0 if is_error(entry) => Some("0".to_owned()),
+        code if code >= 400 => Some(code.to_string()),
+        _ => None,
+    }
+}
+
+/// The service port of an entry (from its upstream cluster), and the port it went out on.
+pub fn ports(entry: &Entry<'_>) -> (Option<u16>, Option<u16>) {
+    let service =
+        entry.upstream_cluster.as_deref().and_then(ClusterName::parse).and_then(|c| c.port);
+    (service, entry.upstream_host.as_deref().and_then(port_of))
+}
+
+fn push_number(key: &mut String, n: Option<u16>) {
+    if let Some(n) = n {
+        // Writing to a String cannot fail.
+        let _ = write!(key, "{n}");
+    }
+    key.push('\x1f');
+}
+
+impl ChunkMetrics {
+    pub fn record(&mut self, entry: &Entry<'_>, ts_ns: i64) {
+        self.lines += 1;
+        self.records += 1;
+        self.newest_ns = Some(self.newest_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        let host = entry.host().unwrap_or("-");
+        let method = known_method(entry.method.as_deref());
+        let (port, upstream_port) = ports(entry);
+        let status = entry.response_code.filter(|c| *c != 0);
+        let error = error_type(entry);
+        let protocol = protocol_version(entry.protocol.as_deref());
+        let key = &mut self.key;
+        key.clear();
+        key.push_str(host);
+        key.push('\x1f');
+        key.push_str(method);
+        key.push('\x1f');
+        push_number(key, port);
+        push_number(key, status);
+        key.push_str(error.as_deref().unwrap_or(""));
+        key.push('\x1f');
+        key.push_str(protocol.unwrap_or(""));
+        let id = match self.index.get(key.as_str()) {
+            Some(id) => *id,
+            None => {
+                let id = self.series.len();
+                self.index.insert(key.as_str().into(), id);
+                self.series.push(Series {
+                    host: host.into(),
+                    method,
+                    port,
+                    status,
+                    error: error.map(String::into_boxed_str),
+                    protocol,
+                    durations: Vec::new(),
+                    request_sizes: Vec::new(),
+                    response_sizes: Vec::new(),
+                });
+                id
+            }
+        };
+        let series = &mut self.series[id];
+        if let Some(ms) = entry.duration_ms {
+            series.durations.push(ms / 1000.0);
+        }
+        series.request_sizes.push(entry.bytes_received.unwrap_or(0));
+        series.response_sizes.push(entry.bytes_sent.unwrap_or(0));
+        if port == Some(80) {
+            let tls = match upstream_port {
+                Some(443) => (1, 0),
+                Some(80) => (0, 1),
+                _ => return,
+            };
+            let counts = match self.tls.get_mut(host) {
+                Some(counts) => counts,
+                None => self.tls.entry(host.into()).or_default(),
+            };
+            counts.0 += tls.0;
+            counts.1 += tls.1;
+        }
+    }
+
+    pub fn reject(&mut self, reason: RejectReason) {
+        self.lines += 1;
+        match self.rejects.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.rejects.push((reason, 1)),
+        }
+    }
+
+    /// Counts an outbound ztunnel connection (as `stats` does: complete ones only).
+    pub fn ztunnel(&mut self, conn: &Connection<'_>) {
+        self.lines += 1;
+        if !conn.is_outbound_complete() {
+            return;
+        }
+        let destination = crate::stats::ztunnel::destination_name(conn);
+        let via_waypoint = conn.dst_hbone_addr.is_some();
+        let key = (Box::<str>::from(destination), via_waypoint);
+        let counts = self.ztunnel.entry(key).or_default();
+        counts[0] += 1;
+        counts[1] += conn.bytes_sent.unwrap_or(0);
+        counts[2] += conn.bytes_recv.unwrap_or(0);
+    }
+
+    /// Records the chunk into `instruments`: its findings too, and `bytes` read; `pod` and
+    /// `parsed_ns` give the lag.
+    pub fn record_into(
+        &mut self,
+        instruments: &Instruments,
+        hosts: &HostCap,
+        findings: &Findings,
+        (bytes, pod, parsed_ns): (u64, Option<&str>, i64),
+    ) {
+        for series in self.series.drain(..) {
+            let requests = series.response_sizes.len() as u64;
+            let host = hosts.name(&series.host, requests);
+            if host == OVERFLOW_HOST {
+                instruments.hosts_folded.add(requests, &[]);
+            }
+            let mut attributes = vec![
+                KeyValue::new("server.address", host.to_owned()),
+                KeyValue::new("http.request.method", series.method),
+            ];
+            if let Some(port) = series.port {
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
+            }
+            if let Some(status) = series.status {
+                attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+            }
+            if let Some(error) = series.error {
+                attributes.push(KeyValue::new("error.type", String::from(error)));
+            }
+            if let Some(version) = series.protocol {
+                attributes.push(KeyValue::new("network.protocol.version", version));
+            }
+            for seconds in series.durations {
+                instruments.duration.record(seconds, &attributes);
+            }
+            for size in series.request_sizes {
+                instruments.request_size.record(size, &attributes);
+            }
+            for size in series.response_sizes {
+                instruments.response_size.record(size, &attributes);
+            }
+        }
+        self.index.clear();
+        for (host, (originated, plaintext)) in self.tls.drain() {
+            let host = hosts.name(&host, 0).to_owned();
+            let attributes = [KeyValue::new("server.address", host)];
+            if originated > 0 {
+                instruments.tls_originated.add(originated, &attributes);
+            }
+            if plaintext > 0 {
+                instruments.plaintext_upstream.add(plaintext, &attributes);
+            }
+        }
+        for ((destination, via_waypoint), [connections, sent, received]) in self.ztunnel.drain() {
+            let destination = KeyValue::new("destination.address", String::from(destination));
+            let via = KeyValue::new("egresslens.via_waypoint", via_waypoint);
+            instruments.ztunnel_connections.add(connections, &[destination.clone(), via.clone()]);
+            for (direction, n) in [("transmit", sent), ("receive", received)] {
+                let direction = KeyValue::new("network.io.direction", direction);
+                instruments.ztunnel_bytes.add(n, &[destination.clone(), via.clone(), direction]);
+            }
+        }
+        for noted in findings.iter() {
+            let attributes = [
+                KeyValue::new("egresslens.finding.kind", noted.kind.as_str()),
+                KeyValue::new("server.address", hosts.name(noted.host, 0).to_owned()),
+                KeyValue::new("egresslens.finding.source", noted.source.to_owned()),
+            ];
+            instruments.findings.add(noted.count, &attributes);
+        }
+        instruments.lines.add(std::mem::take(&mut self.lines), &[]);
+        instruments.records.add(std::mem::take(&mut self.records), &[]);
+        instruments.bytes.add(bytes, &[]);
+        for (reason, n) in self.rejects.drain(..) {
+            instruments
+                .rejects
+                .add(n, &[KeyValue::new("egresslens.reject.reason", reason.as_str())]);
+        }
+        if let Some(newest) = self.newest_ns.take() {
+            let lag = parsed_ns.saturating_sub(newest).max(0) as f64 / 1e9;
+            let pod = KeyValue::new("k8s.pod.name", pod.unwrap_or("-").to_owned());
+            instruments.lag.record(lag, &[pod]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_names_follow_the_translation_rules() {
+        assert_eq!(
+            prometheus_names("http.client.request.duration", Kind::Histogram, "s"),
+            [
+                "http_client_request_duration_seconds_bucket",
+                "http_client_request_duration_seconds_sum",
+                "http_client_request_duration_seconds_count"
+            ]
+        );
+        assert_eq!(
+            prometheus_names("egresslens.findings", Kind::Counter, "{finding}"),
+            ["egresslens_findings_total"]
+        );
+        assert_eq!(
+            prometheus_names("egresslens.ztunnel.bytes", Kind::Counter, "By"),
+            ["egresslens_ztunnel_bytes_total"]
+        );
+        assert_eq!(
+            prometheus_names("egresslens.collector.lag", Kind::Gauge, "s"),
+            ["egresslens_collector_lag_seconds"]
+        );
+    }
+
+    #[test]
+    fn error_type_is_the_flags_else_the_failing_status() {
+        let entry = |code, flags: Option<&'static str>, method: Option<&'static str>| Entry {
+            response_code: Some(code),
+            response_flags: flags.map(Into::into),
+            method: method.map(Into::into),
+            ..Entry::default()
+        };
+        assert_eq!(error_type(&entry(503, Some("UF,URX"), Some("GET"))).as_deref(), Some("UF,URX"));
+        assert_eq!(error_type(&entry(404, None, Some("GET"))).as_deref(), Some("404"));
+        assert_eq!(error_type(&entry(0, None, Some("GET"))).as_deref(), Some("0"));
+        // A TCP entry has no code by nature.
+        assert_eq!(error_type(&entry(0, None, None)), None);
+        assert_eq!(error_type(&entry(200, None, Some("GET"))), None);
+    }
+
+    #[test]
+    fn hosts_past_the_cap_are_other_and_counted() {
+        let cap = HostCap::new(2);
+        assert_eq!(cap.name("a.com", 1), "a.com");
+        assert_eq!(cap.name("b.com", 1), "b.com");
+        assert_eq!(cap.name("c.com", 5), OVERFLOW_HOST);
+        assert_eq!(cap.name("a.com", 1), "a.com");
+        assert_eq!(cap.folded.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn a_chunk_groups_records_by_series() {
+        let mut chunk = ChunkMetrics::default();
+        let get = Entry {
+            authority: Some("aliyun.com".into()),
+            method: Some("GET".into()),
+            response_code: Some(200),
+            protocol: Some("HTTP/1.1".into()),
+            upstream_cluster: Some("outbound|80||aliyun.com".into()),
+            upstream_host: Some("106.11.248.146:443".into()),
+            duration_ms: Some(12.0),
+            bytes_sent: Some(100),
+            ..Entry::default()
+        };
+        chunk.record(&get, 1);
+        chunk.record(&get, 2);
+        chunk.record(&Entry { method: Some("BREW".into()), ..get.clone() }, 3);
+        assert_eq!(chunk.series.len(), 2);
+        assert_eq!(chunk.series[0].durations, [0.012, 0.012]);
+        assert_eq!((chunk.series[1].method, chunk.series[0].port), ("_OTHER", Some(80)));
+        assert_eq!(chunk.tls.get("aliyun.com"), Some(&(3, 0)));
+        assert_eq!(chunk.newest_ns, Some(3));
+    }
+}
