@@ -38,6 +38,8 @@ use prost::Message;
 /// Everything the receiver was sent, in order.
 #[derive(Debug, Clone, Default)]
 struct Received {
+    /// The last metrics export only: each carries every series so far (cumulative), and a
+    /// receiver that kept them all would grow by megabytes a second at a short interval.
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     /// Bytes on the wire of each OTLP/HTTP metrics request (compressed), and whether gzip.
@@ -50,7 +52,7 @@ impl MetricsService for Received {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics.lock().unwrap().push(request.into_inner());
+        keep_last(&self.metrics, request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -64,6 +66,15 @@ impl TraceService for Received {
         self.traces.lock().unwrap().push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+fn keep_last(
+    metrics: &Mutex<Vec<ExportMetricsServiceRequest>>,
+    request: ExportMetricsServiceRequest,
+) {
+    let mut metrics = metrics.lock().unwrap();
+    metrics.clear();
+    metrics.push(request);
 }
 
 impl Received {
@@ -154,7 +165,7 @@ impl Receiver {
                     wire.lock().unwrap().push((body.len(), gzipped));
                     let request =
                         ExportMetricsServiceRequest::decode(body_of(&headers, &body)).unwrap();
-                    metrics.lock().unwrap().push(request);
+                    keep_last(&metrics, request);
                     protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
                 }),
             )
@@ -462,4 +473,104 @@ fn spans_follow_the_sampling_rule_and_keep_their_ids_across_runs() {
         assert!(attribute(&span.attributes, "error.type").is_some());
         assert!(attribute(&span.attributes, "istio.upstream_cluster").is_some());
     }
+}
+
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl StopOnDrop<'_> {
+    fn stop(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until `done` holds, for at most a minute.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The endpoint is down (nothing listens on its port) while the first half of a followed
+/// file is collected, then comes up: ingest is exact throughout, failed exports and dropped
+/// spans are counted, and the exporter reconnects, so the totals (cumulative) still equal the
+/// truth.
+#[test]
+fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    let (bytes, truth) = generated(20_000, 5);
+    let half = bytes[..bytes.len() / 2].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("waypoint.log");
+    std::fs::write(&log, &bytes[..half]).unwrap();
+
+    // A port with nothing on it, for now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut otlp = config(format!("http://127.0.0.1:{port}"), Protocol::Grpc);
+    otlp.metric_interval = Duration::from_millis(300);
+    for signal in [&mut otlp.metrics, &mut otlp.traces].into_iter().flatten() {
+        signal.timeout = Duration::from_secs(5);
+    }
+    let rule = TraceRule { ratio: 0.0, slow: Duration::from_secs(3600) };
+    let exporter =
+        Exporter::start(&otlp, &ExportOptions { traces: rule, ..ExportOptions::default() })
+            .unwrap();
+    let counts = exporter.telemetry().counts.clone();
+    let control = Control { telemetry: Some(exporter.telemetry()), ..Control::default() };
+    let config = CollectConfig {
+        once: false,
+        poll: Duration::from_millis(50),
+        commit_every: Duration::from_millis(200),
+        chunk_bytes: 64 * 1024,
+        ..CollectConfig::default()
+    };
+    let store_dir = dir.path().join("store");
+    let (mut store, _) = Store::open(&store_dir).unwrap();
+    let receiver = Receiver::new();
+    let summary = std::thread::scope(|scope| {
+        // Stops the collector however this closure ends, so a failed wait fails the test.
+        let stop = StopOnDrop(&control.stop);
+        let collector =
+            scope.spawn(|| collect(&Input::Path(log.clone()), &mut store, &config, &control));
+        let failed = || counts.metric_failures.load(Ordering::Relaxed) >= 2;
+        wait_until("failed metric exports", failed);
+        wait_until("failed span exports", || counts.spans_dropped.load(Ordering::Relaxed) > 0);
+
+        receiver.grpc(SocketAddr::from(([127, 0, 0, 1], port)));
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(&bytes[half..])
+            .unwrap();
+        let all = truth.lines;
+        wait_until("every line parsed", || control.lines.load(Ordering::Relaxed) == all);
+        wait_until("a metrics export after the return", || {
+            !receiver.received.metrics.lock().unwrap().is_empty()
+        });
+        stop.stop();
+        collector.join().unwrap().unwrap()
+    });
+    drop(control);
+    let exported = exporter.shutdown(Duration::from_secs(10));
+
+    assert_eq!((summary.records as u64, summary.rejects), (truth.good, 0), "ingest is exact");
+    assert!(exported.metric_failures >= 2 && exported.spans_dropped > 0, "{exported:?}");
+    assert!(exported.spans_exported > 0, "spans flow again: {exported:?}");
+    assert!(!exported.flush_failed, "{exported:?}");
+    assert_metrics_match_truth(&receiver.received, &truth);
+    // The self-metrics tell the operator what was lost.
+    let metrics = receiver.received.last_metrics();
+    let failures = counter_by(&metrics["egresslens.export.failures"], "signal");
+    assert!(failures["metrics"] >= 2 && failures["traces"] >= 1, "{failures:?}");
+    assert!(counter_by(&metrics["egresslens.export.dropped"], "")[""] > 0);
 }
