@@ -608,6 +608,11 @@ fn commit_in_order(
             recv(side) -> batch => {
                 match batch {
                     Ok(batch) => {
+                        if let (Some(telemetry), TableBatch::Findings(rows)) =
+                            (&control.telemetry, &batch)
+                        {
+                            telemetry.findings_rows(rows);
+                        }
                         committer.write(&mut pending, batch)?;
                         since.get_or_insert_with(Instant::now);
                     }

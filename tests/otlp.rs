@@ -1,211 +1,36 @@
-//! OTLP export into a receiver inside this test process, built from the protocol's own
-//! definitions (`opentelemetry-proto`): gRPC through tonic's generated services, HTTP/protobuf
-//! through an axum route that decodes the same messages, both on 127.0.0.1. What arrives is
-//! compared with the generator's ground truth.
+//! OTLP export into a receiver inside this test process (`support/receiver.rs`: the
+//! protocol's own messages over gRPC and HTTP/protobuf on 127.0.0.1). What arrives is compared
+//! with the generator's ground truth.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use egresslens::collect::{CollectConfig, Control, collect};
 use egresslens::export::config::{OtlpConfig, Overrides, Protocol};
-use egresslens::export::metrics::DURATION_BUCKETS;
+use egresslens::export::metrics::{DURATION_BUCKETS, METRICS};
 use egresslens::export::traces::TraceRule;
 use egresslens::export::{ExportOptions, ExportSummary, Exporter};
 use egresslens::source::Input;
 use egresslens::store::Store;
 use egresslens::traffic::{GenConfig, Truth, generate};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-/// Everything the receiver was sent, in order.
-#[derive(Debug, Clone, Default)]
-struct Received {
-    /// The last metrics export only: each carries every series so far (cumulative), and a
-    /// receiver that kept them all would grow by megabytes a second at a short interval.
-    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
-    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-    /// Bytes on the wire of each OTLP/HTTP metrics request (compressed), and whether gzip.
-    metrics_wire: Arc<Mutex<Vec<(usize, bool)>>>,
-}
+#[path = "support/receiver.rs"]
+mod receiver;
 
-#[tonic::async_trait]
-impl MetricsService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        keep_last(&self.metrics, request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Received {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn keep_last(
-    metrics: &Mutex<Vec<ExportMetricsServiceRequest>>,
-    request: ExportMetricsServiceRequest,
-) {
-    let mut metrics = metrics.lock().unwrap();
-    metrics.clear();
-    metrics.push(request);
-}
-
-impl Received {
-    /// The metrics of the last export: with cumulative temporality, every series so far.
-    fn last_metrics(&self) -> BTreeMap<String, Metric> {
-        let requests = self.metrics.lock().unwrap();
-        let last = requests.last().expect("at least one metrics export");
-        last.resource_metrics
-            .iter()
-            .flat_map(|r| &r.scope_metrics)
-            .flat_map(|s| &s.metrics)
-            .map(|m| (m.name.clone(), m.clone()))
-            .collect()
-    }
-
-    fn resource(&self) -> BTreeMap<String, String> {
-        let requests = self.metrics.lock().unwrap();
-        let resource = requests[0].resource_metrics[0].resource.clone().unwrap();
-        resource.attributes.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect()
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        let requests = self.traces.lock().unwrap();
-        requests
-            .iter()
-            .flat_map(|r| &r.resource_spans)
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| s.spans.clone())
-            .collect()
-    }
-}
-
-fn text(value: Option<&AnyValue>) -> String {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(n)) => n.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).map(|kv| text(kv.value.as_ref()))
-}
-
-/// The receiver's runtime, with gRPC and HTTP/protobuf listeners.
-struct Receiver {
-    runtime: tokio::runtime::Runtime,
-    received: Received,
-}
-
-impl Receiver {
-    fn new() -> Receiver {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        Receiver { runtime, received: Received::default() }
-    }
-
-    /// gRPC on `addr` (port 0: any).
-    fn grpc(&self, addr: SocketAddr) -> SocketAddr {
-        let listener = self.runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
-        let bound = listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(self.received.clone()).accept_compressed(GZIP))
-            .add_service(TraceServiceServer::new(self.received.clone()).accept_compressed(GZIP))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        self.runtime.spawn(server);
-        bound
-    }
-
-    /// OTLP/HTTP with protobuf bodies on `addr` (port 0: any).
-    fn http(&self, addr: SocketAddr) -> SocketAddr {
-        use axum::routing::post;
-        let listener = self.runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
-        let bound = listener.local_addr().unwrap();
-        let (metrics, traces) = (self.received.metrics.clone(), self.received.traces.clone());
-        let wire = self.received.metrics_wire.clone();
-        // A collector takes large requests (the OTel Collector's limit is 20 MiB and more).
-        let app = axum::Router::new()
-            .route(
-                "/v1/metrics",
-                post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                    let gzipped = headers.get("content-encoding").is_some_and(|v| v == "gzip");
-                    wire.lock().unwrap().push((body.len(), gzipped));
-                    let request =
-                        ExportMetricsServiceRequest::decode(body_of(&headers, &body)).unwrap();
-                    keep_last(&metrics, request);
-                    protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
-                }),
-            )
-            .route(
-                "/v1/traces",
-                post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                    let request =
-                        ExportTraceServiceRequest::decode(body_of(&headers, &body)).unwrap();
-                    traces.lock().unwrap().push(request);
-                    protobuf(ExportTraceServiceResponse::default().encode_to_vec())
-                }),
-            )
-            .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
-        self.runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        bound
-    }
-}
-
-const GZIP: tonic::codec::CompressionEncoding = tonic::codec::CompressionEncoding::Gzip;
-
-/// A request body, gunzipped when its Content-Encoding says gzip.
-fn body_of(headers: &axum::http::HeaderMap, body: &[u8]) -> axum::body::Bytes {
-    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
-        let mut plain = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut plain).unwrap();
-        plain.into()
-    } else {
-        axum::body::Bytes::copy_from_slice(body)
-    }
-}
-
-fn protobuf(body: Vec<u8>) -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], body)
-}
+use receiver::{Received, Receiver, attribute};
 
 fn config(endpoint: String, protocol: Protocol) -> OtlpConfig {
     let overrides = Overrides {
         endpoint: Some(endpoint),
         protocol: Some(protocol),
-        timeout: Some(Duration::from_secs(2)),
+        // Generous: a debug build gzips megabytes slowly, more so on a busy machine.
+        timeout: Some(Duration::from_secs(30)),
         // The last export, at shutdown, carries the totals.
         metric_interval: Some(Duration::from_secs(3600)),
         ..Overrides::default()
@@ -213,9 +38,10 @@ fn config(endpoint: String, protocol: Protocol) -> OtlpConfig {
     OtlpConfig::resolve(|_| None, &overrides).unwrap().unwrap()
 }
 
-fn generated(lines: u64, seed: u64) -> (Vec<u8>, Truth) {
+/// Generated traffic with incidents, and a share `bad` of malformed lines.
+fn generated(lines: u64, seed: u64, bad: f64) -> (Vec<u8>, Truth) {
     let mut bytes = Vec::new();
-    let config = GenConfig { lines, seed, incidents: true, ..GenConfig::default() };
+    let config = GenConfig { lines, seed, incidents: true, bad, ..GenConfig::default() };
     let truth = generate(&config, &mut bytes).unwrap();
     (bytes, truth)
 }
@@ -298,6 +124,9 @@ fn assert_metrics_match_truth(received: &Received, truth: &Truth) {
     assert_eq!(records, truth.good);
     let lines = counter_by(&metrics["egresslens.collector.lines"], "")[""];
     assert_eq!(lines, truth.lines);
+    let rejects = counter_by(&metrics["egresslens.collector.rejects"], "egresslens.reject.reason");
+    let expected: BTreeMap<String, u64> = truth.rejects.clone().into_iter().collect();
+    assert_eq!(rejects, expected);
     let findings = counter_by(&metrics["egresslens.findings"], "egresslens.finding.kind");
     for (kind, expected) in &truth.findings {
         if *kind == "tls_not_originated" {
@@ -317,11 +146,15 @@ fn exports_metrics_equal_to_the_truth(protocol: Protocol) {
         Protocol::Grpc => format!("http://{}", receiver.grpc(any)),
         Protocol::HttpProtobuf => format!("http://{}", receiver.http(any)),
     };
-    let (bytes, truth) = generated(20_000, 7);
+    let (bytes, truth) = generated(20_000, 7, 0.01);
     let options = ExportOptions { cluster: Some("prod-hz".into()), ..ExportOptions::default() };
     let summary = collect_exporting(&bytes, &config(endpoint, protocol), &options);
     assert_eq!((summary.metric_failures, summary.flush_failed), (0, false), "{summary:?}");
     assert_metrics_match_truth(&receiver.received, &truth);
+    // Every metric the dashboards may name is exported, and only those.
+    let names: BTreeSet<String> = receiver.received.last_metrics().into_keys().collect();
+    let listed: BTreeSet<String> = METRICS.iter().map(|(name, ..)| name.to_string()).collect();
+    assert_eq!(names, listed);
     if protocol == Protocol::HttpProtobuf {
         // Gzip by default: the totals of 50 hosts fit well within a collector's limits.
         let wire = receiver.received.metrics_wire.lock().unwrap().clone();
@@ -414,7 +247,8 @@ fn hex(bytes: &[u8]) -> String {
 fn spans_follow_the_sampling_rule_and_keep_their_ids_across_runs() {
     let receiver = Receiver::new();
     let endpoint = format!("http://{}", receiver.grpc(SocketAddr::from(([127, 0, 0, 1], 0))));
-    let (bytes, _) = generated(20_000, 11);
+    // Well-formed lines only: the expectation below reads them as records.
+    let (bytes, _) = generated(20_000, 11, 0.0);
     let rule = TraceRule { ratio: 0.05, slow: Duration::from_millis(2000) };
     let options = ExportOptions { traces: rule, ..ExportOptions::default() };
     let otlp = config(endpoint, Protocol::Grpc);
@@ -507,7 +341,7 @@ fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
     use std::io::Write;
     use std::sync::atomic::Ordering;
 
-    let (bytes, truth) = generated(20_000, 5);
+    let (bytes, truth) = generated(20_000, 5, 0.01);
     let half = bytes[..bytes.len() / 2].iter().rposition(|b| *b == b'\n').unwrap() + 1;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("waypoint.log");
@@ -517,9 +351,6 @@ fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut otlp = config(format!("http://127.0.0.1:{port}"), Protocol::Grpc);
     otlp.metric_interval = Duration::from_millis(300);
-    for signal in [&mut otlp.metrics, &mut otlp.traces].into_iter().flatten() {
-        signal.timeout = Duration::from_secs(5);
-    }
     let rule = TraceRule { ratio: 0.0, slow: Duration::from_secs(3600) };
     let exporter =
         Exporter::start(&otlp, &ExportOptions { traces: rule, ..ExportOptions::default() })
@@ -563,7 +394,8 @@ fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
     drop(control);
     let exported = exporter.shutdown(Duration::from_secs(10));
 
-    assert_eq!((summary.records as u64, summary.rejects), (truth.good, 0), "ingest is exact");
+    let bad: u64 = truth.rejects.values().sum();
+    assert_eq!((summary.records as u64, summary.rejects as u64), (truth.good, bad), "ingest");
     assert!(exported.metric_failures >= 2 && exported.spans_dropped > 0, "{exported:?}");
     assert!(exported.spans_exported > 0, "spans flow again: {exported:?}");
     assert!(!exported.flush_failed, "{exported:?}");
@@ -573,4 +405,39 @@ fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
     let failures = counter_by(&metrics["egresslens.export.failures"], "signal");
     assert!(failures["metrics"] >= 2 && failures["traces"] >= 1, "{failures:?}");
     assert!(counter_by(&metrics["egresslens.export.dropped"], "")[""] > 0);
+}
+
+/// Findings the collector's rounds make (mesh snapshots, probes) reach the committer as rows,
+/// not through the workers; they are counted from those rows.
+#[test]
+fn findings_rows_from_rounds_are_counted() {
+    use egresslens::findings::{Evidence, FindingKind, Findings};
+    let receiver = Receiver::new();
+    let endpoint = format!("http://{}", receiver.http(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let exporter =
+        Exporter::start(&config(endpoint, Protocol::HttpProtobuf), &ExportOptions::default())
+            .unwrap();
+    let mut findings = Findings::default();
+    for (kind, host, source) in [
+        (FindingKind::WaypointNotReady, "dashscope.aliyuncs.com", "mesh"),
+        (FindingKind::BypassDirectResponse, "aliyun.com", "default/sleep-7d9f"),
+        (FindingKind::BypassDirectResponse, "aliyun.com", "default/sleep-7d9f"),
+    ] {
+        let evidence = Evidence {
+            kind,
+            host: host.into(),
+            source: source.into(),
+            detail: "",
+            ts_ns: 1,
+            line: b"",
+        };
+        findings.note(evidence, "round");
+    }
+    let rows = egresslens::batch::findings_batch(&findings).unwrap();
+    exporter.telemetry().findings_rows(&rows);
+    exporter.shutdown(Duration::from_secs(10));
+    let metrics = receiver.received.last_metrics();
+    let counted = counter_by(&metrics["egresslens.findings"], "egresslens.finding.kind");
+    assert_eq!(counted["waypoint_not_ready"], 1);
+    assert_eq!(counted["bypass_direct_response"], 2);
 }

@@ -16,10 +16,13 @@ use foldhash::fast::RandomState;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 
+use arrow_array::RecordBatch;
+
 use crate::findings::Findings;
 use crate::parse::derived::{ClusterName, port_of};
 use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, RejectReason};
+use crate::schema::finding_col;
 use crate::stats::{OVERFLOW_HOST, is_error};
 
 /// `http.client.request.duration`'s advisory buckets (seconds), as the convention gives them.
@@ -48,6 +51,49 @@ pub const METRICS: [(&str, Kind, &str); 18] = [
     ("egresslens.export.dropped", Kind::Counter, "{span}"),
     ("egresslens.export.spans", Kind::Counter, "{span}"),
 ];
+
+/// The metrics' attribute keys (Prometheus labels once dots are underscores).
+pub mod attr {
+    /// The external host (`_other` past the host limit).
+    pub const SERVER_ADDRESS: &str = "server.address";
+    /// The service port the caller asked for.
+    pub const SERVER_PORT: &str = "server.port";
+    pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+    /// Response flags, else the failing status code.
+    pub const ERROR_TYPE: &str = "error.type";
+    pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+    pub const FINDING_KIND: &str = "egresslens.finding.kind";
+    /// `namespace/workload` when known, else an IP.
+    pub const FINDING_SOURCE: &str = "egresslens.finding.source";
+    /// A ztunnel connection's destination: its service, else the address asked for.
+    pub const DESTINATION_ADDRESS: &str = "destination.address";
+    /// A ztunnel connection went over HBONE (to a waypoint or a mesh workload).
+    pub const VIA_WAYPOINT: &str = "egresslens.via_waypoint";
+    pub const NETWORK_IO_DIRECTION: &str = "network.io.direction";
+    pub const REJECT_REASON: &str = "egresslens.reject.reason";
+    pub const K8S_POD_NAME: &str = "k8s.pod.name";
+    /// `metrics` or `traces`, on the export counts.
+    pub const SIGNAL: &str = "signal";
+
+    /// Every key above.
+    pub const ALL: [&str; 14] = [
+        SERVER_ADDRESS,
+        SERVER_PORT,
+        HTTP_REQUEST_METHOD,
+        HTTP_RESPONSE_STATUS_CODE,
+        ERROR_TYPE,
+        NETWORK_PROTOCOL_VERSION,
+        FINDING_KIND,
+        FINDING_SOURCE,
+        DESTINATION_ADDRESS,
+        VIA_WAYPOINT,
+        NETWORK_IO_DIRECTION,
+        REJECT_REASON,
+        K8S_POD_NAME,
+        SIGNAL,
+    ];
+}
 
 /// An instrument kind, as far as naming in Prometheus goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,27 +425,29 @@ impl ChunkMetrics {
         findings: &Findings,
         (bytes, pod, parsed_ns): (u64, Option<&str>, i64),
     ) {
+        // Added even when 0: a series that exists from the start rates cleanly.
+        let mut folded = 0;
         for series in self.series.drain(..) {
             let requests = series.response_sizes.len() as u64;
             let host = hosts.name(&series.host, requests);
             if host == OVERFLOW_HOST {
-                instruments.hosts_folded.add(requests, &[]);
+                folded += requests;
             }
             let mut attributes = vec![
-                KeyValue::new("server.address", host.to_owned()),
-                KeyValue::new("http.request.method", series.method),
+                KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()),
+                KeyValue::new(attr::HTTP_REQUEST_METHOD, series.method),
             ];
             if let Some(port) = series.port {
-                attributes.push(KeyValue::new("server.port", i64::from(port)));
+                attributes.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
             }
             if let Some(status) = series.status {
-                attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+                attributes.push(KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
             }
             if let Some(error) = series.error {
-                attributes.push(KeyValue::new("error.type", String::from(error)));
+                attributes.push(KeyValue::new(attr::ERROR_TYPE, String::from(error)));
             }
             if let Some(version) = series.protocol {
-                attributes.push(KeyValue::new("network.protocol.version", version));
+                attributes.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, version));
             }
             for seconds in series.durations {
                 instruments.duration.record(seconds, &attributes);
@@ -411,10 +459,11 @@ impl ChunkMetrics {
                 instruments.response_size.record(size, &attributes);
             }
         }
+        instruments.hosts_folded.add(folded, &[]);
         self.index.clear();
         for (host, (originated, plaintext)) in self.tls.drain() {
             let host = hosts.name(&host, 0).to_owned();
-            let attributes = [KeyValue::new("server.address", host)];
+            let attributes = [KeyValue::new(attr::SERVER_ADDRESS, host)];
             if originated > 0 {
                 instruments.tls_originated.add(originated, &attributes);
             }
@@ -423,19 +472,19 @@ impl ChunkMetrics {
             }
         }
         for ((destination, via_waypoint), [connections, sent, received]) in self.ztunnel.drain() {
-            let destination = KeyValue::new("destination.address", String::from(destination));
-            let via = KeyValue::new("egresslens.via_waypoint", via_waypoint);
+            let destination = KeyValue::new(attr::DESTINATION_ADDRESS, String::from(destination));
+            let via = KeyValue::new(attr::VIA_WAYPOINT, via_waypoint);
             instruments.ztunnel_connections.add(connections, &[destination.clone(), via.clone()]);
             for (direction, n) in [("transmit", sent), ("receive", received)] {
-                let direction = KeyValue::new("network.io.direction", direction);
+                let direction = KeyValue::new(attr::NETWORK_IO_DIRECTION, direction);
                 instruments.ztunnel_bytes.add(n, &[destination.clone(), via.clone(), direction]);
             }
         }
         for noted in findings.iter() {
             let attributes = [
-                KeyValue::new("egresslens.finding.kind", noted.kind.as_str()),
-                KeyValue::new("server.address", hosts.name(noted.host, 0).to_owned()),
-                KeyValue::new("egresslens.finding.source", noted.source.to_owned()),
+                KeyValue::new(attr::FINDING_KIND, noted.kind.as_str()),
+                KeyValue::new(attr::SERVER_ADDRESS, hosts.name(noted.host, 0).to_owned()),
+                KeyValue::new(attr::FINDING_SOURCE, noted.source.to_owned()),
             ];
             instruments.findings.add(noted.count, &attributes);
         }
@@ -443,15 +492,40 @@ impl ChunkMetrics {
         instruments.records.add(std::mem::take(&mut self.records), &[]);
         instruments.bytes.add(bytes, &[]);
         for (reason, n) in self.rejects.drain(..) {
-            instruments
-                .rejects
-                .add(n, &[KeyValue::new("egresslens.reject.reason", reason.as_str())]);
+            instruments.rejects.add(n, &[KeyValue::new(attr::REJECT_REASON, reason.as_str())]);
         }
         if let Some(newest) = self.newest_ns.take() {
             let lag = parsed_ns.saturating_sub(newest).max(0) as f64 / 1e9;
-            let pod = KeyValue::new("k8s.pod.name", pod.unwrap_or("-").to_owned());
+            let pod = KeyValue::new(attr::K8S_POD_NAME, pod.unwrap_or("-").to_owned());
             instruments.lag.record(lag, &[pod]);
         }
+    }
+}
+
+/// The findings counter from the rows of a `findings` batch.
+pub(crate) fn record_findings_rows(
+    instruments: &Instruments,
+    hosts: &HostCap,
+    batch: &RecordBatch,
+) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt64Type;
+    let column = |name: &str| batch.column_by_name(name);
+    let (Some(kind), Some(host), Some(source), Some(count)) = (
+        column(finding_col::KIND).and_then(|c| c.as_string_opt::<i32>()),
+        column(finding_col::HOST).and_then(|c| c.as_string_opt::<i32>()),
+        column(finding_col::SOURCE).and_then(|c| c.as_string_opt::<i32>()),
+        column(finding_col::COUNT).and_then(|c| c.as_primitive_opt::<UInt64Type>()),
+    ) else {
+        return;
+    };
+    for row in 0..batch.num_rows() {
+        let attributes = [
+            KeyValue::new(attr::FINDING_KIND, kind.value(row).to_owned()),
+            KeyValue::new(attr::SERVER_ADDRESS, hosts.name(host.value(row), 0).to_owned()),
+            KeyValue::new(attr::FINDING_SOURCE, source.value(row).to_owned()),
+        ];
+        instruments.findings.add(count.value(row), &attributes);
     }
 }
 

@@ -120,6 +120,14 @@ impl Telemetry {
         }
     }
 
+    /// Counts the findings rows of a `findings` batch made outside the workers (the mesh
+    /// snapshot and probe rounds).
+    pub fn findings_rows(&self, batch: &arrow_array::RecordBatch) {
+        if let Some((instruments, hosts)) = &self.metrics {
+            metrics::record_findings_rows(instruments, hosts, batch);
+        }
+    }
+
     /// Requests exported as `_other`, past the host limit.
     pub fn hosts_folded(&self) -> u64 {
         self.metrics.as_ref().map_or(0, |(_, hosts)| hosts.folded.load(Ordering::Relaxed))
@@ -355,9 +363,14 @@ fn register_export_counts(meter: &opentelemetry::metrics::Meter, counts: &Arc<Ex
         .with_description("OTLP exports that failed, by signal")
         .with_callback(move |observer| {
             let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
-            observer
-                .observe(load(&observed.metric_failures), &[KeyValue::new("signal", "metrics")]);
-            observer.observe(load(&observed.span_failures), &[KeyValue::new("signal", "traces")]);
+            observer.observe(
+                load(&observed.metric_failures),
+                &[KeyValue::new(metrics::attr::SIGNAL, "metrics")],
+            );
+            observer.observe(
+                load(&observed.span_failures),
+                &[KeyValue::new(metrics::attr::SIGNAL, "traces")],
+            );
         })
         .build();
     let observed = counts.clone();

@@ -1,0 +1,192 @@
+//! An OTLP receiver in the test (or benchmark) process, built from the protocol's own
+//! definitions (`opentelemetry-proto`): gRPC through tonic's generated services, HTTP/protobuf
+//! through an axum route that decodes the same messages, both on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, dead_code)] // each includer uses part of it
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+/// Everything the receiver was sent, in order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Received {
+    /// The last metrics export only: each carries every series so far (cumulative), and a
+    /// receiver that kept them all would grow by megabytes a second at a short interval.
+    pub(crate) metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    pub(crate) traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    /// Bytes on the wire of each OTLP/HTTP metrics request (compressed), and whether gzip.
+    pub(crate) metrics_wire: Arc<Mutex<Vec<(usize, bool)>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        keep_last(&self.metrics, request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.traces.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn keep_last(
+    metrics: &Mutex<Vec<ExportMetricsServiceRequest>>,
+    request: ExportMetricsServiceRequest,
+) {
+    let mut metrics = metrics.lock().unwrap();
+    metrics.clear();
+    metrics.push(request);
+}
+
+impl Received {
+    /// The metrics of the last export: with cumulative temporality, every series so far.
+    pub(crate) fn last_metrics(&self) -> BTreeMap<String, Metric> {
+        let requests = self.metrics.lock().unwrap();
+        let last = requests.last().expect("at least one metrics export");
+        last.resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| (m.name.clone(), m.clone()))
+            .collect()
+    }
+
+    pub(crate) fn resource(&self) -> BTreeMap<String, String> {
+        let requests = self.metrics.lock().unwrap();
+        let resource = requests[0].resource_metrics[0].resource.clone().unwrap();
+        resource.attributes.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect()
+    }
+
+    pub(crate) fn spans(&self) -> Vec<Span> {
+        let requests = self.traces.lock().unwrap();
+        requests
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| s.spans.clone())
+            .collect()
+    }
+}
+
+pub(crate) fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(n)) => n.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+pub(crate) fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).map(|kv| text(kv.value.as_ref()))
+}
+
+/// The receiver's runtime, with gRPC and HTTP/protobuf listeners.
+pub(crate) struct Receiver {
+    runtime: tokio::runtime::Runtime,
+    pub(crate) received: Received,
+}
+
+impl Receiver {
+    pub(crate) fn new() -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Receiver { runtime, received: Received::default() }
+    }
+
+    /// gRPC on `addr` (port 0: any).
+    pub(crate) fn grpc(&self, addr: SocketAddr) -> SocketAddr {
+        let listener = self.runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+        let bound = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(self.received.clone()).accept_compressed(GZIP))
+            .add_service(TraceServiceServer::new(self.received.clone()).accept_compressed(GZIP))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        self.runtime.spawn(server);
+        bound
+    }
+
+    /// OTLP/HTTP with protobuf bodies on `addr` (port 0: any).
+    pub(crate) fn http(&self, addr: SocketAddr) -> SocketAddr {
+        use axum::routing::post;
+        let listener = self.runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+        let bound = listener.local_addr().unwrap();
+        let (metrics, traces) = (self.received.metrics.clone(), self.received.traces.clone());
+        let wire = self.received.metrics_wire.clone();
+        // A collector takes large requests (the OTel Collector's limit is 20 MiB and more).
+        let app = axum::Router::new()
+            .route(
+                "/v1/metrics",
+                post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    let gzipped = headers.get("content-encoding").is_some_and(|v| v == "gzip");
+                    wire.lock().unwrap().push((body.len(), gzipped));
+                    let request =
+                        ExportMetricsServiceRequest::decode(body_of(&headers, &body)).unwrap();
+                    keep_last(&metrics, request);
+                    protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
+                }),
+            )
+            .route(
+                "/v1/traces",
+                post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    let request =
+                        ExportTraceServiceRequest::decode(body_of(&headers, &body)).unwrap();
+                    traces.lock().unwrap().push(request);
+                    protobuf(ExportTraceServiceResponse::default().encode_to_vec())
+                }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
+        self.runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        bound
+    }
+}
+
+const GZIP: tonic::codec::CompressionEncoding = tonic::codec::CompressionEncoding::Gzip;
+
+/// A request body, gunzipped when its Content-Encoding says gzip.
+fn body_of(headers: &axum::http::HeaderMap, body: &[u8]) -> axum::body::Bytes {
+    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut plain).unwrap();
+        plain.into()
+    } else {
+        axum::body::Bytes::copy_from_slice(body)
+    }
+}
+
+fn protobuf(body: Vec<u8>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], body)
+}
