@@ -441,3 +441,54 @@ fn findings_rows_from_rounds_are_counted() {
     assert_eq!(counted["waypoint_not_ready"], 1);
     assert_eq!(counted["bypass_direct_response"], 2);
 }
+
+/// The binary as an operator runs it: configured by the `OTEL_*` variables alone, following a
+/// file; SIGTERM makes it commit, flush its last export and exit 0, with the totals exact.
+#[test]
+fn the_collector_configured_by_otel_variables_flushes_on_sigterm() {
+    let receiver = Receiver::new();
+    let addr = receiver.http(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (bytes, truth) = generated(5_000, 3, 0.01);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("waypoint.log");
+    std::fs::write(&log, &bytes).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["collect", "--file"])
+        .arg(&log)
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "30000")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=staging")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("a periodic export", || !receiver.received.metrics.lock().unwrap().is_empty());
+    let records = || {
+        let metrics = receiver.received.last_metrics();
+        metrics.get("egresslens.collector.records").map(|m| counter_by(m, "")[""])
+    };
+    wait_until("every record exported", || records() == Some(truth.good));
+    // Rows wait up to --commit-every (30 s) for their commit: SIGTERM makes it now, and only
+    // the last export, at exit, can count it.
+    let commits = || {
+        let metrics = receiver.received.last_metrics();
+        metrics.get("egresslens.collector.commits").map_or(0, |m| counter_by(m, "")[""])
+    };
+    assert_eq!(commits(), 0);
+    let terminated = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("exporting metrics to http://"), "{stderr}");
+    assert!(stderr.contains("(0 failed)"), "{stderr}");
+    assert_eq!(commits(), 1, "the flush at exit carries the commit SIGTERM made");
+    assert_metrics_match_truth(&receiver.received, &truth);
+    assert_eq!(receiver.received.resource()["deployment.environment.name"], "staging");
+}
