@@ -124,7 +124,9 @@ fn assert_metrics_match_truth(received: &Received, truth: &Truth) {
     assert_eq!(records, truth.good);
     let lines = counter_by(&metrics["egresslens.collector.lines"], "")[""];
     assert_eq!(lines, truth.lines);
-    let rejects = counter_by(&metrics["egresslens.collector.rejects"], "egresslens.reject.reason");
+    let rejects = metrics
+        .get("egresslens.collector.rejects")
+        .map_or_else(BTreeMap::new, |m| counter_by(m, "egresslens.reject.reason"));
     let expected: BTreeMap<String, u64> = truth.rejects.clone().into_iter().collect();
     assert_eq!(rejects, expected);
     let findings = counter_by(&metrics["egresslens.findings"], "egresslens.finding.kind");
@@ -491,4 +493,65 @@ fn the_collector_configured_by_otel_variables_flushes_on_sigterm() {
     assert_eq!(commits(), 1, "the flush at exit carries the commit SIGTERM made");
     assert_metrics_match_truth(&receiver.received, &truth);
     assert_eq!(receiver.received.resource()["deployment.environment.name"], "staging");
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1 and localhost, all PEM.
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = params.signed_by(&key, &ca).unwrap();
+    Pki { ca: ca.pem(), cert: cert.pem(), key: key.serialize_pem() }
+}
+
+/// `https://` endpoints, over both protocols, trusting the CA `OTEL_EXPORTER_OTLP_CERTIFICATE`
+/// names; without it (the public roots) the same endpoint is refused, and counted.
+#[test]
+fn tls_endpoints_work_with_the_configured_ca_and_only_with_it() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca).unwrap();
+    let (bytes, truth) = generated(3_000, 9, 0.0);
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let receiver = Receiver::new();
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let identity = (pki.cert.as_str(), pki.key.as_str());
+        let addr = match protocol {
+            Protocol::Grpc => receiver.grpc_tls(any, identity),
+            Protocol::HttpProtobuf => receiver.http_tls(any, identity),
+        };
+        let overrides = Overrides {
+            endpoint: Some(format!("https://{addr}")),
+            protocol: Some(protocol),
+            timeout: Some(Duration::from_secs(30)),
+            metric_interval: Some(Duration::from_secs(3600)),
+            ..Overrides::default()
+        };
+        let ca_path = ca.display().to_string();
+        let with_ca =
+            |name: &str| (name == "OTEL_EXPORTER_OTLP_CERTIFICATE").then(|| ca_path.clone());
+        let trusted = OtlpConfig::resolve(with_ca, &overrides).unwrap().unwrap();
+        let options = ExportOptions::default();
+        let summary = collect_exporting(&bytes, &trusted, &options);
+        assert_eq!((summary.metric_failures, summary.spans_dropped), (0, 0), "{protocol:?}");
+        assert_metrics_match_truth(&receiver.received, &truth);
+
+        let public_roots = OtlpConfig::resolve(|_| None, &overrides).unwrap().unwrap();
+        let refused = collect_exporting(&bytes, &public_roots, &options);
+        assert!(
+            refused.metric_failures >= 1 && refused.spans_exported == 0,
+            "{protocol:?}: {refused:?}"
+        );
+    }
 }

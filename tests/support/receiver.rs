@@ -129,9 +129,24 @@ impl Receiver {
 
     /// gRPC on `addr` (port 0: any).
     pub(crate) fn grpc(&self, addr: SocketAddr) -> SocketAddr {
+        self.grpc_over(addr, None)
+    }
+
+    /// gRPC over TLS with `identity` (certificate and key, PEM).
+    pub(crate) fn grpc_tls(&self, addr: SocketAddr, identity: (&str, &str)) -> SocketAddr {
+        self.grpc_over(addr, Some(identity))
+    }
+
+    fn grpc_over(&self, addr: SocketAddr, identity: Option<(&str, &str)>) -> SocketAddr {
         let listener = self.runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
         let bound = listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = identity {
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+            builder = builder.tls_config(tls).unwrap();
+        }
+        let server = builder
             .add_service(MetricsServiceServer::new(self.received.clone()).accept_compressed(GZIP))
             .add_service(TraceServiceServer::new(self.received.clone()).accept_compressed(GZIP))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
@@ -141,13 +156,41 @@ impl Receiver {
 
     /// OTLP/HTTP with protobuf bodies on `addr` (port 0: any).
     pub(crate) fn http(&self, addr: SocketAddr) -> SocketAddr {
-        use axum::routing::post;
         let listener = self.runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
         let bound = listener.local_addr().unwrap();
+        let app = self.http_routes();
+        self.runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        bound
+    }
+
+    /// OTLP/HTTP over TLS with `identity` (certificate and key, PEM).
+    pub(crate) fn http_tls(&self, addr: SocketAddr, (cert, key): (&str, &str)) -> SocketAddr {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let tcp = self.runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+        let bound = tcp.local_addr().unwrap();
+        let certs = CertificateDer::pem_slice_iter(cert.as_bytes()).map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let app = self.http_routes();
+        let listener = TlsListener { tcp, acceptor };
+        self.runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        bound
+    }
+
+    fn http_routes(&self) -> axum::Router {
+        use axum::routing::post;
         let (metrics, traces) = (self.received.metrics.clone(), self.received.traces.clone());
         let wire = self.received.metrics_wire.clone();
         // A collector takes large requests (the OTel Collector's limit is 20 MiB and more).
-        let app = axum::Router::new()
+        axum::Router::new()
             .route(
                 "/v1/metrics",
                 post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
@@ -168,9 +211,31 @@ impl Receiver {
                     protobuf(ExportTraceServiceResponse::default().encode_to_vec())
                 }),
             )
-            .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
-        self.runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        bound
+            .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+    }
+}
+
+/// TLS connections for axum: the TCP ones that complete a handshake.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
