@@ -9,12 +9,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use foldhash::fast::RandomState;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use opentelemetry::metrics::{BoundHistogram, Counter, Gauge, Histogram, Meter};
 
 use arrow_array::RecordBatch;
 
@@ -254,28 +254,144 @@ impl HostCap {
     }
 }
 
-/// One series of the HTTP metrics within a chunk, with its observations.
-#[derive(Debug)]
-struct Series {
-    host: Box<str>,
+/// `error.type` of a series, before it is text: Envoy's flags (an index into the chunk's
+/// distinct flag strings), or a failing status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ErrorKey {
+    None,
+    Flags(u32),
+    Status(u16),
+}
+
+/// One series of the HTTP metrics within a chunk: its attributes' values, the host and flags
+/// as indexes into the chunk's own lists (so a record's lookup hashes a few integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    host: u32,
     method: &'static str,
     port: Option<u16>,
     status: Option<u16>,
-    error: Option<Box<str>>,
+    error: ErrorKey,
     protocol: Option<&'static str>,
-    durations: Vec<f64>,
-    request_sizes: Vec<u64>,
-    response_sizes: Vec<u64>,
+}
+
+impl SeriesKey {
+    /// The attributes, with `host` as exported (the name, or `_other`).
+    fn attributes(&self, host: &str, flags: &[Box<str>]) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()),
+            KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method),
+        ];
+        if let Some(port) = self.port {
+            attributes.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+        }
+        if let Some(status) = self.status {
+            attributes.push(KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
+        }
+        let error = match self.error {
+            ErrorKey::None => None,
+            ErrorKey::Flags(i) => Some(flags[i as usize].to_string()),
+            ErrorKey::Status(code) => Some(code.to_string()),
+        };
+        if let Some(error) = error {
+            attributes.push(KeyValue::new(attr::ERROR_TYPE, error));
+        }
+        if let Some(version) = self.protocol {
+            attributes.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, version));
+        }
+        attributes
+    }
+
+    /// The key of the run-wide table of bound series: every attribute as text.
+    fn write_bound_key(&self, key: &mut String, host: &str, flags: &[Box<str>]) {
+        key.clear();
+        let error = match self.error {
+            ErrorKey::None => "",
+            ErrorKey::Flags(i) => &flags[i as usize],
+            ErrorKey::Status(_) => "",
+        };
+        let status = match self.error {
+            ErrorKey::Status(code) => Some(code),
+            _ => None,
+        };
+        // Writing to a String cannot fail.
+        let _ = write!(
+            key,
+            "{host}\x1f{}\x1f{:?}\x1f{:?}\x1f{error}\x1f{status:?}\x1f{:?}",
+            self.method, self.port, self.status, self.protocol
+        );
+    }
+}
+
+/// One request of a chunk: its series, duration (seconds) and body sizes.
+#[derive(Debug, Clone, Copy)]
+struct Observation {
+    series: u32,
+    seconds: Option<f64>,
+    request_size: u64,
+    response_size: u64,
+}
+
+/// The three histograms bound to one series' attributes.
+#[derive(Debug)]
+struct BoundSeries {
+    duration: BoundHistogram<f64>,
+    request_size: BoundHistogram<u64>,
+    response_size: BoundHistogram<u64>,
+}
+
+/// Bound histogram handles per series, kept for the run: recording through them skips the
+/// SDK's per-call attribute hashing and comparing, which cost more than parsing the line.
+/// Bounded: past `MAX_BOUND_SERIES`, series are recorded with their attributes instead.
+#[derive(Debug, Default)]
+pub struct BoundTable {
+    series: RwLock<HashMap<Box<str>, Arc<BoundSeries>, RandomState>>,
+}
+
+/// Series bound at most; each holds three small trackers in the SDK.
+const MAX_BOUND_SERIES: usize = 50_000;
+
+impl BoundTable {
+    /// The handles of the series named `key`, bound on first use; `None` when the table is full.
+    fn get(
+        &self,
+        key: &str,
+        instruments: &Instruments,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<Arc<BoundSeries>> {
+        if let Some(bound) = self.series.read().ok()?.get(key) {
+            return Some(bound.clone());
+        }
+        let mut table = self.series.write().ok()?;
+        if let Some(bound) = table.get(key) {
+            return Some(bound.clone());
+        }
+        if table.len() >= MAX_BOUND_SERIES {
+            return None;
+        }
+        let attributes = attributes();
+        let bound = Arc::new(BoundSeries {
+            duration: instruments.duration.bind(&attributes),
+            request_size: instruments.request_size.bind(&attributes),
+            response_size: instruments.response_size.bind(&attributes),
+        });
+        table.insert(key.into(), bound.clone());
+        Some(bound)
+    }
 }
 
 /// A chunk's metrics, aggregated by a worker before they go into the instruments.
 #[derive(Debug, Default)]
 pub struct ChunkMetrics {
-    key: String,
-    index: HashMap<Box<str>, usize, RandomState>,
-    series: Vec<Series>,
-    /// Per host: requests TLS-originated, and sent upstream in plaintext on 80.
-    tls: HashMap<Box<str>, (u64, u64), RandomState>,
+    /// The chunk's hosts, each with its requests TLS-originated and sent upstream in
+    /// plaintext on 80.
+    hosts: HashMap<Box<str>, u32, RandomState>,
+    host_names: Vec<(Box<str>, u64, u64)>,
+    /// The chunk's distinct response-flag strings.
+    flags: Vec<Box<str>>,
+    index: HashMap<SeriesKey, u32, RandomState>,
+    series: Vec<(SeriesKey, u64)>,
+    observations: Vec<Observation>,
     /// Per (destination, via a waypoint): connections, bytes sent, bytes received.
     ztunnel: HashMap<(Box<str>, bool), [u64; 3], RandomState>,
     lines: u64,
@@ -283,6 +399,8 @@ pub struct ChunkMetrics {
     rejects: Vec<(RejectReason, u64)>,
     /// The newest record time of the chunk, for the lag.
     newest_ns: Option<i64>,
+    /// Scratch for keys of the bound table.
+    key: String,
 }
 
 /// The methods the HTTP conventions name; anything else is `_OTHER`.
@@ -323,73 +441,67 @@ pub fn ports(entry: &Entry<'_>) -> (Option<u16>, Option<u16>) {
     (service, entry.upstream_host.as_deref().and_then(port_of))
 }
 
-fn push_number(key: &mut String, n: Option<u16>) {
-    if let Some(n) = n {
-        // Writing to a String cannot fail.
-        let _ = write!(key, "{n}");
-    }
-    key.push('\x1f');
-}
-
 impl ChunkMetrics {
     pub fn record(&mut self, entry: &Entry<'_>, ts_ns: i64) {
         self.lines += 1;
         self.records += 1;
         self.newest_ns = Some(self.newest_ns.map_or(ts_ns, |t| t.max(ts_ns)));
         let host = entry.host().unwrap_or("-");
-        let method = known_method(entry.method.as_deref());
-        let (port, upstream_port) = ports(entry);
-        let status = entry.response_code.filter(|c| *c != 0);
-        let error = error_type(entry);
-        let protocol = protocol_version(entry.protocol.as_deref());
-        let key = &mut self.key;
-        key.clear();
-        key.push_str(host);
-        key.push('\x1f');
-        key.push_str(method);
-        key.push('\x1f');
-        push_number(key, port);
-        push_number(key, status);
-        key.push_str(error.as_deref().unwrap_or(""));
-        key.push('\x1f');
-        key.push_str(protocol.unwrap_or(""));
-        let id = match self.index.get(key.as_str()) {
+        let host = match self.hosts.get(host) {
             Some(id) => *id,
             None => {
-                let id = self.series.len();
-                self.index.insert(key.as_str().into(), id);
-                self.series.push(Series {
-                    host: host.into(),
-                    method,
-                    port,
-                    status,
-                    error: error.map(String::into_boxed_str),
-                    protocol,
-                    durations: Vec::new(),
-                    request_sizes: Vec::new(),
-                    response_sizes: Vec::new(),
-                });
+                let id = self.host_names.len() as u32;
+                self.hosts.insert(host.into(), id);
+                self.host_names.push((host.into(), 0, 0));
                 id
             }
         };
-        let series = &mut self.series[id];
-        if let Some(ms) = entry.duration_ms {
-            series.durations.push(ms / 1000.0);
-        }
-        series.request_sizes.push(entry.bytes_received.unwrap_or(0));
-        series.response_sizes.push(entry.bytes_sent.unwrap_or(0));
+        let (port, upstream_port) = ports(entry);
+        let error = match entry.response_flags.as_deref().filter(|f| !f.is_empty()) {
+            Some(flags) => match self.flags.iter().position(|f| f.as_ref() == flags) {
+                Some(i) => ErrorKey::Flags(i as u32),
+                None => {
+                    self.flags.push(flags.into());
+                    ErrorKey::Flags(self.flags.len() as u32 - 1)
+                }
+            },
+            None => match entry.response_code.unwrap_or(0) {
+                0 if is_error(entry) => ErrorKey::Status(0),
+                code if code >= 400 => ErrorKey::Status(code),
+                _ => ErrorKey::None,
+            },
+        };
+        let key = SeriesKey {
+            host,
+            method: known_method(entry.method.as_deref()),
+            port,
+            status: entry.response_code.filter(|c| *c != 0),
+            error,
+            protocol: protocol_version(entry.protocol.as_deref()),
+        };
+        let id = match self.index.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = self.series.len() as u32;
+                self.index.insert(key, id);
+                self.series.push((key, 0));
+                id
+            }
+        };
+        self.series[id as usize].1 += 1;
+        self.observations.push(Observation {
+            series: id,
+            seconds: entry.duration_ms.map(|ms| ms / 1000.0),
+            request_size: entry.bytes_received.unwrap_or(0),
+            response_size: entry.bytes_sent.unwrap_or(0),
+        });
         if port == Some(80) {
-            let tls = match upstream_port {
-                Some(443) => (1, 0),
-                Some(80) => (0, 1),
-                _ => return,
-            };
-            let counts = match self.tls.get_mut(host) {
-                Some(counts) => counts,
-                None => self.tls.entry(host.into()).or_default(),
-            };
-            counts.0 += tls.0;
-            counts.1 += tls.1;
+            let counts = &mut self.host_names[host as usize];
+            match upstream_port {
+                Some(443) => counts.1 += 1,
+                Some(80) => counts.2 += 1,
+                _ => {}
+            }
         }
     }
 
@@ -420,57 +532,69 @@ impl ChunkMetrics {
     /// `parsed_ns` give the lag.
     pub fn record_into(
         &mut self,
-        instruments: &Instruments,
-        hosts: &HostCap,
+        (instruments, hosts, bound): (&Instruments, &HostCap, &BoundTable),
         findings: &Findings,
         (bytes, pod, parsed_ns): (u64, Option<&str>, i64),
     ) {
         // Added even when 0: a series that exists from the start rates cleanly.
         let mut folded = 0;
-        for series in self.series.drain(..) {
-            let requests = series.response_sizes.len() as u64;
-            let host = hosts.name(&series.host, requests);
-            if host == OVERFLOW_HOST {
-                folded += requests;
-            }
-            let mut attributes = vec![
-                KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()),
-                KeyValue::new(attr::HTTP_REQUEST_METHOD, series.method),
-            ];
-            if let Some(port) = series.port {
-                attributes.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
-            }
-            if let Some(status) = series.status {
-                attributes.push(KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
-            }
-            if let Some(error) = series.error {
-                attributes.push(KeyValue::new(attr::ERROR_TYPE, String::from(error)));
-            }
-            if let Some(version) = series.protocol {
-                attributes.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, version));
-            }
-            for seconds in series.durations {
-                instruments.duration.record(seconds, &attributes);
-            }
-            for size in series.request_sizes {
-                instruments.request_size.record(size, &attributes);
-            }
-            for size in series.response_sizes {
-                instruments.response_size.record(size, &attributes);
+        let mut requests_of = vec![0; self.host_names.len()];
+        for (key, requests) in &self.series {
+            requests_of[key.host as usize] += requests;
+        }
+        let exported: Vec<&str> = self
+            .host_names
+            .iter()
+            .zip(&requests_of)
+            .map(|((name, ..), requests)| {
+                let host = hosts.name(name, *requests);
+                if host == OVERFLOW_HOST {
+                    folded += requests;
+                }
+                host
+            })
+            .collect();
+        let mut handles = Vec::with_capacity(self.series.len());
+        for (key, _) in &self.series {
+            let host = exported[key.host as usize];
+            key.write_bound_key(&mut self.key, host, &self.flags);
+            let attributes = || key.attributes(host, &self.flags);
+            let bound = bound.get(&self.key, instruments, attributes);
+            handles.push(bound.ok_or_else(|| key.attributes(host, &self.flags)));
+        }
+        for observation in self.observations.drain(..) {
+            match &handles[observation.series as usize] {
+                Ok(bound) => {
+                    if let Some(seconds) = observation.seconds {
+                        bound.duration.record(seconds);
+                    }
+                    bound.request_size.record(observation.request_size);
+                    bound.response_size.record(observation.response_size);
+                }
+                Err(attributes) => {
+                    if let Some(seconds) = observation.seconds {
+                        instruments.duration.record(seconds, attributes);
+                    }
+                    instruments.request_size.record(observation.request_size, attributes);
+                    instruments.response_size.record(observation.response_size, attributes);
+                }
             }
         }
         instruments.hosts_folded.add(folded, &[]);
-        self.index.clear();
-        for (host, (originated, plaintext)) in self.tls.drain() {
-            let host = hosts.name(&host, 0).to_owned();
-            let attributes = [KeyValue::new(attr::SERVER_ADDRESS, host)];
-            if originated > 0 {
-                instruments.tls_originated.add(originated, &attributes);
+        for ((_, originated, plaintext), host) in self.host_names.iter().zip(&exported) {
+            let attributes = [KeyValue::new(attr::SERVER_ADDRESS, host.to_string())];
+            if *originated > 0 {
+                instruments.tls_originated.add(*originated, &attributes);
             }
-            if plaintext > 0 {
-                instruments.plaintext_upstream.add(plaintext, &attributes);
+            if *plaintext > 0 {
+                instruments.plaintext_upstream.add(*plaintext, &attributes);
             }
         }
+        self.series.clear();
+        self.index.clear();
+        self.flags.clear();
+        self.hosts.clear();
+        self.host_names.clear();
         for ((destination, via_waypoint), [connections, sent, received]) in self.ztunnel.drain() {
             let destination = KeyValue::new(attr::DESTINATION_ADDRESS, String::from(destination));
             let via = KeyValue::new(attr::VIA_WAYPOINT, via_waypoint);
@@ -601,9 +725,10 @@ mod tests {
         chunk.record(&get, 2);
         chunk.record(&Entry { method: Some("BREW".into()), ..get.clone() }, 3);
         assert_eq!(chunk.series.len(), 2);
-        assert_eq!(chunk.series[0].durations, [0.012, 0.012]);
-        assert_eq!((chunk.series[1].method, chunk.series[0].port), ("_OTHER", Some(80)));
-        assert_eq!(chunk.tls.get("aliyun.com"), Some(&(3, 0)));
+        assert_eq!(chunk.series[0].1, 2);
+        assert_eq!(chunk.observations[1].seconds, Some(0.012));
+        assert_eq!((chunk.series[1].0.method, chunk.series[0].0.port), ("_OTHER", Some(80)));
+        assert_eq!(&chunk.host_names[0], &("aliyun.com".into(), 3, 0));
         assert_eq!(chunk.newest_ns, Some(3));
     }
 }

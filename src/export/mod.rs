@@ -28,13 +28,13 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{
-    Instrument, PeriodicReader, SdkMeterProvider, Stream, Temporality,
+    Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream, Temporality,
 };
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use tokio::runtime::Handle;
 
 use self::config::{OtlpConfig, Protocol, Signal, SignalConfig};
-use self::metrics::{ChunkMetrics, HostCap, Instruments};
+use self::metrics::{BoundTable, ChunkMetrics, HostCap, Instruments};
 use self::traces::TraceRule;
 use crate::batch::LineContext;
 use crate::findings::Findings;
@@ -101,7 +101,7 @@ pub struct ExportCounts {
 /// What workers use: the instruments and the span queue, each present when its signal is on.
 #[derive(Debug)]
 pub struct Telemetry {
-    metrics: Option<(Instruments, HostCap)>,
+    metrics: Option<(Instruments, HostCap, BoundTable)>,
     spans: Option<(Sender<Vec<SpanData>>, TraceRule, InstrumentationScope)>,
     pub counts: Arc<ExportCounts>,
 }
@@ -115,7 +115,7 @@ impl Telemetry {
 
     /// Counts a store commit.
     pub fn commit(&self) {
-        if let Some((instruments, _)) = &self.metrics {
+        if let Some((instruments, ..)) = &self.metrics {
             instruments.commit();
         }
     }
@@ -123,14 +123,14 @@ impl Telemetry {
     /// Counts the findings rows of a `findings` batch made outside the workers (the mesh
     /// snapshot and probe rounds).
     pub fn findings_rows(&self, batch: &arrow_array::RecordBatch) {
-        if let Some((instruments, hosts)) = &self.metrics {
+        if let Some((instruments, hosts, _)) = &self.metrics {
             metrics::record_findings_rows(instruments, hosts, batch);
         }
     }
 
     /// Requests exported as `_other`, past the host limit.
     pub fn hosts_folded(&self) -> u64 {
-        self.metrics.as_ref().map_or(0, |(_, hosts)| hosts.folded.load(Ordering::Relaxed))
+        self.metrics.as_ref().map_or(0, |(_, hosts, _)| hosts.folded.load(Ordering::Relaxed))
     }
 }
 
@@ -173,10 +173,11 @@ impl ChunkTelemetry<'_> {
 
     /// Records the chunk's metrics (with the findings it noted) and queues its spans.
     pub fn flush(&mut self, findings: &Findings) {
-        if let Some((instruments, hosts)) = &self.telemetry.metrics {
+        if let Some((instruments, hosts, bound)) = &self.telemetry.metrics {
             let now = crate::ingest::now_ns();
             let bytes = std::mem::take(&mut self.bytes);
-            self.metrics.record_into(instruments, hosts, findings, (bytes, self.pod, now));
+            let into = (instruments, hosts, bound);
+            self.metrics.record_into(into, findings, (bytes, self.pod, now));
         }
         if let Some((queue, ..)) = &self.telemetry.spans
             && !self.spans.is_empty()
@@ -254,9 +255,7 @@ impl Exporter {
                 let provider = SdkMeterProvider::builder()
                     .with_resource(resource.clone())
                     .with_reader(reader)
-                    .with_view(|_: &Instrument| {
-                        Stream::builder().with_cardinality_limit(CARDINALITY_LIMIT).build().ok()
-                    })
+                    .with_view(view)
                     .build();
                 targets.push(format!(
                     "metrics to {} ({})",
@@ -270,7 +269,7 @@ impl Exporter {
         let metrics = provider.as_ref().map(|provider| {
             let meter = provider.meter_with_scope(scope.clone());
             register_export_counts(&meter, &counts);
-            (Instruments::new(&meter), HostCap::new(options.max_hosts))
+            (Instruments::new(&meter), HostCap::new(options.max_hosts), BoundTable::default())
         });
         let spans = match &config.traces {
             Some(signal) => {
@@ -324,6 +323,22 @@ impl Exporter {
             flush_failed,
         }
     }
+}
+
+/// Every metric's stream: the cardinality limit raised, and the body sizes without buckets.
+fn view(instrument: &Instrument) -> Option<Stream> {
+    let stream = Stream::builder().with_cardinality_limit(CARDINALITY_LIMIT);
+    let stream = if instrument.name().ends_with(".body.size") {
+        // Count, sum, min and max: buckets would make each export half as big again, for a
+        // distribution no panel shows.
+        stream.with_aggregation(Aggregation::ExplicitBucketHistogram {
+            boundaries: Vec::new(),
+            record_min_max: true,
+        })
+    } else {
+        stream
+    };
+    stream.build().ok()
 }
 
 /// The resource: egresslens, its version, the cluster, and the collector's own pod and

@@ -127,8 +127,14 @@ fn uuid(text: &str) -> Option<u128> {
     if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
         return None;
     }
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    u128::from_str_radix(&hex, 16).ok().filter(|id| *id != 0)
+    let mut id: u128 = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if [8, 13, 18, 23].contains(&i) {
+            continue;
+        }
+        id = (id << 4) | u128::from((b as char).to_digit(16)?);
+    }
+    Some(id).filter(|id| *id != 0)
 }
 
 fn nonzero128(n: u128) -> u128 {

@@ -58,6 +58,21 @@ impl TraceService for Received {
     }
 }
 
+/// Data points of every metric in an export.
+pub(crate) fn data_points(request: &ExportMetricsServiceRequest) -> usize {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let metrics =
+        request.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics);
+    metrics
+        .map(|m| match &m.data {
+            Some(Data::Histogram(h)) => h.data_points.len(),
+            Some(Data::Sum(s)) => s.data_points.len(),
+            Some(Data::Gauge(g)) => g.data_points.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn keep_last(
     metrics: &Mutex<Vec<ExportMetricsServiceRequest>>,
     request: ExportMetricsServiceRequest,
@@ -147,7 +162,11 @@ impl Receiver {
             builder = builder.tls_config(tls).unwrap();
         }
         let server = builder
-            .add_service(MetricsServiceServer::new(self.received.clone()).accept_compressed(GZIP))
+            .add_service(
+                MetricsServiceServer::new(self.received.clone())
+                    .accept_compressed(GZIP)
+                    .max_decoding_message_size(64 << 20),
+            )
             .add_service(TraceServiceServer::new(self.received.clone()).accept_compressed(GZIP))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         self.runtime.spawn(server);
