@@ -80,7 +80,7 @@ pub struct SignalConfig {
     /// A PEM file of the CA that signs the endpoint's certificate, instead of the public roots.
     pub certificate: Option<String>,
     /// Gzip request bodies (the default here, as in the OTel Collector's own exporters: a
-    /// metrics export of 50 hosts is 3.5 MB plain, near a gRPC server's default 4 MiB limit).
+    /// metrics export of 50 hosts, 3.5 MB of protobuf, goes out as 216 KB).
     pub gzip: bool,
 }
 
