@@ -421,17 +421,22 @@ fn protocol_version(protocol: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// `error.type`: the response flags when Envoy set any, else the status code for a 4xx/5xx
-/// or for no response where one was expected.
-pub fn error_type(entry: &Entry<'_>) -> Option<String> {
+/// What `error.type` says of an entry: the response flags when Envoy set any, else the status
+/// code of a 4xx/5xx or of no response (0) where one was expected.
+pub(crate) fn failure<'e>(entry: &'e Entry<'_>) -> Option<Result<&'e str, u16>> {
     if let Some(flags) = entry.response_flags.as_deref().filter(|f| !f.is_empty()) {
-        return Some(flags.to_owned());
+        return Some(Ok(flags));
     }
     match entry.response_code.unwrap_or(0) {
-        0 if is_error(entry) => Some("0".to_owned()),
-        code if code >= 400 => Some(code.to_string()),
+        0 if is_error(entry) => Some(Err(0)),
+        code if code >= 400 => Some(Err(code)),
         _ => None,
     }
+}
+
+/// `error.type` as text.
+pub fn error_type(entry: &Entry<'_>) -> Option<String> {
+    failure(entry).map(|f| f.map_or_else(|code| code.to_string(), str::to_owned))
 }
 
 /// The service port of an entry (from its upstream cluster), and the port it went out on.
@@ -457,19 +462,16 @@ impl ChunkMetrics {
             }
         };
         let (port, upstream_port) = ports(entry);
-        let error = match entry.response_flags.as_deref().filter(|f| !f.is_empty()) {
-            Some(flags) => match self.flags.iter().position(|f| f.as_ref() == flags) {
+        let error = match failure(entry) {
+            Some(Ok(flags)) => match self.flags.iter().position(|f| f.as_ref() == flags) {
                 Some(i) => ErrorKey::Flags(i as u32),
                 None => {
                     self.flags.push(flags.into());
                     ErrorKey::Flags(self.flags.len() as u32 - 1)
                 }
             },
-            None => match entry.response_code.unwrap_or(0) {
-                0 if is_error(entry) => ErrorKey::Status(0),
-                code if code >= 400 => ErrorKey::Status(code),
-                _ => ErrorKey::None,
-            },
+            Some(Err(code)) => ErrorKey::Status(code),
+            None => ErrorKey::None,
         };
         let key = SeriesKey {
             host,
