@@ -208,7 +208,6 @@ pub struct Exporter {
 
 #[derive(Debug)]
 struct SpanThread {
-    queue: Sender<Vec<SpanData>>,
     /// The shutdown deadline goes this way.
     close: Sender<Instant>,
     done: Receiver<()>,
@@ -284,7 +283,10 @@ impl Exporter {
             }
             None => None,
         };
-        let queue = spans.as_ref().map(|s| (s.queue.clone(), options.traces, scope));
+        let (spans, queue) = match spans {
+            Some((thread, queue)) => (Some(thread), Some((queue, options.traces, scope))),
+            None => (None, None),
+        };
         let telemetry = Arc::new(Telemetry { metrics, spans: queue, counts });
         Ok(Exporter { runtime, provider, spans, telemetry, targets })
     }
@@ -599,7 +601,7 @@ impl SpanThread {
         exporter: opentelemetry_otlp::SpanExporter,
         handle: Handle,
         counts: Arc<ExportCounts>,
-    ) -> SpanThread {
+    ) -> (SpanThread, Sender<Vec<SpanData>>) {
         let (queue, chunks) = bounded::<Vec<SpanData>>(SPAN_QUEUE_CHUNKS);
         let (close, closed) = bounded::<Instant>(1);
         let (done_tx, done) = bounded(1);
@@ -611,7 +613,7 @@ impl SpanThread {
                 let _ = done_tx.send(());
             })
             .expect("a thread can be spawned");
-        SpanThread { queue, close, done, thread }
+        (SpanThread { close, done, thread }, queue)
     }
 
     /// Exports what is queued and stops, by `until`; true when it was done in time.
