@@ -19,8 +19,6 @@ use egresslens::store::Store;
 #[path = "../tests/support/receiver.rs"]
 mod receiver;
 
-use prost::Message;
-
 /// One `collect --once` into a fresh store; the time includes the exporter's last flush.
 fn run(file: &Path, otlp: Option<&OtlpConfig>) -> (Duration, Option<ExportSummary>) {
     let dir = tempfile::tempdir().unwrap();
@@ -68,6 +66,7 @@ fn main() {
     let mut last = None;
     for run_no in 0..runs {
         let (metrics_on, _) = run(&file, Some(&metrics));
+        receiver.received.metrics.lock().unwrap().requests.clear();
         let (both_on, summary) = run(&file, Some(&both));
         let (off, _) = run(&file, None);
         eprintln!(
@@ -82,14 +81,16 @@ fn main() {
     println!("collect --once, export off (B):            {b:.2?} (median of {runs})");
     println!("collect --once, metrics export on (A):     {a:.2?}  A/B {:.3}", ratio(a, b));
     println!("collect --once, metrics + traces on (A2):  {a2:.2?}  A2/B {:.3}", ratio(a2, b));
-    let requests = receiver.received.metrics.lock().unwrap();
-    if let Some(request) = requests.last() {
-        let points = receiver::data_points(request);
-        println!(
-            "a metrics export: {points} data points, {} bytes of protobuf",
-            request.encoded_len()
-        );
-    }
+    // One export a run (the interval is longer than a run): the requests of A2's last.
+    let requests = &receiver.received.metrics.lock().unwrap().requests;
+    let points: usize = requests.iter().map(|(points, _)| points).sum();
+    let bytes: usize = requests.iter().map(|(_, bytes)| bytes).sum();
+    let largest = requests.iter().map(|(_, bytes)| bytes).max().unwrap_or(&0);
+    println!(
+        "a metrics export: {points} data points, {bytes} bytes of protobuf in {} requests \
+         (the largest {largest})",
+        requests.len()
+    );
     if let Some(s) = last {
         println!(
             "A2's last run: metrics exported {} times ({} failed), {} spans ({} dropped)",

@@ -1,23 +1,23 @@
-//! Egress metrics in the OpenTelemetry SDK's instruments, named by the HTTP client semantic
-//! conventions (a waypoint's egress request is the client side of the external call), plus
-//! egresslens's own: findings, TLS origination, ztunnel connections, and the collector's health.
+//! Egress metrics, named by the HTTP client semantic conventions (a waypoint's egress request
+//! is the client side of the external call), plus egresslens's own: findings, TLS
+//! origination, ztunnel connections, and the collector's health.
 //!
 //! Workers aggregate a chunk's records per series ([`ChunkMetrics`]) and record once per
-//! series and chunk; only the histograms take one call per request (the SDK has no weighted
-//! recording). Hosts past [`HostCap`]'s limit are recorded as `server.address="_other"` and
-//! counted, so the series stay within the cardinality limit the provider's view sets.
+//! series and chunk: the HTTP histograms into the run's [`HttpHistograms`], the rest into the
+//! SDK's instruments. Hosts past [`HostCap`]'s limit are recorded as `server.address="_other"`
+//! and counted, so the series stay within the cardinality limits.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use foldhash::fast::RandomState;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Counter, Gauge, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Gauge, Meter};
 
 use arrow_array::RecordBatch;
 
+use super::histograms::{ErrorKey, HttpDists, HttpHistograms, Series};
 use crate::findings::Findings;
 use crate::parse::derived::{ClusterName, port_of};
 use crate::parse::ztunnel::Connection;
@@ -127,9 +127,6 @@ pub fn prometheus_names(name: &str, kind: Kind, unit: &str) -> Vec<String> {
 /// The instruments, made once per provider.
 #[derive(Debug, Clone)]
 pub struct Instruments {
-    duration: Histogram<f64>,
-    request_size: Histogram<u64>,
-    response_size: Histogram<u64>,
     findings: Counter<u64>,
     tls_originated: Counter<u64>,
     plaintext_upstream: Counter<u64>,
@@ -149,24 +146,7 @@ impl Instruments {
         let counter = |name: &'static str, unit: &'static str, description: &'static str| {
             meter.u64_counter(name).with_unit(unit).with_description(description).build()
         };
-        let size = |name: &'static str, description: &'static str| {
-            meter.u64_histogram(name).with_unit("By").with_description(description).build()
-        };
         Instruments {
-            duration: meter
-                .f64_histogram("http.client.request.duration")
-                .with_unit("s")
-                .with_description("Duration of egress requests through the waypoint")
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
-            request_size: size(
-                "http.client.request.body.size",
-                "Bytes the waypoint received from the caller (request body)",
-            ),
-            response_size: size(
-                "http.client.response.body.size",
-                "Bytes the waypoint sent back to the caller (response body)",
-            ),
             findings: counter(
                 "egresslens.findings",
                 "{finding}",
@@ -254,130 +234,12 @@ impl HostCap {
     }
 }
 
-/// `error.type` of a series, before it is text: Envoy's flags (an index into the chunk's
-/// distinct flag strings), or a failing status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum ErrorKey {
-    None,
-    Flags(u32),
-    Status(u16),
-}
-
-/// One series of the HTTP metrics within a chunk: its attributes' values, the host and flags
-/// as indexes into the chunk's own lists (so a record's lookup hashes a few integers).
+/// One series of the HTTP metrics within a chunk: the host as an index into the chunk's
+/// hosts, and the rest (a lookup hashes a few integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct SeriesKey {
     host: u32,
-    method: &'static str,
-    port: Option<u16>,
-    status: Option<u16>,
-    error: ErrorKey,
-    protocol: Option<&'static str>,
-}
-
-impl SeriesKey {
-    /// The attributes, with `host` as exported (the name, or `_other`).
-    fn attributes(&self, host: &str, flags: &[Box<str>]) -> Vec<KeyValue> {
-        let mut attributes = vec![
-            KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()),
-            KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method),
-        ];
-        if let Some(port) = self.port {
-            attributes.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
-        }
-        if let Some(status) = self.status {
-            attributes.push(KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
-        }
-        let error = match self.error {
-            ErrorKey::None => None,
-            ErrorKey::Flags(i) => Some(flags[i as usize].to_string()),
-            ErrorKey::Status(code) => Some(code.to_string()),
-        };
-        if let Some(error) = error {
-            attributes.push(KeyValue::new(attr::ERROR_TYPE, error));
-        }
-        if let Some(version) = self.protocol {
-            attributes.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, version));
-        }
-        attributes
-    }
-
-    /// The key of the run-wide table of bound series: every attribute as text.
-    fn write_bound_key(&self, key: &mut String, host: &str, flags: &[Box<str>]) {
-        key.clear();
-        let error = match self.error {
-            ErrorKey::None => "",
-            ErrorKey::Flags(i) => &flags[i as usize],
-            ErrorKey::Status(_) => "",
-        };
-        let status = match self.error {
-            ErrorKey::Status(code) => Some(code),
-            _ => None,
-        };
-        // Writing to a String cannot fail.
-        let _ = write!(
-            key,
-            "{host}\x1f{}\x1f{:?}\x1f{:?}\x1f{error}\x1f{status:?}\x1f{:?}",
-            self.method, self.port, self.status, self.protocol
-        );
-    }
-}
-
-/// One request of a chunk: its series, duration (seconds) and body sizes.
-#[derive(Debug, Clone, Copy)]
-struct Observation {
-    series: u32,
-    seconds: Option<f64>,
-    request_size: u64,
-    response_size: u64,
-}
-
-/// The three histograms bound to one series' attributes.
-#[derive(Debug)]
-struct BoundSeries {
-    duration: BoundHistogram<f64>,
-    request_size: BoundHistogram<u64>,
-    response_size: BoundHistogram<u64>,
-}
-
-/// Bound histogram handles per series, kept for the run: recording through them skips the
-/// SDK's per-call attribute hashing and comparing, which cost more than parsing the line.
-/// Bounded: past `MAX_BOUND_SERIES`, series are recorded with their attributes instead.
-#[derive(Debug, Default)]
-pub struct BoundTable {
-    series: RwLock<HashMap<Box<str>, Arc<BoundSeries>, RandomState>>,
-}
-
-/// Series bound at most; each holds three small trackers in the SDK.
-const MAX_BOUND_SERIES: usize = 50_000;
-
-impl BoundTable {
-    /// The handles of the series named `key`, bound on first use; `None` when the table is full.
-    fn get(
-        &self,
-        key: &str,
-        instruments: &Instruments,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
-    ) -> Option<Arc<BoundSeries>> {
-        if let Some(bound) = self.series.read().ok()?.get(key) {
-            return Some(bound.clone());
-        }
-        let mut table = self.series.write().ok()?;
-        if let Some(bound) = table.get(key) {
-            return Some(bound.clone());
-        }
-        if table.len() >= MAX_BOUND_SERIES {
-            return None;
-        }
-        let attributes = attributes();
-        let bound = Arc::new(BoundSeries {
-            duration: instruments.duration.bind(&attributes),
-            request_size: instruments.request_size.bind(&attributes),
-            response_size: instruments.response_size.bind(&attributes),
-        });
-        table.insert(key.into(), bound.clone());
-        Some(bound)
-    }
+    series: Series,
 }
 
 /// A chunk's metrics, aggregated by a worker before they go into the instruments.
@@ -390,8 +252,7 @@ pub struct ChunkMetrics {
     /// The chunk's distinct response-flag strings.
     flags: Vec<Box<str>>,
     index: HashMap<SeriesKey, u32, RandomState>,
-    series: Vec<(SeriesKey, u64)>,
-    observations: Vec<Observation>,
+    series: Vec<(SeriesKey, HttpDists)>,
     /// Per (destination, via a waypoint): connections, bytes sent, bytes received.
     ztunnel: HashMap<(Box<str>, bool), [u64; 3], RandomState>,
     lines: u64,
@@ -399,8 +260,6 @@ pub struct ChunkMetrics {
     rejects: Vec<(RejectReason, u64)>,
     /// The newest record time of the chunk, for the lag.
     newest_ns: Option<i64>,
-    /// Scratch for keys of the bound table.
-    key: String,
 }
 
 /// The methods the HTTP conventions name; anything else is `_OTHER`.
@@ -473,30 +332,28 @@ impl ChunkMetrics {
             Some(Err(code)) => ErrorKey::Status(code),
             None => ErrorKey::None,
         };
-        let key = SeriesKey {
-            host,
+        let series = Series {
             method: known_method(entry.method.as_deref()),
             port,
             status: entry.response_code.filter(|c| *c != 0),
             error,
             protocol: protocol_version(entry.protocol.as_deref()),
         };
+        let key = SeriesKey { host, series };
         let id = match self.index.get(&key) {
             Some(id) => *id,
             None => {
                 let id = self.series.len() as u32;
                 self.index.insert(key, id);
-                self.series.push((key, 0));
+                self.series.push((key, HttpDists::default()));
                 id
             }
         };
-        self.series[id as usize].1 += 1;
-        self.observations.push(Observation {
-            series: id,
-            seconds: entry.duration_ms.map(|ms| ms / 1000.0),
-            request_size: entry.bytes_received.unwrap_or(0),
-            response_size: entry.bytes_sent.unwrap_or(0),
-        });
+        self.series[id as usize].1.record(
+            entry.duration_ms.map(|ms| ms / 1000.0),
+            entry.bytes_received.unwrap_or(0),
+            entry.bytes_sent.unwrap_or(0),
+        );
         if port == Some(80) {
             let counts = &mut self.host_names[host as usize];
             match upstream_port {
@@ -530,19 +387,19 @@ impl ChunkMetrics {
         counts[2] += conn.bytes_recv.unwrap_or(0);
     }
 
-    /// Records the chunk into `instruments`: its findings too, and `bytes` read; `pod` and
-    /// `parsed_ns` give the lag.
+    /// Records the chunk into `instruments` and the run's `histograms`: its findings too, and
+    /// `bytes` read; `pod` and `parsed_ns` give the lag.
     pub fn record_into(
         &mut self,
-        (instruments, hosts, bound): (&Instruments, &HostCap, &BoundTable),
+        (instruments, hosts, histograms): (&Instruments, &HostCap, &HttpHistograms),
         findings: &Findings,
         (bytes, pod, parsed_ns): (u64, Option<&str>, i64),
     ) {
         // Added even when 0: a series that exists from the start rates cleanly.
         let mut folded = 0;
         let mut requests_of = vec![0; self.host_names.len()];
-        for (key, requests) in &self.series {
-            requests_of[key.host as usize] += requests;
+        for (key, dists) in &self.series {
+            requests_of[key.host as usize] += dists.requests();
         }
         let exported: Vec<&str> = self
             .host_names
@@ -556,32 +413,9 @@ impl ChunkMetrics {
                 host
             })
             .collect();
-        let mut handles = Vec::with_capacity(self.series.len());
-        for (key, _) in &self.series {
-            let host = exported[key.host as usize];
-            key.write_bound_key(&mut self.key, host, &self.flags);
-            let attributes = || key.attributes(host, &self.flags);
-            let bound = bound.get(&self.key, instruments, attributes);
-            handles.push(bound.ok_or_else(|| key.attributes(host, &self.flags)));
-        }
-        for observation in self.observations.drain(..) {
-            match &handles[observation.series as usize] {
-                Ok(bound) => {
-                    if let Some(seconds) = observation.seconds {
-                        bound.duration.record(seconds);
-                    }
-                    bound.request_size.record(observation.request_size);
-                    bound.response_size.record(observation.response_size);
-                }
-                Err(attributes) => {
-                    if let Some(seconds) = observation.seconds {
-                        instruments.duration.record(seconds, attributes);
-                    }
-                    instruments.request_size.record(observation.request_size, attributes);
-                    instruments.response_size.record(observation.response_size, attributes);
-                }
-            }
-        }
+        let series =
+            self.series.iter().map(|(key, dists)| (exported[key.host as usize], key.series, dists));
+        histograms.merge(series, &self.flags);
         instruments.hosts_folded.add(folded, &[]);
         for ((_, originated, plaintext), host) in self.host_names.iter().zip(&exported) {
             let attributes = [KeyValue::new(attr::SERVER_ADDRESS, host.to_string())];
@@ -727,9 +561,12 @@ mod tests {
         chunk.record(&get, 2);
         chunk.record(&Entry { method: Some("BREW".into()), ..get.clone() }, 3);
         assert_eq!(chunk.series.len(), 2);
-        assert_eq!(chunk.series[0].1, 2);
-        assert_eq!(chunk.observations[1].seconds, Some(0.012));
-        assert_eq!((chunk.series[1].0.method, chunk.series[0].0.port), ("_OTHER", Some(80)));
+        let (get, other) = (&chunk.series[0], &chunk.series[1]);
+        assert_eq!(
+            (get.1.requests(), get.1.duration.sum, get.1.response_size.sum),
+            (2, 0.024, 200.0)
+        );
+        assert_eq!((other.0.series.method, get.0.series.port), ("_OTHER", Some(80)));
         assert_eq!(&chunk.host_names[0], &("aliyun.com".into(), 3, 0));
         assert_eq!(chunk.newest_ns, Some(3));
     }

@@ -2,16 +2,20 @@
 //!
 //! - [`config`]: the `OTEL_*` variables and the command line's overrides
 //! - [`metrics`]: the instruments, and a chunk's records aggregated before recording
+//! - [`histograms`]: the HTTP histograms, aggregated here rather than in the SDK
+//! - [`send`]: the metric exporter, which appends them to the SDK's and sends
 //! - [`traces`]: which records get a span, their ids and attributes
 //!
 //! Nothing here can slow ingest down when the endpoint is down or slow: workers only record
-//! into the SDK's in-memory aggregation and hand spans to a bounded queue (a full queue drops
+//! into in-memory aggregation and hand spans to a bounded queue (a full queue drops
 //! them, counted); the network is the business of the SDK's metric reader thread and of this
 //! module's span thread, both waiting on a runtime of their own. [`Exporter::shutdown`]
 //! flushes both within a deadline.
 
 pub mod config;
+pub mod histograms;
 pub mod metrics;
+pub mod send;
 pub mod traces;
 
 use std::sync::Arc;
@@ -24,17 +28,14 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::metrics::{
-    Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream, Temporality,
-};
+use opentelemetry_sdk::metrics::{Instrument, PeriodicReader, SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use tokio::runtime::Handle;
 
 use self::config::{OtlpConfig, Protocol, Signal, SignalConfig};
-use self::metrics::{BoundTable, ChunkMetrics, HostCap, Instruments};
+use self::histograms::HttpHistograms;
+use self::metrics::{ChunkMetrics, HostCap, Instruments};
+use self::send::MetricSender;
 use self::traces::TraceRule;
 use crate::batch::LineContext;
 use crate::findings::Findings;
@@ -101,7 +102,7 @@ pub struct ExportCounts {
 /// What workers use: the instruments and the span queue, each present when its signal is on.
 #[derive(Debug)]
 pub struct Telemetry {
-    metrics: Option<(Instruments, HostCap, BoundTable)>,
+    metrics: Option<(Instruments, HostCap, Arc<HttpHistograms>)>,
     spans: Option<(Sender<Vec<SpanData>>, TraceRule, InstrumentationScope)>,
     pub counts: Arc<ExportCounts>,
 }
@@ -173,10 +174,10 @@ impl ChunkTelemetry<'_> {
 
     /// Records the chunk's metrics (with the findings it noted) and queues its spans.
     pub fn flush(&mut self, findings: &Findings) {
-        if let Some((instruments, hosts, bound)) = &self.telemetry.metrics {
+        if let Some((instruments, hosts, histograms)) = &self.telemetry.metrics {
             let now = crate::ingest::now_ns();
             let bytes = std::mem::take(&mut self.bytes);
-            let into = (instruments, hosts, bound);
+            let into = (instruments, hosts, histograms.as_ref());
             self.metrics.record_into(into, findings, (bytes, self.pod, now));
         }
         if let Some((queue, ..)) = &self.telemetry.spans
@@ -241,16 +242,18 @@ impl Exporter {
         let scope = InstrumentationScope::builder("egresslens")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
+        let histograms = Arc::new(HttpHistograms::default());
         let provider = match &config.metrics {
             Some(signal) => {
-                let exporter = metric_exporter(signal, &runtime)?;
-                let counted = Counted {
-                    inner: exporter,
-                    handle: runtime.handle().clone(),
-                    counts: counts.clone(),
-                };
+                let handle = runtime.handle().clone();
+                let sender = MetricSender::new(
+                    signal,
+                    (histograms.clone(), &scope),
+                    handle,
+                    counts.clone(),
+                )?;
                 let reader =
-                    PeriodicReader::builder(counted).with_interval(config.metric_interval).build();
+                    PeriodicReader::builder(sender).with_interval(config.metric_interval).build();
                 let provider = SdkMeterProvider::builder()
                     .with_resource(resource.clone())
                     .with_reader(reader)
@@ -268,7 +271,7 @@ impl Exporter {
         let metrics = provider.as_ref().map(|provider| {
             let meter = provider.meter_with_scope(scope.clone());
             register_export_counts(&meter, &counts);
-            (Instruments::new(&meter), HostCap::new(options.max_hosts), BoundTable::default())
+            (Instruments::new(&meter), HostCap::new(options.max_hosts), histograms)
         });
         let spans = match &config.traces {
             Some(signal) => {
@@ -327,20 +330,9 @@ impl Exporter {
     }
 }
 
-/// Every metric's stream: the cardinality limit raised, and the body sizes without buckets.
-fn view(instrument: &Instrument) -> Option<Stream> {
-    let stream = Stream::builder().with_cardinality_limit(CARDINALITY_LIMIT);
-    let stream = if instrument.name().ends_with(".body.size") {
-        // Count, sum, min and max: buckets would make each export half as big again, for a
-        // distribution no panel shows.
-        stream.with_aggregation(Aggregation::ExplicitBucketHistogram {
-            boundaries: Vec::new(),
-            record_min_max: true,
-        })
-    } else {
-        stream
-    };
-    stream.build().ok()
+/// Every instrument's stream with the cardinality limit raised.
+fn view(_: &Instrument) -> Option<Stream> {
+    Stream::builder().with_cardinality_limit(CARDINALITY_LIMIT).build().ok()
 }
 
 /// The resource: egresslens, its version, the cluster, and the collector's own pod and
@@ -410,75 +402,12 @@ fn register_export_counts(meter: &opentelemetry::metrics::Meter, counts: &Arc<Ex
         .build();
 }
 
-/// The metric exporter, counting what fails, on the export runtime.
-#[derive(Debug)]
-struct Counted<E> {
-    inner: E,
-    handle: Handle,
-    counts: Arc<ExportCounts>,
-}
-
-impl<E: PushMetricExporter> PushMetricExporter for Counted<E> {
-    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        // The reader's thread is not the runtime's: block it, not a runtime worker.
-        let result = self.handle.block_on(self.inner.export(metrics));
-        let counter =
-            if result.is_ok() { &self.counts.metric_exports } else { &self.counts.metric_failures };
-        counter.fetch_add(1, Ordering::Relaxed);
-        result
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn temporality(&self) -> Temporality {
-        Temporality::Cumulative
-    }
-}
-
 fn build_error(
     signal: Signal,
     endpoint: &str,
 ) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> ExportError {
     let endpoint = endpoint.to_owned();
     move |source| ExportError::Build { signal: signal.as_str(), endpoint, source: source.into() }
-}
-
-fn metric_exporter(
-    signal: &SignalConfig,
-    runtime: &tokio::runtime::Runtime,
-) -> Result<opentelemetry_otlp::MetricExporter, ExportError> {
-    use opentelemetry_otlp::MetricExporter;
-    // The gRPC channel's tasks start on the runtime it is made in.
-    let _entered = runtime.enter();
-    let built = match signal.protocol {
-        Protocol::Grpc => {
-            let builder = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(&signal.endpoint)
-                .with_timeout(signal.timeout)
-                .with_metadata(metadata(signal))
-                .with_tls_config(grpc_tls(signal)?)
-                .with_temporality(Temporality::Cumulative);
-            gzip(builder, signal, WithTonicConfig::with_compression).build()
-        }
-        Protocol::HttpProtobuf => {
-            let builder = MetricExporter::builder()
-                .with_http()
-                .with_endpoint(&signal.endpoint)
-                .with_timeout(signal.timeout)
-                .with_headers(signal.headers.iter().cloned().collect())
-                .with_http_client(http_client(signal)?)
-                .with_temporality(Temporality::Cumulative);
-            gzip(builder, signal, WithHttpConfig::with_compression).build()
-        }
-    };
-    built.map_err(build_error(Signal::Metrics, &signal.endpoint))
 }
 
 fn span_exporter(

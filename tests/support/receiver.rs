@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, dead_code)] // each includer uses part of it
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -21,16 +21,17 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 /// Everything the receiver was sent, in order.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Received {
-    /// The last metrics export only: each carries every series so far (cumulative), and a
-    /// receiver that kept them all would grow by megabytes a second at a short interval.
-    pub(crate) metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    /// The latest data point of every series, as a backend keeps cumulative metrics: an
+    /// export may come in several requests, each holding part of the series.
+    pub(crate) metrics: Arc<Mutex<Series>>,
     pub(crate) traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     /// Bytes on the wire of each OTLP/HTTP metrics request (compressed), and whether gzip.
     pub(crate) metrics_wire: Arc<Mutex<Vec<(usize, bool)>>>,
@@ -42,7 +43,7 @@ impl MetricsService for Received {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        keep_last(&self.metrics, request.into_inner());
+        self.metrics.lock().unwrap().merge(request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -58,9 +59,91 @@ impl TraceService for Received {
     }
 }
 
-/// Data points of every metric in an export.
+/// The series received: per metric, its data points by attributes, the latest kept.
+#[derive(Debug, Default)]
+pub(crate) struct Series {
+    metrics: BTreeMap<String, Metric>,
+    /// Where a metric's point with these attributes (encoded) is in its list.
+    index: HashMap<(String, Vec<u8>), usize>,
+    resource: Option<Resource>,
+    /// Data points and bytes of protobuf of each request, in order.
+    pub(crate) requests: Vec<(usize, usize)>,
+}
+
+impl Series {
+    fn merge(&mut self, request: ExportMetricsServiceRequest) {
+        let (size, points) = (request.encoded_len(), data_points(&request));
+        self.requests.push((points, size));
+        for resource_metrics in request.resource_metrics {
+            self.resource = resource_metrics.resource.or(self.resource.take());
+            for metric in resource_metrics.scope_metrics.into_iter().flat_map(|s| s.metrics) {
+                self.merge_metric(metric);
+            }
+        }
+    }
+
+    fn merge_metric(&mut self, mut metric: Metric) {
+        let name = metric.name.clone();
+        let kept = self.metrics.entry(name.clone()).or_insert_with(|| Metric {
+            data: match &mut metric.data {
+                Some(Data::Histogram(h)) => {
+                    Some(Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
+                        data_points: Vec::new(),
+                        ..h.clone()
+                    }))
+                }
+                Some(Data::Sum(s)) => {
+                    Some(Data::Sum(opentelemetry_proto::tonic::metrics::v1::Sum {
+                        data_points: Vec::new(),
+                        ..s.clone()
+                    }))
+                }
+                Some(Data::Gauge(_)) => Some(Data::Gauge(Default::default())),
+                other => other.take(),
+            },
+            ..metric.clone()
+        });
+        let index = &mut self.index;
+        let place = |attributes: &[KeyValue], len: usize| {
+            let key: Vec<u8> = attributes.iter().flat_map(|kv| kv.encode_to_vec()).collect();
+            *index.entry((name.clone(), key)).or_insert(len)
+        };
+        match (&mut kept.data, metric.data) {
+            (Some(Data::Histogram(kept)), Some(Data::Histogram(new))) => {
+                put_all(&mut kept.data_points, new.data_points, |p| &p.attributes, place);
+            }
+            (Some(Data::Sum(kept)), Some(Data::Sum(new))) => {
+                put_all(&mut kept.data_points, new.data_points, |p| &p.attributes, place);
+            }
+            (Some(Data::Gauge(kept)), Some(Data::Gauge(new))) => {
+                put_all(&mut kept.data_points, new.data_points, |p| &p.attributes, place);
+            }
+            (kept, new) => panic!("metric {name} changed kind: {kept:?} then {new:?}"),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
+}
+
+/// `new` points into `points`, each replacing the one `place` finds for its attributes.
+fn put_all<P>(
+    points: &mut Vec<P>,
+    new: Vec<P>,
+    attributes: fn(&P) -> &[KeyValue],
+    mut place: impl FnMut(&[KeyValue], usize) -> usize,
+) {
+    for point in new {
+        match place(attributes(&point), points.len()) {
+            at if at == points.len() => points.push(point),
+            at => points[at] = point,
+        }
+    }
+}
+
+/// Data points of every metric in an export request.
 pub(crate) fn data_points(request: &ExportMetricsServiceRequest) -> usize {
-    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     let metrics =
         request.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics);
     metrics
@@ -73,31 +156,17 @@ pub(crate) fn data_points(request: &ExportMetricsServiceRequest) -> usize {
         .sum()
 }
 
-fn keep_last(
-    metrics: &Mutex<Vec<ExportMetricsServiceRequest>>,
-    request: ExportMetricsServiceRequest,
-) {
-    let mut metrics = metrics.lock().unwrap();
-    metrics.clear();
-    metrics.push(request);
-}
-
 impl Received {
-    /// The metrics of the last export: with cumulative temporality, every series so far.
+    /// Every series so far, each at its latest data point (cumulative, so its total).
     pub(crate) fn last_metrics(&self) -> BTreeMap<String, Metric> {
-        let requests = self.metrics.lock().unwrap();
-        let last = requests.last().expect("at least one metrics export");
-        last.resource_metrics
-            .iter()
-            .flat_map(|r| &r.scope_metrics)
-            .flat_map(|s| &s.metrics)
-            .map(|m| (m.name.clone(), m.clone()))
-            .collect()
+        let series = self.metrics.lock().unwrap();
+        assert!(!series.is_empty(), "at least one metrics export");
+        series.metrics.clone()
     }
 
     pub(crate) fn resource(&self) -> BTreeMap<String, String> {
-        let requests = self.metrics.lock().unwrap();
-        let resource = requests[0].resource_metrics[0].resource.clone().unwrap();
+        let series = self.metrics.lock().unwrap();
+        let resource = series.resource.clone().unwrap();
         resource.attributes.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect()
     }
 
@@ -165,7 +234,8 @@ impl Receiver {
             .add_service(
                 MetricsServiceServer::new(self.received.clone())
                     .accept_compressed(GZIP)
-                    .max_decoding_message_size(64 << 20),
+                    // A collector's default: 4 MiB, after decompression.
+                    .max_decoding_message_size(4 << 20),
             )
             .add_service(TraceServiceServer::new(self.received.clone()).accept_compressed(GZIP))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
@@ -217,7 +287,7 @@ impl Receiver {
                     wire.lock().unwrap().push((body.len(), gzipped));
                     let request =
                         ExportMetricsServiceRequest::decode(body_of(&headers, &body)).unwrap();
-                    keep_last(&metrics, request);
+                    metrics.lock().unwrap().merge(request);
                     protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
                 }),
             )
