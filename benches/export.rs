@@ -1,6 +1,7 @@
 //! What OTLP export costs ingest: `collect --once` of a file into a fresh store with export
-//! off (B), with metrics on (A), and with metrics and spans at the default sampling on (A2),
-//! over gRPC with gzip to a receiver in this process; taken in turn, medians of several runs.
+//! off (B), with metrics on (A), the same with gzip (Agz), and with metrics and spans at the
+//! default sampling on (A2), over gRPC to a receiver in this process; taken in turn, medians
+//! of several runs.
 //!
 //! `cargo bench --bench export -- FILE [RUNS]`; `benches/run.sh` makes the file.
 
@@ -62,24 +63,32 @@ fn main() {
     };
     let both = OtlpConfig::resolve(|_| None, &overrides).unwrap().unwrap();
     let metrics = OtlpConfig { traces: None, ..both.clone() };
-    let (mut a, mut a2, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gzipped = metrics.clone();
+    if let Some(signal) = gzipped.metrics.as_mut() {
+        signal.gzip = true;
+    }
+    let (mut a, mut agz, mut a2, mut b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for run_no in 0..runs {
         let (metrics_on, _) = run(&file, Some(&metrics));
+        let (metrics_gzip, _) = run(&file, Some(&gzipped));
         receiver.received.metrics.lock().unwrap().requests.clear();
         let (both_on, summary) = run(&file, Some(&both));
         let (off, _) = run(&file, None);
         eprintln!(
-            "run {run_no}: metrics {metrics_on:.2?}, metrics+traces {both_on:.2?}, off {off:.2?}"
+            "run {run_no}: metrics {metrics_on:.2?}, with gzip {metrics_gzip:.2?}, \
+             metrics+traces {both_on:.2?}, off {off:.2?}"
         );
         a.push(metrics_on);
+        agz.push(metrics_gzip);
         a2.push(both_on);
         b.push(off);
         last = summary;
     }
-    let (a, a2, b) = (median(a), median(a2), median(b));
+    let (a, agz, a2, b) = (median(a), median(agz), median(a2), median(b));
     println!("collect --once, export off (B):            {b:.2?} (median of {runs})");
     println!("collect --once, metrics export on (A):     {a:.2?}  A/B {:.3}", ratio(a, b));
+    println!("collect --once, metrics with gzip (Agz):   {agz:.2?}  Agz/B {:.3}", ratio(agz, b));
     println!("collect --once, metrics + traces on (A2):  {a2:.2?}  A2/B {:.3}", ratio(a2, b));
     // One export a run (the interval is longer than a run): the requests of A2's last.
     let requests = &receiver.received.metrics.lock().unwrap().requests;

@@ -526,6 +526,7 @@ fn parse_chunks(
     control: &Control,
     workloads: Option<&Workloads>,
 ) {
+    let shard = control.telemetry.as_deref().and_then(Telemetry::shard);
     for Work { seq, chunk, encoding, source, position } in work {
         let mut batches = Vec::new();
         // Builders are sized for this chunk's lines (waypoint lines run near a kilobyte), not
@@ -537,7 +538,7 @@ fn parse_chunks(
             None => (None, None),
         };
         let telemetry = control.telemetry.as_deref().map(|telemetry| {
-            telemetry.chunk(chunk.len_bytes() as u64, pod.map(|p| p.pod.as_str()))
+            telemetry.chunk(shard.as_deref(), chunk.len_bytes() as u64, pod.map(|p| p.pod.as_str()))
         });
         let mut sink = BatchSink::new(expected, config.internal, |b| batches.push(b))
             .with_telemetry(telemetry);
@@ -557,6 +558,8 @@ fn parse_chunks(
             lines += 1;
         });
         sink.flush();
+        // Gives `batches` back, and unlocks the worker's metrics shard.
+        drop(sink);
         control.lines.fetch_add(lines, Ordering::Relaxed);
         if let Some(buffer) = chunk.into_buffer() {
             // Full means enough are waiting; this one is freed.

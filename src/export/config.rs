@@ -79,8 +79,9 @@ pub struct SignalConfig {
     pub timeout: Duration,
     /// A PEM file of the CA that signs the endpoint's certificate, instead of the public roots.
     pub certificate: Option<String>,
-    /// Gzip request bodies (the default here, as in the OTel Collector's own exporters: a
-    /// metrics export of 50 hosts, 3.5 MB of protobuf, goes out as 216 KB).
+    /// Gzip request bodies. Off unless `…_COMPRESSION=gzip`, as the spec says: a metrics
+    /// export of 50 hosts, 6.7 MB of protobuf in requests of at most 5 000 points, goes out as
+    /// a thirtieth of that with it, for about 0.1 s of CPU.
     pub gzip: bool,
 }
 
@@ -216,7 +217,7 @@ fn signal_config(
             "none" => false,
             other => return Err(ConfigError(format!("{name}: use gzip or none, not {other:?}"))),
         },
-        None => true,
+        None => false,
     };
     Ok(Some(SignalConfig { endpoint, protocol, headers, timeout, certificate, gzip }))
 }
@@ -330,6 +331,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "700"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%3Dcret,tenant=a"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
             ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "15000"),
         ];

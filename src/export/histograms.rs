@@ -1,12 +1,14 @@
 //! The HTTP client histograms (`http.client.request.duration` and the two body sizes),
 //! aggregated here rather than in the SDK: the SDK takes one call, and one lock, per
-//! measurement, and at three histograms a request that cost ingest a third of its speed. A
-//! worker folds a chunk's requests into per-series [`Dist`]s without locks; the chunk merges
-//! into the run's [`HttpHistograms`] under one lock; each export turns the table into OTLP data
-//! points, cumulative like the SDK's, with the same names, units and attributes.
+//! measurement, and at three histograms a request that cost ingest a third of its speed.
+//!
+//! Each parsing worker keeps its own [`Shard`] for the run: its hosts and flags interned,
+//! per-series [`Dist`]s updated in place, locked once per chunk (and by an export, to copy
+//! it). An export merges the shards by host name and series into OTLP data points, cumulative
+//! like the SDK's, with the same names, units and attributes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use foldhash::fast::RandomState;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -14,13 +16,14 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Histogram, HistogramDataPoint, Metric, metric,
 };
 
-use super::metrics::{DURATION_BUCKETS, attr};
+use super::metrics::{DURATION_BUCKETS, HostCap, attr};
+use crate::stats::OVERFLOW_HOST;
 
 /// Duration buckets: one per bound, and one above the last.
 const DURATION_SLOTS: usize = DURATION_BUCKETS.len() + 1;
 
-/// Distinct series kept for the run; past it, requests go to one series marked
-/// `otel.metric.overflow=true`, as the SDK does past its cardinality limit.
+/// Distinct series kept for the run (and by each worker); past it, requests go to one series
+/// marked `otel.metric.overflow=true`, as the SDK does past its cardinality limit.
 const MAX_SERIES: usize = 100_000;
 
 /// Distinct `error.type` flag strings kept; Envoy has a few dozen flags, so more means
@@ -137,13 +140,83 @@ pub struct Series {
     pub protocol: Option<&'static str>,
 }
 
-/// The run's histograms per exported host and series.
+/// The run's histograms: every worker's shard.
 #[derive(Debug, Default)]
 pub struct HttpHistograms {
-    table: Mutex<Table>,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
 }
 
-#[derive(Debug, Default, Clone)]
+/// One worker's series for the run. Its hosts are the exported names only (the host limit's
+/// first hosts, and `_other`), so it holds no more than the limit allows.
+#[derive(Debug, Default)]
+pub struct Shard {
+    hosts: HashMap<Box<str>, u32, RandomState>,
+    names: Vec<Box<str>>,
+    flags: Vec<Box<str>>,
+    series: HashMap<(u32, Series), HttpDists, RandomState>,
+    /// Requests of series past [`MAX_SERIES`].
+    overflow: HttpDists,
+}
+
+impl Shard {
+    /// The index of `host` as exported: its own name while the host limit has room for it,
+    /// else `_other` (true when it is).
+    pub fn host(&mut self, host: &str, cap: &HostCap) -> (u32, bool) {
+        if let Some(id) = self.hosts.get(host) {
+            return (*id, false);
+        }
+        let name = cap.name(host);
+        let folded = name == OVERFLOW_HOST;
+        if let Some(id) = self.hosts.get(name) {
+            return (*id, folded);
+        }
+        let id = self.names.len() as u32;
+        self.hosts.insert(name.into(), id);
+        self.names.push(name.into());
+        (id, folded)
+    }
+
+    /// The exported name of a host index.
+    pub fn name(&self, host: u32) -> &str {
+        &self.names[host as usize]
+    }
+
+    /// `error.type` for Envoy's response `flags`.
+    pub fn flags(&mut self, flags: &str) -> ErrorKey {
+        if let Some(i) = self.flags.iter().position(|f| f.as_ref() == flags) {
+            return ErrorKey::Flags(i as u32);
+        }
+        if self.flags.len() >= MAX_FLAGS {
+            return ErrorKey::Flags(OTHER_FLAGS);
+        }
+        self.flags.push(flags.into());
+        ErrorKey::Flags(self.flags.len() as u32 - 1)
+    }
+
+    /// Every series with its host's name, for tests.
+    #[cfg(test)]
+    pub(crate) fn dists(&self) -> Vec<(&str, Series, HttpDists)> {
+        let mut all: Vec<_> =
+            self.series.iter().map(|((h, series), d)| (self.name(*h), *series, *d)).collect();
+        all.sort_by_key(|(host, series, _)| (host.to_string(), series.method));
+        all
+    }
+
+    /// One request of `host` (an index from [`Self::host`]) in `series`.
+    pub fn record(&mut self, host: u32, series: Series, request: (Option<f64>, u64, u64)) {
+        let (seconds, request_size, response_size) = request;
+        let full = self.series.len() >= MAX_SERIES;
+        let dists = match self.series.get_mut(&(host, series)) {
+            Some(dists) => dists,
+            None if full => &mut self.overflow,
+            None => self.series.entry((host, series)).or_default(),
+        };
+        dists.record(seconds, request_size, response_size);
+    }
+}
+
+/// The shards merged by host name and series, for an export.
+#[derive(Debug, Default)]
 struct Table {
     hosts: HashMap<Box<str>, HashMap<Series, HttpDists, RandomState>, RandomState>,
     /// The distinct flag strings, indexed by [`ErrorKey::Flags`].
@@ -157,28 +230,31 @@ struct Table {
 const OTHER_FLAGS: u32 = u32::MAX;
 
 impl HttpHistograms {
-    /// Merges a chunk's series: each with its host as exported (a name or `_other`), its
-    /// error flags as the chunk's list names them.
-    pub fn merge<'c>(
-        &self,
-        series: impl Iterator<Item = (&'c str, Series, &'c HttpDists)>,
-        chunk_flags: &[Box<str>],
-    ) {
-        let Ok(mut table) = self.table.lock() else { return };
-        let flags: Vec<u32> = chunk_flags.iter().map(|f| table.flag(f)).collect();
-        for (host, mut key, dists) in series {
-            if let ErrorKey::Flags(i) = key.error {
-                key.error = ErrorKey::Flags(flags[i as usize]);
-            }
-            table.merge(host, key, dists);
+    /// A new worker's shard, kept for the run.
+    pub fn shard(&self) -> Arc<Mutex<Shard>> {
+        let shard = Arc::new(Mutex::new(Shard::default()));
+        if let Ok(mut shards) = self.shards.lock() {
+            shards.push(shard.clone());
         }
+        shard
+    }
+
+    /// The shards merged: each locked in turn, so workers wait for one copy at most.
+    fn table(&self) -> Table {
+        let shards = self.shards.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut table = Table::default();
+        for shard in shards {
+            if let Ok(shard) = shard.lock() {
+                table.absorb(&shard);
+            }
+        }
+        table
     }
 
     /// The three metrics as OTLP, cumulative from `start_ns` to `now_ns`; a histogram without
     /// data points is left out.
     pub fn export(&self, start_ns: u64, now_ns: u64) -> Vec<Metric> {
-        // A copy, so that workers merging never wait for the encoding.
-        let Ok(table) = self.table.lock().map(|t| t.clone()) else { return Vec::new() };
+        let table = self.table();
         let times = (start_ns, now_ns);
         let mut duration = Vec::new();
         let mut request_size = Vec::new();
@@ -234,7 +310,19 @@ impl HttpHistograms {
 }
 
 impl Table {
-    /// The run's index of a flag string.
+    fn absorb(&mut self, shard: &Shard) {
+        let flags: Vec<u32> = shard.flags.iter().map(|f| self.flag(f)).collect();
+        for ((host, key), dists) in &shard.series {
+            let mut key = *key;
+            if let ErrorKey::Flags(i) = key.error {
+                key.error = ErrorKey::Flags(flags.get(i as usize).copied().unwrap_or(OTHER_FLAGS));
+            }
+            self.merge(shard.name(*host), key, dists);
+        }
+        self.overflow.merge(&shard.overflow);
+    }
+
+    /// The table's index of a flag string.
     fn flag(&mut self, flags: &str) -> u32 {
         if let Some(i) = self.flags.iter().position(|f| f.as_ref() == flags) {
             return i as u32;
@@ -344,27 +432,45 @@ mod tests {
     }
 
     #[test]
-    fn chunks_flag_lists_become_the_run_s_and_export_as_text() {
-        let table = HttpHistograms::default();
-        let mut one = HttpDists::default();
-        one.record(Some(0.1), 1, 2);
-        // Two chunks that list the same flags in different orders.
-        table.merge(
-            [("a.com", series(ErrorKey::Flags(1)), &one)].into_iter(),
-            &["NR".into(), "UF".into()],
-        );
-        table.merge([("a.com", series(ErrorKey::Flags(0)), &one)].into_iter(), &["UF".into()]);
-        let metrics = table.export(1, 2);
+    fn shards_merge_by_host_name_and_flags_text() {
+        let histograms = HttpHistograms::default();
+        let cap = HostCap::new(10);
+        // Two workers that met the same hosts and flags in different orders.
+        for order in [["NR", "UF"], ["UF", "NR"]] {
+            let shard = histograms.shard();
+            let mut shard = shard.lock().unwrap();
+            let (b, _) = shard.host("b.com", &cap);
+            let (a, _) = shard.host("a.com", &cap);
+            for flags in order {
+                let error = shard.flags(flags);
+                shard.record(a, series(error), (Some(0.1), 1, 2));
+            }
+            shard.record(b, series(ErrorKey::None), (None, 1, 2));
+        }
+        let metrics = histograms.export(1, 2);
         assert_eq!(metrics.len(), 3);
         let Some(metric::Data::Histogram(duration)) = &metrics[0].data else {
             panic!("a histogram")
         };
-        assert_eq!(duration.data_points.len(), 1);
-        let point = &duration.data_points[0];
-        assert_eq!((point.count, point.start_time_unix_nano, point.time_unix_nano), (2, 1, 2));
-        let error = point.attributes.iter().find(|kv| kv.key == attr::ERROR_TYPE);
-        let text = error.and_then(|kv| kv.value.clone()).and_then(|v| v.value);
-        assert_eq!(text, Some(any_value::Value::StringValue("UF".into())));
+        // b.com had no durations: only a.com's two series have duration points.
+        assert_eq!(duration.data_points.len(), 2);
+        for point in &duration.data_points {
+            assert_eq!((point.count, point.start_time_unix_nano, point.time_unix_nano), (2, 1, 2));
+        }
+        let Some(metric::Data::Histogram(size)) = &metrics[1].data else { panic!("a histogram") };
+        assert_eq!(size.data_points.len(), 3);
+    }
+
+    #[test]
+    fn hosts_past_the_limit_share_the_other_series() {
+        let cap = HostCap::new(1);
+        let mut shard = Shard::default();
+        assert_eq!(shard.host("a.com", &cap), (0, false));
+        assert_eq!(shard.host("b.com", &cap), (1, true));
+        assert_eq!(shard.host("c.com", &cap), (1, true));
+        assert_eq!((shard.name(0), shard.name(1)), ("a.com", OVERFLOW_HOST));
+        // Only exported names are kept.
+        assert_eq!(shard.hosts.len(), 2);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use opentelemetry::metrics::{Counter, Gauge, Meter};
 
 use arrow_array::RecordBatch;
 
-use super::histograms::{ErrorKey, HttpDists, HttpHistograms, Series};
+use super::histograms::{ErrorKey, Series, Shard};
 use crate::findings::Findings;
 use crate::parse::derived::{ClusterName, port_of};
 use crate::parse::ztunnel::Connection;
@@ -208,7 +208,7 @@ impl Instruments {
 pub struct HostCap {
     max: usize,
     hosts: RwLock<HashSet<Box<str>, RandomState>>,
-    /// Requests recorded under `_other` because the set was full.
+    /// Requests recorded under `_other` because the set was full (counted by the workers).
     pub folded: AtomicU64,
 }
 
@@ -217,8 +217,8 @@ impl HostCap {
         HostCap { max, hosts: RwLock::default(), folded: AtomicU64::new(0) }
     }
 
-    /// `host` if it has, or gets, a place; else `_other`, counting `requests` as folded.
-    fn name<'h>(&self, host: &'h str, requests: u64) -> &'h str {
+    /// `host` if it has, or gets, a place; else `_other`.
+    pub fn name<'h>(&self, host: &'h str) -> &'h str {
         let known = self.hosts.read().map(|hosts| hosts.contains(host)).unwrap_or(false);
         if known {
             return host;
@@ -229,30 +229,18 @@ impl HostCap {
             hosts.insert(host.into());
             return host;
         }
-        self.folded.fetch_add(requests, Ordering::Relaxed);
         OVERFLOW_HOST
     }
-}
-
-/// One series of the HTTP metrics within a chunk: the host as an index into the chunk's
-/// hosts, and the rest (a lookup hashes a few integers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct SeriesKey {
-    host: u32,
-    series: Series,
 }
 
 /// A chunk's metrics, aggregated by a worker before they go into the instruments.
 #[derive(Debug, Default)]
 pub struct ChunkMetrics {
-    /// The chunk's hosts, each with its requests TLS-originated and sent upstream in
-    /// plaintext on 80.
-    hosts: HashMap<Box<str>, u32, RandomState>,
-    host_names: Vec<(Box<str>, u64, u64)>,
-    /// The chunk's distinct response-flag strings.
-    flags: Vec<Box<str>>,
-    index: HashMap<SeriesKey, u32, RandomState>,
-    series: Vec<(SeriesKey, HttpDists)>,
+    /// Per host (the worker shard's index): requests for service port 80 sent upstream to
+    /// 443 (TLS originated), and to 80.
+    tls: HashMap<u32, [u64; 2], RandomState>,
+    /// Requests recorded under `_other`.
+    folded: u64,
     /// Per (destination, via a waypoint): connections, bytes sent, bytes received.
     ztunnel: HashMap<(Box<str>, bool), [u64; 3], RandomState>,
     lines: u64,
@@ -306,29 +294,16 @@ pub fn ports(entry: &Entry<'_>) -> (Option<u16>, Option<u16>) {
 }
 
 impl ChunkMetrics {
-    pub fn record(&mut self, entry: &Entry<'_>, ts_ns: i64) {
+    /// A record: its counts here, its histograms in the worker's `shard`.
+    pub fn record(&mut self, entry: &Entry<'_>, ts_ns: i64, (shard, cap): (&mut Shard, &HostCap)) {
         self.lines += 1;
         self.records += 1;
         self.newest_ns = Some(self.newest_ns.map_or(ts_ns, |t| t.max(ts_ns)));
-        let host = entry.host().unwrap_or("-");
-        let host = match self.hosts.get(host) {
-            Some(id) => *id,
-            None => {
-                let id = self.host_names.len() as u32;
-                self.hosts.insert(host.into(), id);
-                self.host_names.push((host.into(), 0, 0));
-                id
-            }
-        };
+        let (host, folded) = shard.host(entry.host().unwrap_or("-"), cap);
+        self.folded += u64::from(folded);
         let (port, upstream_port) = ports(entry);
         let error = match failure(entry) {
-            Some(Ok(flags)) => match self.flags.iter().position(|f| f.as_ref() == flags) {
-                Some(i) => ErrorKey::Flags(i as u32),
-                None => {
-                    self.flags.push(flags.into());
-                    ErrorKey::Flags(self.flags.len() as u32 - 1)
-                }
-            },
+            Some(Ok(flags)) => shard.flags(flags),
             Some(Err(code)) => ErrorKey::Status(code),
             None => ErrorKey::None,
         };
@@ -339,26 +314,13 @@ impl ChunkMetrics {
             error,
             protocol: protocol_version(entry.protocol.as_deref()),
         };
-        let key = SeriesKey { host, series };
-        let id = match self.index.get(&key) {
-            Some(id) => *id,
-            None => {
-                let id = self.series.len() as u32;
-                self.index.insert(key, id);
-                self.series.push((key, HttpDists::default()));
-                id
-            }
-        };
-        self.series[id as usize].1.record(
-            entry.duration_ms.map(|ms| ms / 1000.0),
-            entry.bytes_received.unwrap_or(0),
-            entry.bytes_sent.unwrap_or(0),
-        );
+        let seconds = entry.duration_ms.map(|ms| ms / 1000.0);
+        let sizes = (entry.bytes_received.unwrap_or(0), entry.bytes_sent.unwrap_or(0));
+        shard.record(host, series, (seconds, sizes.0, sizes.1));
         if port == Some(80) {
-            let counts = &mut self.host_names[host as usize];
             match upstream_port {
-                Some(443) => counts.1 += 1,
-                Some(80) => counts.2 += 1,
+                Some(443) => self.tls.entry(host).or_default()[0] += 1,
+                Some(80) => self.tls.entry(host).or_default()[1] += 1,
                 _ => {}
             }
         }
@@ -387,50 +349,26 @@ impl ChunkMetrics {
         counts[2] += conn.bytes_recv.unwrap_or(0);
     }
 
-    /// Records the chunk into `instruments` and the run's `histograms`: its findings too, and
-    /// `bytes` read; `pod` and `parsed_ns` give the lag.
+    /// Records the chunk into `instruments` (host names from the worker's `shard`): its
+    /// findings too, and `bytes` read; `pod` and `parsed_ns` give the lag.
     pub fn record_into(
         &mut self,
-        (instruments, hosts, histograms): (&Instruments, &HostCap, &HttpHistograms),
+        (instruments, hosts, shard): (&Instruments, &HostCap, &Shard),
         findings: &Findings,
         (bytes, pod, parsed_ns): (u64, Option<&str>, i64),
     ) {
         // Added even when 0: a series that exists from the start rates cleanly.
-        let mut folded = 0;
-        let mut requests_of = vec![0; self.host_names.len()];
-        for (key, dists) in &self.series {
-            requests_of[key.host as usize] += dists.requests();
-        }
-        let exported: Vec<&str> = self
-            .host_names
-            .iter()
-            .zip(&requests_of)
-            .map(|((name, ..), requests)| {
-                let host = hosts.name(name, *requests);
-                if host == OVERFLOW_HOST {
-                    folded += requests;
-                }
-                host
-            })
-            .collect();
-        let series =
-            self.series.iter().map(|(key, dists)| (exported[key.host as usize], key.series, dists));
-        histograms.merge(series, &self.flags);
-        instruments.hosts_folded.add(folded, &[]);
-        for ((_, originated, plaintext), host) in self.host_names.iter().zip(&exported) {
-            let attributes = [KeyValue::new(attr::SERVER_ADDRESS, host.to_string())];
-            if *originated > 0 {
-                instruments.tls_originated.add(*originated, &attributes);
+        instruments.hosts_folded.add(self.folded, &[]);
+        hosts.folded.fetch_add(std::mem::take(&mut self.folded), Ordering::Relaxed);
+        for (host, [originated, plaintext]) in self.tls.drain() {
+            let attributes = [KeyValue::new(attr::SERVER_ADDRESS, shard.name(host).to_owned())];
+            if originated > 0 {
+                instruments.tls_originated.add(originated, &attributes);
             }
-            if *plaintext > 0 {
-                instruments.plaintext_upstream.add(*plaintext, &attributes);
+            if plaintext > 0 {
+                instruments.plaintext_upstream.add(plaintext, &attributes);
             }
         }
-        self.series.clear();
-        self.index.clear();
-        self.flags.clear();
-        self.hosts.clear();
-        self.host_names.clear();
         for ((destination, via_waypoint), [connections, sent, received]) in self.ztunnel.drain() {
             let destination = KeyValue::new(attr::DESTINATION_ADDRESS, String::from(destination));
             let via = KeyValue::new(attr::VIA_WAYPOINT, via_waypoint);
@@ -443,7 +381,7 @@ impl ChunkMetrics {
         for noted in findings.iter() {
             let attributes = [
                 KeyValue::new(attr::FINDING_KIND, noted.kind.as_str()),
-                KeyValue::new(attr::SERVER_ADDRESS, hosts.name(noted.host, 0).to_owned()),
+                KeyValue::new(attr::SERVER_ADDRESS, hosts.name(noted.host).to_owned()),
                 KeyValue::new(attr::FINDING_SOURCE, noted.source.to_owned()),
             ];
             instruments.findings.add(noted.count, &attributes);
@@ -482,7 +420,7 @@ pub(crate) fn record_findings_rows(
     for row in 0..batch.num_rows() {
         let attributes = [
             KeyValue::new(attr::FINDING_KIND, kind.value(row).to_owned()),
-            KeyValue::new(attr::SERVER_ADDRESS, hosts.name(host.value(row), 0).to_owned()),
+            KeyValue::new(attr::SERVER_ADDRESS, hosts.name(host.value(row)).to_owned()),
             KeyValue::new(attr::FINDING_SOURCE, source.value(row).to_owned()),
         ];
         instruments.findings.add(count.value(row), &attributes);
@@ -536,11 +474,10 @@ mod tests {
     #[test]
     fn hosts_past_the_cap_are_other_and_counted() {
         let cap = HostCap::new(2);
-        assert_eq!(cap.name("a.com", 1), "a.com");
-        assert_eq!(cap.name("b.com", 1), "b.com");
-        assert_eq!(cap.name("c.com", 5), OVERFLOW_HOST);
-        assert_eq!(cap.name("a.com", 1), "a.com");
-        assert_eq!(cap.folded.load(Ordering::Relaxed), 5);
+        assert_eq!(cap.name("a.com"), "a.com");
+        assert_eq!(cap.name("b.com"), "b.com");
+        assert_eq!(cap.name("c.com"), OVERFLOW_HOST);
+        assert_eq!(cap.name("a.com"), "a.com");
     }
 
     #[test]
@@ -557,17 +494,21 @@ mod tests {
             bytes_sent: Some(100),
             ..Entry::default()
         };
-        chunk.record(&get, 1);
-        chunk.record(&get, 2);
-        chunk.record(&Entry { method: Some("BREW".into()), ..get.clone() }, 3);
-        assert_eq!(chunk.series.len(), 2);
-        let (get, other) = (&chunk.series[0], &chunk.series[1]);
+        let (mut shard, cap) = (Shard::default(), HostCap::new(10));
+        chunk.record(&get, 1, (&mut shard, &cap));
+        chunk.record(&get, 2, (&mut shard, &cap));
+        let brew = Entry { method: Some("BREW".into()), ..get.clone() };
+        chunk.record(&brew, 3, (&mut shard, &cap));
+        let series = shard.dists();
+        assert_eq!(series.len(), 2);
+        let (get, other) = (&series[0], &series[1]);
+        assert_eq!((get.0, get.1.method, get.1.port), ("aliyun.com", "GET", Some(80)));
         assert_eq!(
-            (get.1.requests(), get.1.duration.sum, get.1.response_size.sum),
+            (get.2.requests(), get.2.duration.sum, get.2.response_size.sum),
             (2, 0.024, 200.0)
         );
-        assert_eq!((other.0.series.method, get.0.series.port), ("_OTHER", Some(80)));
-        assert_eq!(&chunk.host_names[0], &("aliyun.com".into(), 3, 0));
+        assert_eq!(other.1.method, "_OTHER");
+        assert_eq!(chunk.tls.get(&0), Some(&[3, 0]));
         assert_eq!(chunk.newest_ns, Some(3));
     }
 }

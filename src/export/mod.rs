@@ -18,8 +18,8 @@ pub mod metrics;
 pub mod send;
 pub mod traces;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use tokio::runtime::Handle;
 
 use self::config::{OtlpConfig, Protocol, Signal, SignalConfig};
-use self::histograms::HttpHistograms;
+use self::histograms::{HttpHistograms, Shard};
 use self::metrics::{ChunkMetrics, HostCap, Instruments};
 use self::send::MetricSender;
 use self::traces::TraceRule;
@@ -108,10 +108,24 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// The collector of a chunk of `bytes` from `pod` (when a pod's), for its metrics and spans.
-    pub fn chunk<'t>(&'t self, bytes: u64, pod: Option<&'t str>) -> ChunkTelemetry<'t> {
+    /// A parsing worker's own part of the metrics, kept for the run (present when metrics
+    /// are exported).
+    pub fn shard(&self) -> Option<Arc<Mutex<Shard>>> {
+        self.metrics.as_ref().map(|(.., histograms)| histograms.shard())
+    }
+
+    /// The collector of a chunk of `bytes` from `pod` (when a pod's), for its metrics and
+    /// spans; the worker's `shard` stays locked until the chunk's telemetry is dropped.
+    pub fn chunk<'t>(
+        &'t self,
+        shard: Option<&'t Mutex<Shard>>,
+        bytes: u64,
+        pod: Option<&'t str>,
+    ) -> ChunkTelemetry<'t> {
+        // A worker that panicked left its series whole: they are counts, each update complete.
+        let shard = shard.map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
         let metrics = ChunkMetrics::default();
-        ChunkTelemetry { telemetry: self, metrics, spans: Vec::new(), bytes, pod }
+        ChunkTelemetry { telemetry: self, shard, metrics, spans: Vec::new(), bytes, pod }
     }
 
     /// Counts a store commit.
@@ -139,6 +153,7 @@ impl Telemetry {
 #[derive(Debug)]
 pub struct ChunkTelemetry<'t> {
     telemetry: &'t Telemetry,
+    shard: Option<MutexGuard<'t, Shard>>,
     metrics: ChunkMetrics,
     spans: Vec<SpanData>,
     bytes: u64,
@@ -149,8 +164,8 @@ impl ChunkTelemetry<'_> {
     /// A record; `finding` when it is a finding's evidence (its span is kept).
     pub fn record(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>, finding: bool) {
         let ts_ns = ctx.record_ts(entry);
-        if self.telemetry.metrics.is_some() {
-            self.metrics.record(entry, ts_ns);
+        if let (Some((_, hosts, _)), Some(shard)) = (&self.telemetry.metrics, &mut self.shard) {
+            self.metrics.record(entry, ts_ns, (shard, hosts));
         }
         if let Some((_, rule, scope)) = &self.telemetry.spans {
             let ids = traces::trace_ids(entry, ts_ns);
@@ -174,10 +189,11 @@ impl ChunkTelemetry<'_> {
 
     /// Records the chunk's metrics (with the findings it noted) and queues its spans.
     pub fn flush(&mut self, findings: &Findings) {
-        if let Some((instruments, hosts, histograms)) = &self.telemetry.metrics {
+        if let (Some((instruments, hosts, _)), Some(shard)) = (&self.telemetry.metrics, &self.shard)
+        {
             let now = crate::ingest::now_ns();
             let bytes = std::mem::take(&mut self.bytes);
-            let into = (instruments, hosts, histograms.as_ref());
+            let into = (instruments, hosts, &**shard);
             self.metrics.record_into(into, findings, (bytes, self.pod, now));
         }
         if let Some((queue, ..)) = &self.telemetry.spans
