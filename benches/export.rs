@@ -52,6 +52,7 @@ fn main() {
     };
     let runs: usize = args.next().map_or(5, |n| n.parse().unwrap());
     let receiver = receiver::Receiver::new();
+    receiver.received.metrics.lock().unwrap().count_only = true;
     let endpoint = format!("http://{}", receiver.grpc(SocketAddr::from(([127, 0, 0, 1], 0))));
     let overrides = Overrides {
         endpoint: Some(endpoint),

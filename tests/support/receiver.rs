@@ -68,12 +68,18 @@ pub(crate) struct Series {
     resource: Option<Resource>,
     /// Data points and bytes of protobuf of each request, in order.
     pub(crate) requests: Vec<(usize, usize)>,
+    /// Only count the requests (a benchmark's receiver: a backend's work is not the
+    /// exporter's).
+    pub(crate) count_only: bool,
 }
 
 impl Series {
     fn merge(&mut self, request: ExportMetricsServiceRequest) {
         let (size, points) = (request.encoded_len(), data_points(&request));
         self.requests.push((points, size));
+        if self.count_only {
+            return;
+        }
         for resource_metrics in request.resource_metrics {
             self.resource = resource_metrics.resource.or(self.resource.take());
             for metric in resource_metrics.scope_metrics.into_iter().flat_map(|s| s.metrics) {
@@ -85,6 +91,10 @@ impl Series {
     fn merge_metric(&mut self, mut metric: Metric) {
         let name = metric.name.clone();
         let kept = self.metrics.entry(name.clone()).or_insert_with(|| Metric {
+            name: metric.name.clone(),
+            description: metric.description.clone(),
+            unit: metric.unit.clone(),
+            metadata: metric.metadata.clone(),
             data: match &mut metric.data {
                 Some(Data::Histogram(h)) => {
                     Some(Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
@@ -101,7 +111,6 @@ impl Series {
                 Some(Data::Gauge(_)) => Some(Data::Gauge(Default::default())),
                 other => other.take(),
             },
-            ..metric.clone()
         });
         let index = &mut self.index;
         let place = |attributes: &[KeyValue], len: usize| {
