@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, bounded};
@@ -25,6 +25,7 @@ use crate::batch::LineContext;
 use crate::export::Telemetry;
 use crate::ingest::EncodingLock;
 use crate::ingest::{BatchSink, TableBatch, now_ns, process_line};
+use crate::live::Live;
 use crate::netrange::InternalRanges;
 use crate::parse::LogFormat;
 use crate::rounds::{Counts, Rounds, run_rounds};
@@ -108,6 +109,8 @@ pub struct Control {
     pub committed: AtomicU64,
     /// Where metrics and spans of what is parsed go, when they are exported.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// The live view the status API serves, set once it runs.
+    pub live: OnceLock<Arc<Live>>,
 }
 
 /// What a collect run did.
@@ -239,6 +242,9 @@ pub fn collect(
     };
     summary.resumed_at = start.offset;
     summary.finished_rotated = start.rotated.as_ref().map(|(path, _)| path.clone());
+    if let Some(live) = control.live.get() {
+        live.readiness.sources.store(true, Ordering::Relaxed);
+    }
     summary.warnings.extend(start.warning.clone());
     let name = &name;
     let read = move |hand: &mut Handoff<'_>, spare| {
@@ -317,6 +323,10 @@ pub fn collect_node(
 ) -> Result<CollectSummary, CollectError> {
     let source = format!("node:{}", node.root.display());
     let stored = store.cursors(&source)?;
+    if let Some(live) = control.live.get() {
+        // The node's files are found by scanning, from the first round on.
+        live.readiness.sources.store(true, Ordering::Relaxed);
+    }
     let mut summary = CollectSummary::default();
     let name = node.root.display().to_string();
     let cursors = stored.iter().map(|(id, c)| (id.clone(), c.clone())).collect();
@@ -383,11 +393,23 @@ async fn follow_into(
         let _ = tokio::time::timeout(WORKLOADS_LIST_WAIT, list_done).await;
     }
     let mut follows = tokio::task::JoinSet::new();
+    let mut listed = Vec::new();
     for options in pods {
         let (client, cursors, tx) = (client.clone(), cursors.clone(), tx.clone());
-        follows.spawn(follow_pods(client, options, cursors, tx, stopped.clone()));
+        let done = Arc::new(AtomicBool::new(false));
+        listed.push(done.clone());
+        follows.spawn(follow_pods(client, options, cursors, (tx, done), stopped.clone()));
     }
     drop(tx);
+    if let Some(live) = control.live.get().cloned() {
+        // Ready once every watch has listed its pods (their followers start from that list).
+        tokio::spawn(async move {
+            while !listed.iter().all(|l| l.load(Ordering::Relaxed)) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            live.readiness.sources.store(true, Ordering::Relaxed);
+        });
+    }
     // Per instance: its source, next line number and encoding; bounded (forgotten wholesale
     // past the limit, which only restarts line numbers and the encoding check).
     let mut instances: HashMap<Arc<Instance>, (Arc<Source>, u64, EncodingLock)> = HashMap::new();
@@ -540,8 +562,13 @@ fn parse_chunks(
         let telemetry = control.telemetry.as_deref().map(|telemetry| {
             telemetry.chunk(shard.as_deref(), chunk.len_bytes() as u64, pod.map(|p| p.pod.as_str()))
         });
+        let live = control.live.get().map(|live| {
+            let name = pod.map_or(origin, |p| p.pod.as_str());
+            live.chunk(name, workloads)
+        });
         let mut sink = BatchSink::new(expected, config.internal, |b| batches.push(b))
-            .with_telemetry(telemetry);
+            .with_telemetry(telemetry)
+            .with_live(live);
         let ctx = LineContext {
             origin,
             ingest_ts_ns: now_ns(),

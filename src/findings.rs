@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::batch::LineContext;
 use crate::mesh::{HostPosture, ProblemKind};
@@ -30,7 +30,7 @@ use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
 use crate::probe::{Classified, Verdict};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// A response came straight from the origin (its own `server`, no Envoy header): the
@@ -99,7 +99,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Critical,
@@ -294,7 +294,7 @@ pub struct Noted<'a> {
 }
 
 /// A finding as reports show it (`findings` in `stats -o json`, `egresslens findings`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FindingReport {
     pub kind: FindingKind,
     pub severity: Severity,

@@ -15,6 +15,7 @@ use crossbeam_channel::bounded;
 use crate::batch::{AccessLogBatcher, LineContext, RejectBatcher, ZtunnelBatcher, findings_batch};
 use crate::export::ChunkTelemetry;
 use crate::findings::{self, Findings};
+use crate::live::LiveChunk;
 use crate::netrange::InternalRanges;
 use crate::parse::ztunnel::{self, Connection};
 use crate::parse::{
@@ -254,6 +255,8 @@ pub struct BatchSink<'t, F> {
     internal: InternalRanges,
     /// The chunk's metrics and spans, when they are exported.
     telemetry: Option<ChunkTelemetry<'t>>,
+    /// The chunk's share of the live view, when the status API serves one.
+    live: Option<LiveChunk<'t>>,
     out: F,
 }
 
@@ -268,6 +271,7 @@ impl<'t, F: FnMut(TableBatch)> BatchSink<'t, F> {
             findings: Findings::default(),
             internal,
             telemetry: None,
+            live: None,
             out,
         }
     }
@@ -278,10 +282,19 @@ impl<'t, F: FnMut(TableBatch)> BatchSink<'t, F> {
         self
     }
 
+    /// Also feeds the live view.
+    pub fn with_live(mut self, live: Option<LiveChunk<'t>>) -> Self {
+        self.live = live;
+        self
+    }
+
     /// Hands over the partial batches too, and the findings noted since the last flush.
     pub fn flush(&mut self) {
         if let Some(telemetry) = &mut self.telemetry {
             telemetry.flush(&self.findings);
+        }
+        if let Some(live) = &mut self.live {
+            live.flush();
         }
         if let Some(batch) = findings_batch(&self.findings) {
             (self.out)(TableBatch::Findings(batch));
@@ -323,6 +336,9 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<'_, F> {
         if let Some(telemetry) = &mut self.telemetry {
             telemetry.record(entry, ctx, evidence.is_some());
         }
+        if let Some(live) = &mut self.live {
+            live.record(entry, raw, ctx);
+        }
         if let Some(evidence) = evidence {
             self.findings.note(evidence, ctx.origin);
         }
@@ -335,14 +351,20 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<'_, F> {
         if let Some(telemetry) = &mut self.telemetry {
             telemetry.reject(reason);
         }
+        if let Some(live) = &mut self.live {
+            live.reject(reason, raw, raw_len, ctx);
+        }
         if let Some(batch) = self.rejects.push(reason, raw, raw_len, ctx) {
             (self.out)(TableBatch::Rejects(batch));
         }
     }
 
-    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], _: u64, ctx: &LineContext<'_>) {
+    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
         if let Some(telemetry) = &mut self.telemetry {
             telemetry.ztunnel(conn);
+        }
+        if let Some(live) = &mut self.live {
+            live.ztunnel(conn, raw, raw_len, ctx);
         }
         if let Some(evidence) = findings::from_connection(conn, &self.internal, ctx, raw) {
             self.findings.note(evidence, ctx.origin);

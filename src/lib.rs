@@ -23,14 +23,19 @@
 //! - [`rounds`]: what a Kubernetes collector does on a schedule: mesh snapshots and probes
 //! - [`verify`]: the walkthrough's checks for one host, from registration to TLS origination
 //! - [`export`]: OTLP metrics and traces to the organisation's OpenTelemetry pipeline
+//! - [`live`]: the collector's live view (windowed stats, recent records, source progress)
+//! - [`filter`]: the filter language of `top` and of the status API's tail
+//! - [`serve`]: the collector's read-only status API over the live view
 //! - [`demo`]: the pipeline on a simulated mesh with incidents, for `egresslens demo`
 
 pub mod batch;
 pub mod collect;
 pub mod demo;
 pub mod export;
+pub mod filter;
 pub mod findings;
 pub mod ingest;
+pub mod live;
 pub mod mesh;
 pub mod netrange;
 pub mod parse;
@@ -39,6 +44,7 @@ pub mod query;
 pub mod report;
 pub mod rounds;
 pub mod schema;
+pub mod serve;
 pub mod source;
 pub mod stats;
 pub mod store;

@@ -22,7 +22,7 @@ use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_findings_table
 use egresslens::source::Input;
 use egresslens::source::kube::KubeOptions;
 use egresslens::source::node::NodeOptions;
-use egresslens::stats::Window;
+use egresslens::stats::{StatsConfig, Window};
 use egresslens::store::Store;
 use egresslens::traffic::{GenConfig, GenFormat, generate};
 
@@ -239,6 +239,74 @@ struct CollectArgs {
     probes: ProbeRoundArgs,
     #[command(flatten)]
     export: ExportArgs,
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+/// The read-only status API: /healthz, /readyz, /api/v1/snapshot, /api/v1/tail.
+#[derive(Debug, Args)]
+struct ListenArgs {
+    /// Where the status API listens, or `off`. Default: 127.0.0.1:9464, unless --once (a
+    /// default address already in use is a warning, a given one an error).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// A file holding a bearer token that every path but /healthz then requires.
+    #[arg(long, value_name = "FILE")]
+    listen_token_file: Option<PathBuf>,
+}
+
+/// The status API's address when none is given.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+impl ListenArgs {
+    /// Starts the status API as asked (`None` when it is off) and gives `control` its live
+    /// view to feed.
+    fn start(
+        &self,
+        once: bool,
+        internal: InternalRanges,
+        control: &std::sync::Arc<Control>,
+    ) -> Result<Option<egresslens::serve::StatusServer>> {
+        use egresslens::live::Live;
+        let (addr, given) = match self.listen.as_deref() {
+            Some("off") => return Ok(None),
+            Some(addr) => (addr, true),
+            None if once => return Ok(None),
+            None => (DEFAULT_LISTEN, false),
+        };
+        let addr: std::net::SocketAddr =
+            addr.parse().with_context(|| format!("--listen {addr}: say HOST:PORT or off"))?;
+        let token = match &self.listen_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read --listen-token-file {}", path.display())
+                })?;
+                let token = text.trim().to_owned();
+                if token.is_empty() {
+                    bail!("--listen-token-file {} is empty", path.display());
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        let stats = StatsConfig { internal, ..StatsConfig::default() };
+        let live = std::sync::Arc::new(Live::new(stats));
+        // The store is open by now, its writer lock held.
+        live.readiness.store.store(true, std::sync::atomic::Ordering::Relaxed);
+        match egresslens::serve::StatusServer::start(addr, token, live.clone(), control.clone()) {
+            Ok(server) => {
+                let _ = writeln!(io::stderr(), "egresslens: status API on http://{}", server.addr);
+                let _ = control.live.set(live);
+                Ok(Some(server))
+            }
+            Err(e) if !given => {
+                let e = anyhow::Error::from(e);
+                let _ = writeln!(io::stderr(), "egresslens: warning: no status API: {e:#}");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// OTLP export; off unless an endpoint is set here or in `OTEL_EXPORTER_OTLP_ENDPOINT` (or a
@@ -851,6 +919,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     let exporter = args.export.start(args.kube_args.cluster.clone())?;
     let telemetry = exporter.as_ref().map(egresslens::export::Exporter::telemetry);
     let control = std::sync::Arc::new(Control { telemetry, ..Control::default() });
+    let _status = args.listen.start(args.once, config.internal, &control)?;
     // The first SIGINT or SIGTERM asks for a clean stop; a second one ends the process.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -369,7 +369,7 @@ fn write_csv(out: &mut impl Write, hosts: &[HostReport]) -> io::Result<()> {
     )?;
     for h in hosts {
         let status: Vec<String> =
-            STATUS_CLASS_NAMES.iter().map(|c| h.status[c].to_string()).collect();
+            STATUS_CLASS_NAMES.iter().map(|c| h.status[*c].to_string()).collect();
         let p = |f: fn(&crate::stats::Percentiles) -> f64| {
             h.duration_ms.as_ref().map_or_else(String::new, |x| f(x).to_string())
         };

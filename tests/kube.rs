@@ -61,7 +61,8 @@ impl Follower {
         let client = client(standin).await;
         let task = tokio::spawn({
             let cursors = cursors.clone();
-            async move { follow_pods(client, options(), cursors, tx, stopped).await.unwrap() }
+            let listed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            async move { follow_pods(client, options(), cursors, (tx, listed), stopped).await.unwrap() }
         });
         Follower { rx, stop, task, received: Received::new(), cursors }
     }

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::kube::api::{Api, LogParams};
@@ -155,7 +156,7 @@ pub async fn follow_pods(
     client: Client,
     options: KubeOptions,
     mut cursors: HashMap<String, Cursor>,
-    out: mpsc::Sender<Lines>,
+    (out, listed): (mpsc::Sender<Lines>, Arc<AtomicBool>),
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), KubeError> {
     let config = watcher::Config::default().labels(&options.selector);
@@ -175,6 +176,8 @@ pub async fn follow_pods(
     let mut pods: HashMap<(String, String), watch::Sender<PodState>> = HashMap::new();
     // The pods of each watch's list in progress (a first list, or a re-list after a 410).
     let mut relisted: HashMap<usize, HashSet<(String, String)>> = HashMap::new();
+    // The watches whose first list is done; `listed` says when all are.
+    let mut first_lists: HashSet<usize> = HashSet::new();
     // Instances with a follower: bounded by the pods that run, as finished ones leave.
     let mut following: HashSet<Instance> = HashSet::new();
     let mut followers: tokio::task::JoinSet<(Instance, Option<Cursor>)> =
@@ -219,6 +222,10 @@ pub async fn follow_pods(
                 continue;
             }
             watcher::Event::InitDone => {
+                first_lists.insert(scope);
+                if first_lists.len() == scopes.len() {
+                    listed.store(true, Ordering::Relaxed);
+                }
                 // A pod deleted while the watch was down has no Delete event: it is missing
                 // from the new list. Its followers read to the end of what it wrote.
                 let listed = relisted.remove(&scope).unwrap_or_default();

@@ -12,7 +12,7 @@ pub mod ztunnel;
 use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::RandomState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
 
 use crate::findings::{FindingReport, Findings, sort_report};
@@ -438,7 +438,7 @@ impl EgressStats {
             .map(|(_, n)| n)
             .sum();
         StatsReport {
-            window: window.as_str(),
+            window: window.as_str().to_owned(),
             lines: self.lines,
             records: self.records,
             ztunnel_connections: self.ztunnel_connections,
@@ -458,7 +458,7 @@ impl EgressStats {
 }
 
 /// Percentiles of one latency distribution, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -478,21 +478,21 @@ impl Percentiles {
 }
 
 /// One value of a top-k list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopEntry {
     pub value: String,
     pub count: u64,
 }
 
 /// One host's line of a report; the key names are the `stats -o json` contract.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostReport {
     pub host: String,
     pub requests: u64,
     pub requests_per_second: Option<f64>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    pub status: BTreeMap<&'static str, u64>,
+    pub status: BTreeMap<String, u64>,
     pub errors: u64,
     pub error_rate: f64,
     pub response_flags: BTreeMap<String, u64>,
@@ -531,7 +531,7 @@ impl HostReport {
             requests_per_second,
             bytes_sent: c.bytes_sent,
             bytes_received: c.bytes_received,
-            status: STATUS_CLASS_NAMES.iter().copied().zip(c.status).collect(),
+            status: STATUS_CLASS_NAMES.iter().map(|c| c.to_string()).zip(c.status).collect(),
             errors: c.errors,
             error_rate: rate(c.errors, c.requests),
             response_flags: BTreeMap::new(),
@@ -581,9 +581,9 @@ impl HostReport {
 }
 
 /// A whole report; serialises to the `stats -o json` object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsReport {
-    pub window: &'static str,
+    pub window: String,
     pub lines: u64,
     pub records: u64,
     /// ztunnel connection lines seen (stored by `collect` in `ztunnel_conn`).

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::topk::TopK;
 use super::{OVERFLOW_HOST, TopEntry, top_list};
@@ -154,7 +154,7 @@ impl ZtunnelStats {
 }
 
 /// One destination in `stats -o json` (`ztunnel_destinations`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ZtunnelDestinationReport {
     /// `dst.service`, else `dst.hbone_addr`, else `dst.addr`.
     pub destination: String,

@@ -1,0 +1,315 @@
+//! The collector's live view, read by the status API and by `top`: egress stats over time
+//! windows (with the findings they note), the most recent records, and each source's progress.
+//!
+//! A parsing worker fills a [`LiveChunk`] with a chunk's lines and merges it in at the chunk's
+//! end, so the shared state is locked once per chunk; a [`Snapshot`] is taken under the same
+//! locks. Everything is bounded: the stats by their host limit, the recent records by
+//! [`RECENT_KEEP`], the sources by [`MAX_SOURCES`], a slow tail subscriber by its channel
+//! (it is told how many records it missed).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::batch::LineContext;
+use crate::ingest::LineSink;
+use crate::parse::derived::host_of_address;
+use crate::parse::time::format_rfc3339_ms;
+use crate::parse::ztunnel::Connection;
+use crate::parse::{Entry, Projection, RejectReason};
+use crate::stats::{EgressStats, StatsConfig, StatsReport, Window};
+use crate::workloads::Workloads;
+
+/// Recent records kept for a new tail subscriber and for `top`'s tail view.
+pub const RECENT_KEEP: usize = 2_000;
+
+/// Records a chunk hands to the tail at most (its last ones): a person reads a tail, and at
+/// a hundred thousand lines a second it is a sample either way.
+const TAIL_PER_CHUNK: usize = 256;
+
+/// Records a tail subscriber may fall behind by before it misses some.
+const TAIL_CHANNEL: usize = 4_096;
+
+/// Sources (pods, files) whose progress is kept; more are counted, not listed.
+pub const MAX_SOURCES: usize = 4_096;
+
+/// One record as the tail shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TailRecord {
+    /// The record's own time (RFC 3339, ms).
+    pub time: String,
+    #[serde(skip)]
+    pub ts_ns: i64,
+    pub host: String,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<u16>,
+    pub flags: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub bytes_sent: Option<u64>,
+    pub bytes_received: Option<u64>,
+    /// `namespace/workload` when the source IP resolves, else the IP.
+    pub source: Option<String>,
+    pub upstream_host: Option<String>,
+    /// Where the line came from: a pod or a file.
+    pub origin: String,
+}
+
+impl TailRecord {
+    /// Overwrites this record with `entry`, reusing its strings' room. The time and a
+    /// source's workload are filled in by [`Self::finish`], for the records kept only.
+    fn fill(&mut self, entry: &Entry<'_>, ctx: &LineContext<'_>) {
+        fn set(field: &mut Option<String>, value: Option<&str>) {
+            match (field.as_mut(), value) {
+                (Some(kept), Some(value)) => {
+                    kept.clear();
+                    kept.push_str(value);
+                }
+                (_, value) => *field = value.map(str::to_owned),
+            }
+        }
+        self.ts_ns = ctx.record_ts(entry);
+        self.host.clear();
+        self.host.push_str(entry.host().unwrap_or("-"));
+        set(&mut self.method, entry.method.as_deref());
+        set(&mut self.path, entry.path.as_deref());
+        self.status = entry.response_code;
+        set(&mut self.flags, entry.response_flags.as_deref().filter(|f| *f != "-"));
+        self.duration_ms = entry.duration_ms;
+        self.bytes_sent = entry.bytes_sent;
+        self.bytes_received = entry.bytes_received;
+        set(&mut self.source, entry.downstream_remote_address.as_deref().map(host_of_address));
+        set(&mut self.upstream_host, entry.upstream_host.as_deref());
+        self.origin.clear();
+        self.origin.push_str(ctx.pod.unwrap_or(ctx.origin));
+    }
+
+    /// The time as text, and the source as its workload when `workloads` knows the IP.
+    fn finish(mut self, workloads: Option<&Workloads>) -> TailRecord {
+        self.time = format_rfc3339_ms(self.ts_ns);
+        let workload = self.source.as_deref().and_then(|ip| workloads?.lookup(ip));
+        if let Some(w) = workload {
+            self.source = Some(format!("{}/{}", w.namespace, w.name));
+        }
+        self
+    }
+}
+
+/// How far one source has got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceProgress {
+    pub source: String,
+    pub lines: u64,
+    pub records: u64,
+    /// The newest record's own time (RFC 3339, ms).
+    pub last_record: Option<String>,
+    /// How far behind its newest record the collector parsed it, when it did.
+    pub lag_seconds: Option<f64>,
+    #[serde(skip)]
+    newest_ns: Option<i64>,
+}
+
+/// Whether the collector is ready: its store is writable and its sources are connected.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub store: AtomicBool,
+    pub sources: AtomicBool,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.store.load(Ordering::Relaxed) && self.sources.load(Ordering::Relaxed)
+    }
+}
+
+/// The collector's own counts, as the snapshot shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelfCounts {
+    pub bytes_read: u64,
+    pub lines: u64,
+    pub rows_committed: u64,
+    /// Sources not listed because [`MAX_SOURCES`] were.
+    pub sources_unlisted: u64,
+}
+
+/// What the status API's `/api/v1/snapshot` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub ready: bool,
+    /// When it was taken (wall clock, RFC 3339, ms).
+    pub taken_at: String,
+    /// The stats (`hosts` as `stats -o json` has them), findings and rejects.
+    #[serde(flatten)]
+    pub stats: StatsReport,
+    pub sources: Vec<SourceProgress>,
+    pub collector: SelfCounts,
+}
+
+/// The shared live state.
+#[derive(Debug)]
+pub struct Live {
+    config: StatsConfig,
+    stats: Mutex<EgressStats>,
+    recent: Mutex<VecDeque<Arc<TailRecord>>>,
+    sources: Mutex<BTreeMap<String, SourceProgress>>,
+    sources_unlisted: AtomicU64,
+    tail: broadcast::Sender<Arc<TailRecord>>,
+    pub readiness: Readiness,
+}
+
+impl Live {
+    pub fn new(config: StatsConfig) -> Live {
+        let (tail, _) = broadcast::channel(TAIL_CHANNEL);
+        Live {
+            config,
+            stats: Mutex::new(EgressStats::new(config)),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_KEEP)),
+            sources: Mutex::default(),
+            sources_unlisted: AtomicU64::new(0),
+            tail,
+            readiness: Readiness::default(),
+        }
+    }
+
+    /// A worker's collector for one chunk from `source` (a pod or a file); `workloads`
+    /// name the tail's sources.
+    pub fn chunk<'l>(&'l self, source: &'l str, workloads: Option<&'l Workloads>) -> LiveChunk<'l> {
+        LiveChunk {
+            live: self,
+            source,
+            workloads,
+            stats: EgressStats::new(self.config),
+            tail: VecDeque::new(),
+            lines: 0,
+            records: 0,
+            newest_ns: None,
+        }
+    }
+
+    /// The stats over `window` and everything else, with the collector's own `counts`.
+    pub fn snapshot(&self, window: Window, counts: SelfCounts) -> Snapshot {
+        let stats = lock(&self.stats).report(window, None);
+        let sources = lock(&self.sources).values().cloned().collect();
+        let collector = SelfCounts {
+            sources_unlisted: self.sources_unlisted.load(Ordering::Relaxed),
+            ..counts
+        };
+        Snapshot {
+            ready: self.readiness.ready(),
+            taken_at: format_rfc3339_ms(crate::ingest::now_ns()),
+            stats,
+            sources,
+            collector,
+        }
+    }
+
+    /// The recent records, oldest first.
+    pub fn recent(&self) -> Vec<Arc<TailRecord>> {
+        lock(&self.recent).iter().cloned().collect()
+    }
+
+    /// Every record from now on (a sample past [`TAIL_PER_CHUNK`] a chunk).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<TailRecord>> {
+        self.tail.subscribe()
+    }
+}
+
+/// A lock whose holder panicked still guards counts that are each whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One chunk's share of the live view, merged in by [`LiveChunk::flush`].
+#[derive(Debug)]
+pub struct LiveChunk<'l> {
+    live: &'l Live,
+    source: &'l str,
+    workloads: Option<&'l Workloads>,
+    stats: EgressStats,
+    /// The chunk's last records (a ring whose slots are reused).
+    tail: VecDeque<TailRecord>,
+    lines: u64,
+    records: u64,
+    newest_ns: Option<i64>,
+}
+
+impl LiveChunk<'_> {
+    /// Merges the chunk in, and hands its last records to the tail.
+    pub fn flush(&mut self) {
+        let parsed_ns = crate::ingest::now_ns();
+        {
+            let fresh = EgressStats::new(self.live.config);
+            lock(&self.live.stats).merge(&std::mem::replace(&mut self.stats, fresh));
+        }
+        let workloads = self.workloads;
+        let records: Vec<Arc<TailRecord>> =
+            self.tail.drain(..).map(|r| Arc::new(r.finish(workloads))).collect();
+        if !records.is_empty() {
+            let mut recent = lock(&self.live.recent);
+            for record in &records {
+                if recent.len() == RECENT_KEEP {
+                    recent.pop_front();
+                }
+                recent.push_back(record.clone());
+            }
+        }
+        if self.live.tail.receiver_count() > 0 {
+            for record in records {
+                // No subscriber left between the count and now is no loss.
+                let _ = self.live.tail.send(record);
+            }
+        }
+        let mut sources = lock(&self.live.sources);
+        if !sources.contains_key(self.source) {
+            if sources.len() >= MAX_SOURCES {
+                self.live.sources_unlisted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let source = self.source.to_owned();
+            sources.insert(source.clone(), SourceProgress { source, ..SourceProgress::default() });
+        }
+        let Some(progress) = sources.get_mut(self.source) else { return };
+        progress.lines += std::mem::take(&mut self.lines);
+        progress.records += std::mem::take(&mut self.records);
+        if let Some(newest) = self.newest_ns.take()
+            && progress.newest_ns.is_none_or(|n| newest > n)
+        {
+            progress.newest_ns = Some(newest);
+            progress.last_record = Some(format_rfc3339_ms(newest));
+            progress.lag_seconds = Some(parsed_ns.saturating_sub(newest).max(0) as f64 / 1e9);
+        }
+    }
+}
+
+impl LineSink for LiveChunk<'_> {
+    fn projection(&self) -> Projection {
+        Projection::All
+    }
+
+    fn record(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>) {
+        self.lines += 1;
+        self.records += 1;
+        let ts = ctx.record_ts(entry);
+        self.newest_ns = Some(self.newest_ns.map_or(ts, |n| n.max(ts)));
+        LineSink::record(&mut self.stats, entry, raw, ctx);
+        let mut slot = match self.tail.len() {
+            TAIL_PER_CHUNK => self.tail.pop_front().unwrap_or_default(),
+            _ => TailRecord::default(),
+        };
+        slot.fill(entry, ctx);
+        self.tail.push_back(slot);
+    }
+
+    fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
+        self.lines += 1;
+        LineSink::reject(&mut self.stats, reason, raw, raw_len, ctx);
+    }
+
+    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
+        self.lines += 1;
+        LineSink::ztunnel(&mut self.stats, conn, raw, raw_len, ctx);
+    }
+}
