@@ -16,7 +16,7 @@ use regex::Regex;
 use crate::live::TailRecord;
 use crate::stats::HostReport;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Filter {
     text: String,
     terms: Vec<Term>,

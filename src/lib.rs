@@ -26,6 +26,7 @@
 //! - [`live`]: the collector's live view (windowed stats, recent records, source progress)
 //! - [`filter`]: the filter language of `top` and of the status API's tail
 //! - [`serve`]: the collector's read-only status API over the live view
+//! - [`tui`]: `egresslens top`, the terminal view over a collector or a file
 //! - [`demo`]: the pipeline on a simulated mesh with incidents, for `egresslens demo`
 
 pub mod batch;
@@ -49,5 +50,6 @@ pub mod source;
 pub mod stats;
 pub mod store;
 pub mod traffic;
+pub mod tui;
 pub mod verify;
 pub mod workloads;

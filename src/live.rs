@@ -108,8 +108,9 @@ pub struct SourceProgress {
     pub last_record: Option<String>,
     /// How far behind its newest record the collector parsed it, when it did.
     pub lag_seconds: Option<f64>,
+    /// The newest record's time, as a number (not sent: `last_record` says it).
     #[serde(skip)]
-    newest_ns: Option<i64>,
+    pub newest_ns: Option<i64>,
 }
 
 /// Whether the collector is ready: its store is writable and its sources are connected.

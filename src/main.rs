@@ -70,6 +70,10 @@ enum Command {
     /// What the stored logs show an operator must act on: bypass, unregistered or blocked
     /// egress, TLS not originated or failing; with each finding's first evidence line.
     Findings(FindingsArgs),
+    /// Live egress per host, findings and a tail in the terminal, with filters and SQL: over a
+    /// running collector (--attach URL) or a file followed here. Without a terminal, prints
+    /// one snapshot table.
+    Top(TopArgs),
     /// Merge the small files of past hours in the store into one file per hour.
     Compact(CompactArgs),
     /// The egress posture: each registered external host, its ports, TLS origination, the
@@ -253,6 +257,24 @@ struct ListenArgs {
     /// A file holding a bearer token that every path but /healthz then requires.
     #[arg(long, value_name = "FILE")]
     listen_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// A waypoint log file to follow (like tail -F), run through the pipeline here.
+    #[arg(conflicts_with = "attach")]
+    file: Option<PathBuf>,
+    /// A running collector's status API (http://127.0.0.1:9464; kubectl port-forward for a
+    /// pod's).
+    #[arg(long, value_name = "URL")]
+    attach: Option<String>,
+    /// The bearer token of an attached collector's status API, in a file.
+    #[arg(long, value_name = "FILE", requires = "attach")]
+    token_file: Option<PathBuf>,
+    /// The store SQL (`:`) runs on: an attached collector's, or where a followed file's
+    /// records are kept (default: a directory of its own, removed at exit).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
 }
 
 /// The status API's address when none is given.
@@ -655,6 +677,7 @@ fn main() -> ExitCode {
         Command::Collect(args) => run_collect(*args),
         Command::Query(args) => run_query(args),
         Command::Findings(args) => run_findings(args),
+        Command::Top(args) => run_top(args),
         Command::Compact(args) => run_compact(args),
         Command::Mesh(args) => run_mesh(args),
         Command::Probe(args) => run_probe(args),
@@ -970,6 +993,44 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     }
     report_collect(&summary?, &name, &args.store);
     Ok(())
+}
+
+fn run_top(args: TopArgs) -> Result<()> {
+    use egresslens::tui::{self, TopOptions, feed::Feed};
+    let mut scratch = None;
+    let feed = match (&args.attach, &args.file) {
+        (Some(url), _) => {
+            let token = match &args.token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read --token-file {}", path.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            Feed::attach(url, token)?
+        }
+        (None, Some(path)) => {
+            let store = match &args.store {
+                Some(store) => store.clone(),
+                None => {
+                    let dir =
+                        std::env::temp_dir().join(format!("egresslens-top-{}", std::process::id()));
+                    scratch = Some(dir.clone());
+                    dir
+                }
+            };
+            Feed::File { path: path.clone(), store }
+        }
+        (None, None) => bail!("say what to show: top FILE, or top --attach http://HOST:PORT"),
+    };
+    let sql_store = if args.attach.is_some() { args.store.clone() } else { None };
+    let result = tui::run(feed, TopOptions { sql_store });
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(result?)
 }
 
 fn report_export(summary: &egresslens::export::ExportSummary) {

@@ -137,10 +137,19 @@ pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
 
 /// Runs one read-only statement: no DDL, no DML (`COPY … TO` included), no `SET`.
 pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    Ok(run_with_schema(ctx, sql).await?.1)
+}
+
+/// [`run`], with the result's schema (which no batch carries when there are no rows).
+pub async fn run_with_schema(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
     let options =
         SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let frame = ctx.sql_with_options(sql, options).await.map_err(planning_error)?;
-    Ok(frame.collect().await?)
+    let schema = SchemaRef::new(frame.schema().as_arrow().clone());
+    Ok((schema, frame.collect().await?))
 }
 
 /// The findings the store holds (the canned query `@findings`), most severe first.

@@ -1,0 +1,428 @@
+//! Where `top`'s data comes from:
+//!
+//! - [`Feed::Attach`]: a running collector's status API (`/api/v1/snapshot` every second, in
+//!   the window the view asks for; `/api/v1/tail` as a stream), over plain HTTP (the API
+//!   listens on loopback; reach a pod's through `kubectl port-forward`);
+//! - [`Feed::File`]: the collector's own pipeline run here over one file, followed like
+//!   `tail -F`, into a store kept while `top` runs (so SQL has something to query).
+//!
+//! Snapshots go out on a `watch` channel (the newest wins), tail records on a bounded channel
+//! (a full one drops them, counted).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use tokio::sync::watch;
+
+use crate::collect::{CollectConfig, Control, collect};
+use crate::live::{Live, SelfCounts, Snapshot, TailRecord};
+use crate::source::Input;
+use crate::stats::{StatsConfig, Window};
+use crate::store::Store;
+
+/// Tail records waiting for the screen.
+const TAIL_CHANNEL: usize = 4_096;
+
+/// How often a snapshot is taken (or fetched).
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(1_000);
+
+/// A network read that takes longer is a dead connection.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("--attach {0}: say http://HOST:PORT (the status API speaks plain HTTP)")]
+    Url(String),
+    #[error("cannot open the store {path}")]
+    Store {
+        path: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("collecting {path}")]
+    Collect {
+        path: String,
+        #[source]
+        source: crate::collect::CollectError,
+    },
+}
+
+/// Where snapshots come from.
+#[derive(Debug, Clone)]
+pub enum Feed {
+    /// A collector's status API at `addr` (`url` as given), with its bearer token.
+    Attach { url: String, addr: SocketAddr, token: Option<String> },
+    /// The pipeline over `path`, into the store at `store`.
+    File { path: PathBuf, store: PathBuf },
+}
+
+impl Feed {
+    /// An attached feed from `url` (`http://host:port`).
+    pub fn attach(url: &str, token: Option<String>) -> Result<Feed, FeedError> {
+        let bad = || FeedError::Url(url.to_owned());
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let host = rest.trim_end_matches('/');
+        let addr = host.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
+        Ok(Feed::Attach { url: url.trim_end_matches('/').to_owned(), addr, token })
+    }
+
+    /// What the title calls it.
+    pub fn name(&self) -> String {
+        match self {
+            Feed::Attach { url, .. } => url.clone(),
+            Feed::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// The store SQL can run on, when the feed keeps one.
+    pub fn store(&self) -> Option<&Path> {
+        match self {
+            Feed::Attach { .. } => None,
+            Feed::File { store, .. } => Some(store),
+        }
+    }
+
+    /// Starts feeding; `once` reads a file to its end first (for one snapshot).
+    pub fn start(self, once: bool) -> Result<Running, FeedError> {
+        let (snapshot_tx, snapshots) = watch::channel(None);
+        let (window, window_rx) = watch::channel(Window::All);
+        let (tail_tx, tail) = bounded(TAIL_CHANNEL);
+        let shared = Arc::new(Shared::default());
+        let mut running = Running {
+            snapshots,
+            window,
+            tail,
+            shared: shared.clone(),
+            pipeline: None,
+            control: None,
+        };
+        match self {
+            Feed::Attach { addr, token, .. } => {
+                let (token2, shared2) = (token.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    poll_snapshots(addr, token2.as_deref(), (&snapshot_tx, window_rx), &shared2);
+                });
+                if !once {
+                    std::thread::spawn(move || {
+                        follow_tail(addr, token.as_deref(), &tail_tx, &shared);
+                    });
+                }
+            }
+            Feed::File { path, store } => {
+                let name = path.display().to_string();
+                let (mut opened, _) = Store::open(&store).map_err(|source| FeedError::Store {
+                    path: store.display().to_string(),
+                    source,
+                })?;
+                let live = Arc::new(Live::new(StatsConfig::default()));
+                live.readiness.store.store(true, Ordering::Relaxed);
+                let control = Arc::new(Control::default());
+                let _ = control.live.set(live.clone());
+                // Commits every second, so SQL soon sees what the screen shows.
+                let config = CollectConfig {
+                    once,
+                    commit_every: Duration::from_secs(1),
+                    ..CollectConfig::default()
+                };
+                let input = Input::Path(path);
+                if once {
+                    collect(&input, &mut opened, &config, &control)
+                        .map_err(|source| FeedError::Collect { path: name, source })?;
+                    snapshot_tx.send_replace(Some(live.snapshot(Window::All, counts(&control))));
+                    return Ok(running);
+                }
+                let collecting = control.clone();
+                running.pipeline = Some(std::thread::spawn({
+                    let shared = shared.clone();
+                    move || {
+                        if let Err(e) = collect(&input, &mut opened, &config, &collecting) {
+                            shared
+                                .problem(format!("collecting {name}: {}", super::error_chain(&e)));
+                        }
+                    }
+                }));
+                let (snapshot_live, snapshot_control, stop) =
+                    (live.clone(), control.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    while !stop.stop.load(Ordering::Relaxed) {
+                        let window = *window_rx.borrow();
+                        let snapshot = snapshot_live.snapshot(window, counts(&snapshot_control));
+                        snapshot_tx.send_replace(Some(snapshot));
+                        sleep_unless(&stop.stop, SNAPSHOT_EVERY);
+                    }
+                });
+                let mut records = live.subscribe();
+                std::thread::spawn(move || {
+                    while !shared.stop.load(Ordering::Relaxed) {
+                        match records.blocking_recv() {
+                            Ok(record) => shared.offer(&tail_tx, (*record).clone()),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                shared.tail_dropped.fetch_add(n, Ordering::Relaxed);
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        }
+                    }
+                });
+                running.control = Some(control);
+            }
+        }
+        Ok(running)
+    }
+}
+
+fn counts(control: &Control) -> SelfCounts {
+    SelfCounts {
+        bytes_read: control.bytes.load(Ordering::Relaxed),
+        lines: control.lines.load(Ordering::Relaxed),
+        rows_committed: control.committed.load(Ordering::Relaxed),
+        sources_unlisted: 0,
+    }
+}
+
+/// What the feed's threads share with the screen.
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    /// The last thing that went wrong (a collector unreachable, a refused token), for the title.
+    problem: Mutex<Option<String>>,
+    tail_dropped: AtomicU64,
+}
+
+impl Shared {
+    fn problem(&self, text: String) {
+        if let Ok(mut problem) = self.problem.lock() {
+            *problem = Some(text);
+        }
+    }
+
+    fn clear_problem(&self) {
+        if let Ok(mut problem) = self.problem.lock() {
+            *problem = None;
+        }
+    }
+
+    fn offer(&self, tail: &Sender<TailRecord>, record: TailRecord) {
+        if let Err(TrySendError::Full(_)) = tail.try_send(record) {
+            self.tail_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A started feed.
+#[derive(Debug)]
+pub struct Running {
+    snapshots: watch::Receiver<Option<Snapshot>>,
+    window: watch::Sender<Window>,
+    tail: Receiver<TailRecord>,
+    shared: Arc<Shared>,
+    /// The pipeline's thread and control, when it runs here. The other threads (network
+    /// reads, the tail) end with the process.
+    pipeline: Option<JoinHandle<()>>,
+    control: Option<Arc<Control>>,
+}
+
+impl Running {
+    pub fn snapshots(&self) -> watch::Receiver<Option<Snapshot>> {
+        self.snapshots.clone()
+    }
+
+    pub fn tail(&self) -> &Receiver<TailRecord> {
+        &self.tail
+    }
+
+    /// Snapshots from now on cover `window`.
+    pub fn set_window(&self, window: Window) {
+        self.window.send_replace(window);
+    }
+
+    /// What went wrong last, if it still is.
+    pub fn problem(&self) -> Option<String> {
+        self.shared.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Tail records the feed could not hand over (the screen was behind).
+    pub fn tail_dropped(&self) -> u64 {
+        self.shared.tail_dropped.swap(0, Ordering::Relaxed)
+    }
+
+    /// The first snapshot, waiting up to `wait`; `None` if none came (a problem ends the
+    /// wait early).
+    pub fn first_snapshot(&self, wait: Duration) -> Option<Snapshot> {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if let Some(snapshot) = self.snapshots.borrow().clone() {
+                return Some(snapshot);
+            }
+            if self.problem().is_some() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(control) = &self.control {
+            // The pipeline commits what it read and stops; its store stays whole.
+            control.stop.store(true, Ordering::Relaxed);
+        }
+        if let Some(pipeline) = self.pipeline.take() {
+            let _ = pipeline.join();
+        }
+    }
+}
+
+fn sleep_unless(stop: &AtomicBool, duration: Duration) {
+    let until = Instant::now() + duration;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn poll_snapshots(
+    addr: SocketAddr,
+    token: Option<&str>,
+    (snapshots, window): (&watch::Sender<Option<Snapshot>>, watch::Receiver<Window>),
+    shared: &Shared,
+) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let path = format!("/api/v1/snapshot?window={}", window.borrow().as_str());
+        let fetched = get(addr, &path, token).and_then(|(status, body)| match status {
+            200 => serde_json::from_str::<Snapshot>(&body).map_err(|e| format!("snapshot: {e}")),
+            _ => Err(format!("{path}: {status} {}", body.trim())),
+        });
+        match fetched {
+            Ok(snapshot) => {
+                shared.clear_problem();
+                snapshots.send_replace(Some(snapshot));
+            }
+            Err(e) => shared.problem(format!("{addr}: {e}")),
+        }
+        sleep_unless(&shared.stop, SNAPSHOT_EVERY);
+    }
+}
+
+fn follow_tail(addr: SocketAddr, token: Option<&str>, tail: &Sender<TailRecord>, shared: &Shared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let streamed = stream(addr, "/api/v1/tail", token, &shared.stop, |line| {
+            match serde_json::from_str::<TailRecord>(line) {
+                Ok(record) => shared.offer(tail, record),
+                // `{"missed": N}`: the collector dropped some for this reader.
+                Err(_) => {
+                    let missed = serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["missed"].as_u64())
+                        .unwrap_or(0);
+                    shared.tail_dropped.fetch_add(missed, Ordering::Relaxed);
+                }
+            }
+        });
+        if let Err(e) = streamed {
+            shared.problem(format!("{addr} tail: {e}"));
+        }
+        sleep_unless(&shared.stop, SNAPSHOT_EVERY);
+    }
+}
+
+/// Sends `GET path` and returns the status, whether the body is chunked, and its reader;
+/// `patient` waits for the body as long as it takes (a stream).
+fn request(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    patient: bool,
+) -> Result<(u16, bool, BufReader<TcpStream>), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, READ_TIMEOUT).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    let status = status.ok_or_else(|| format!("not an HTTP answer: {}", line.trim()))?;
+    let mut chunked = false;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+    }
+    if patient {
+        // A quiet stream is no dead one; the thread ends with the process.
+        reader.get_ref().set_read_timeout(None).map_err(|e| e.to_string())?;
+    }
+    Ok((status, chunked, reader))
+}
+
+/// A whole answer: status and body.
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
+    let (status, chunked, mut reader) = request(addr, path, token, false)?;
+    let mut body = String::new();
+    if chunked {
+        let never = AtomicBool::new(false);
+        read_chunks(&mut reader, &never, |piece| body.push_str(piece))?;
+    } else {
+        reader.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    }
+    Ok((status, body))
+}
+
+/// A streamed answer, line by line, until it ends or `stop`.
+fn stream(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    stop: &AtomicBool,
+    mut line: impl FnMut(&str),
+) -> Result<(), String> {
+    let (status, chunked, mut reader) = request(addr, path, token, true)?;
+    if status != 200 || !chunked {
+        return Err(format!("{path}: status {status}"));
+    }
+    let mut pending = String::new();
+    read_chunks(&mut reader, stop, |piece| {
+        pending.push_str(piece);
+        while let Some(end) = pending.find('\n') {
+            line(&pending[..end]);
+            pending.drain(..=end);
+        }
+    })
+}
+
+/// Reads an HTTP/1.1 chunked body, handing each chunk over as it comes.
+fn read_chunks(
+    reader: &mut BufReader<TcpStream>,
+    stop: &AtomicBool,
+    mut piece: impl FnMut(&str),
+) -> Result<(), String> {
+    let mut size = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        size.clear();
+        if reader.read_line(&mut size).map_err(|e| e.to_string())? == 0 {
+            return Ok(());
+        }
+        let n = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| format!("bad chunk size {size:?}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut chunk = vec![0; n + 2];
+        reader.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+        piece(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    Ok(())
+}
