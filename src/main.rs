@@ -271,10 +271,17 @@ struct TopArgs {
     /// The bearer token of an attached collector's status API, in a file.
     #[arg(long, value_name = "FILE", requires = "attach")]
     token_file: Option<PathBuf>,
-    /// The store SQL (`:`) runs on: an attached collector's, or where a followed file's
-    /// records are kept (default: a directory of its own, removed at exit).
+    /// Alone: the store whose history to replay. With --attach: the collector's store, for
+    /// SQL (`:`). With FILE: where its records are kept (default: a directory of its own,
+    /// removed at exit).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// Replay only the store's records of the last AGE (wall clock: 30m, 6h, 2d).
+    #[arg(long, value_name = "AGE", value_parser = parse_age, requires = "store")]
+    since: Option<std::time::Duration>,
+    /// Replay at this many times the recorded pace (default: as fast as it reads).
+    #[arg(long, value_name = "TIMES", requires = "store")]
+    speed: Option<f64>,
 }
 
 /// The status API's address when none is given.
@@ -1023,9 +1030,25 @@ fn run_top(args: TopArgs) -> Result<()> {
             };
             Feed::File { path: path.clone(), store }
         }
-        (None, None) => bail!("say what to show: top FILE, or top --attach http://HOST:PORT"),
+        (None, None) => match &args.store {
+            Some(store) => {
+                if args.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+                    bail!("--speed must be above 0");
+                }
+                let store = store.clone();
+                Feed::Store(tui::history::History { store, since: args.since, speed: args.speed })
+            }
+            None => bail!(
+                "say what to show: top FILE, top --attach http://HOST:PORT, or top --store DIR"
+            ),
+        },
     };
     let sql_store = if args.attach.is_some() { args.store.clone() } else { None };
+    if (args.since.is_some() || args.speed.is_some())
+        && (args.attach.is_some() || args.file.is_some())
+    {
+        bail!("--since and --speed replay a store: use them with --store DIR alone");
+    }
     let result = tui::run(feed, TopOptions { sql_store });
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);

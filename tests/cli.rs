@@ -617,3 +617,22 @@ fn findings_in_the_store_equal_those_of_stats() {
     let out = run(&["findings", "--store", empty.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"), "{out:?}");
 }
+
+/// `top` without a terminal prints one snapshot table, for scripts: here of a store's history.
+#[test]
+fn top_without_a_terminal_prints_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("egress.log");
+    let generated = run(&["gen", "--lines", "2000", "--seed", "5", "--out", log.to_str().unwrap()]);
+    assert!(generated.status.success());
+    let store = dir.path().join("store");
+    assert!(collect_once(&log, &store).status.success());
+    let top = run(&["top", "--store", store.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    assert!(stdout.contains("aliyun.com"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("HOST") && l.contains("REQS")), "{stdout}");
+    let nothing = run(&["top"]);
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("say what to show"));
+}

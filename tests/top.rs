@@ -215,3 +215,42 @@ fn ten_thousand_hosts_draw_the_visible_rows() {
     assert_eq!(app.selected, 9_999);
     both_sizes("ten_thousand_hosts", &app);
 }
+
+/// A store's history, replayed, gives the per-host figures `stats` gives on the lines it was
+/// collected from; the findings are the store's own.
+#[test]
+fn a_store_replays_to_the_stats_of_its_lines() {
+    use egresslens::collect::{CollectConfig, Control, collect};
+    use egresslens::live::Live;
+    use egresslens::stats::StatsConfig;
+    use egresslens::store::Store;
+    use egresslens::tui::history::History;
+
+    let mut bytes = Vec::new();
+    let config = GenConfig { lines: 5_000, seed: 12, incidents: true, ..GenConfig::default() };
+    generate(&config, &mut bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path()).unwrap();
+    let input = Input::Memory { name: "generated".into(), bytes: bytes.clone().into() };
+    let once = CollectConfig { once: true, ..CollectConfig::default() };
+    collect(&input, &mut store, &once, &Control::default()).unwrap();
+    drop(store);
+
+    let history = History { store: dir.path().to_path_buf(), since: None, speed: None };
+    let live = Live::new(StatsConfig::default());
+    let played = history.replay(&live, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    let replayed = live.snapshot(Window::All, SelfCounts::default()).stats;
+    let input = Input::Memory { name: "generated".into(), bytes: bytes.into() };
+    let expected =
+        ingest::stats(&[input], &IngestConfig::default()).unwrap().report(Window::All, None);
+    assert_eq!(played, expected.records);
+    assert_eq!(replayed.hosts.len(), expected.hosts.len());
+    for (got, want) in replayed.hosts.iter().zip(&expected.hosts) {
+        let figures = |h: &HostReport| {
+            (h.host.clone(), h.requests, h.bytes_sent, h.bytes_received, h.errors, h.status.clone())
+        };
+        assert_eq!(figures(got), figures(want));
+    }
+    let findings = history.findings().unwrap();
+    assert!(!findings.is_empty() && findings.iter().all(|f| !f.evidence.is_empty()));
+}

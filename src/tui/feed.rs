@@ -4,7 +4,8 @@
 //!   the window the view asks for; `/api/v1/tail` as a stream), over plain HTTP (the API
 //!   listens on loopback; reach a pod's through `kubectl port-forward`);
 //! - [`Feed::File`]: the collector's own pipeline run here over one file, followed like
-//!   `tail -F`, into a store kept while `top` runs (so SQL has something to query).
+//!   `tail -F`, into a store kept while `top` runs (so SQL has something to query);
+//! - [`Feed::Store`]: a store's history, replayed ([`super::history`]).
 //!
 //! Snapshots go out on a `watch` channel (the newest wins), tail records on a bounded channel
 //! (a full one drops them, counted).
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use tokio::sync::watch;
 
+use super::history::History;
 use crate::collect::{CollectConfig, Control, collect};
 use crate::live::{Live, SelfCounts, Snapshot, TailRecord};
 use crate::source::Input;
@@ -45,6 +47,8 @@ pub enum FeedError {
         #[source]
         source: crate::store::StoreError,
     },
+    #[error("replaying the store: {0}")]
+    History(String),
     #[error("collecting {path}")]
     Collect {
         path: String,
@@ -60,6 +64,8 @@ pub enum Feed {
     Attach { url: String, addr: SocketAddr, token: Option<String> },
     /// The pipeline over `path`, into the store at `store`.
     File { path: PathBuf, store: PathBuf },
+    /// A store's history, replayed.
+    Store(History),
 }
 
 impl Feed {
@@ -77,6 +83,7 @@ impl Feed {
         match self {
             Feed::Attach { url, .. } => url.clone(),
             Feed::File { path, .. } => path.display().to_string(),
+            Feed::Store(history) => format!("store {}", history.store.display()),
         }
     }
 
@@ -85,6 +92,7 @@ impl Feed {
         match self {
             Feed::Attach { .. } => None,
             Feed::File { store, .. } => Some(store),
+            Feed::Store(history) => Some(&history.store),
         }
     }
 
@@ -113,6 +121,41 @@ impl Feed {
                         follow_tail(addr, token.as_deref(), &tail_tx, &shared);
                     });
                 }
+            }
+            Feed::Store(history) => {
+                let live = Arc::new(Live::new(StatsConfig::default()));
+                live.readiness.store.store(true, Ordering::Relaxed);
+                live.readiness.sources.store(true, Ordering::Relaxed);
+                let findings = history.findings().unwrap_or_else(|e| {
+                    shared.problem(format!("findings: {e}"));
+                    Vec::new()
+                });
+                let with_findings = move |mut snapshot: Snapshot| {
+                    snapshot.stats.findings.clone_from(&findings);
+                    snapshot
+                };
+                if once {
+                    history.replay(&live, &shared.stop).map_err(FeedError::History)?;
+                    let snapshot = live.snapshot(Window::All, SelfCounts::default());
+                    snapshot_tx.send_replace(Some(with_findings(snapshot)));
+                    return Ok(running);
+                }
+                let (replaying, replay_shared) = (live.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = history.replay(&replaying, &replay_shared.stop) {
+                        replay_shared.problem(format!("replay: {e}"));
+                    }
+                });
+                let (snapshot_live, stop) = (live.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    while !stop.stop.load(Ordering::Relaxed) {
+                        let window = *window_rx.borrow();
+                        let snapshot = snapshot_live.snapshot(window, SelfCounts::default());
+                        snapshot_tx.send_replace(Some(with_findings(snapshot)));
+                        sleep_unless(&stop.stop, SNAPSHOT_EVERY);
+                    }
+                });
+                forward_tail(&live, tail_tx, shared);
             }
             Feed::File { path, store } => {
                 let name = path.display().to_string();
@@ -157,23 +200,28 @@ impl Feed {
                         sleep_unless(&stop.stop, SNAPSHOT_EVERY);
                     }
                 });
-                let mut records = live.subscribe();
-                std::thread::spawn(move || {
-                    while !shared.stop.load(Ordering::Relaxed) {
-                        match records.blocking_recv() {
-                            Ok(record) => shared.offer(&tail_tx, (*record).clone()),
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                shared.tail_dropped.fetch_add(n, Ordering::Relaxed);
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                        }
-                    }
-                });
+                forward_tail(&live, tail_tx, shared);
                 running.control = Some(control);
             }
         }
         Ok(running)
     }
+}
+
+/// The live view's tail records to the screen's channel, on a thread of their own.
+fn forward_tail(live: &Live, tail: Sender<TailRecord>, shared: Arc<Shared>) {
+    let mut records = live.subscribe();
+    std::thread::spawn(move || {
+        while !shared.stop.load(Ordering::Relaxed) {
+            match records.blocking_recv() {
+                Ok(record) => shared.offer(&tail, (*record).clone()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    shared.tail_dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 fn counts(control: &Control) -> SelfCounts {

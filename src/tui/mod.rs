@@ -4,7 +4,8 @@
 //! - [`app`]: the state and what each key does to it
 //! - [`view`]: drawing it
 //! - [`feed`]: where snapshots and tail records come from: a running collector's status API
-//!   (`--attach`), or the pipeline run here over a file
+//!   (`--attach`), the pipeline run here over a file, or a store's history (`--store`)
+//! - [`history`]: replaying a store
 //!
 //! One thread owns the [`app::App`]: it takes keys, the newest snapshot (a `watch` channel:
 //! a slow screen skips snapshots, never queues them), tail records (a bounded channel) and SQL
@@ -13,6 +14,7 @@
 
 pub mod app;
 pub mod feed;
+pub mod history;
 pub mod view;
 
 use std::io::{self, IsTerminal, Write};
@@ -195,7 +197,7 @@ fn query_table(store: &std::path::Path, sql: &str) -> Result<TextTable, String> 
     Ok((columns, rows))
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
