@@ -195,6 +195,17 @@ impl Findings {
     ) {
         let hosts = &mut self.kinds[kind.index()];
         if let Some(ours) = hosts.get_mut(host).and_then(|sources| sources.get_mut(source)) {
+            // The evidence is the earliest line's (the least one at a tie), whatever order
+            // parts merge in.
+            let earlier = span.first_ns < ours.first_ns;
+            if earlier || span.first_ns == ours.first_ns {
+                let theirs = seen();
+                if earlier || theirs.evidence < ours.evidence {
+                    ours.evidence = theirs.evidence;
+                    ours.origin = theirs.origin;
+                    ours.detail = theirs.detail;
+                }
+            }
             ours.count += span.count;
             ours.first_ns = ours.first_ns.min(span.first_ns);
             ours.last_ns = ours.last_ns.max(span.last_ns);
@@ -497,6 +508,36 @@ mod tests {
         };
         assert_eq!(plaintext(plain), Some((FindingKind::TlsNotOriginated, "aliyun.com".into())));
         assert_eq!(plaintext(fine), None);
+    }
+
+    #[test]
+    fn the_evidence_is_the_earliest_line_whatever_order_parts_merge_in() {
+        let piece = |ts_ns, line: &'static [u8]| Evidence {
+            kind: FindingKind::TlsNotOriginated,
+            host: "aliyun.com".into(),
+            source: "10.0.1.7".into(),
+            detail: "test",
+            ts_ns,
+            line,
+        };
+        let part = |ts_ns, line| {
+            let mut findings = Findings::default();
+            findings.note(piece(ts_ns, line), "a.log");
+            findings
+        };
+        let (early, late, tie) = (part(1, b"early"), part(5, b"late"), part(1, b"another"));
+        let evidence = |parts: [&Findings; 3]| {
+            let mut all = Findings::default();
+            for p in parts {
+                all.merge(p);
+            }
+            let noted = all.iter().next().map(|n| (n.evidence.to_owned(), n.count, n.first_ns));
+            noted.unwrap()
+        };
+        let want = ("another".to_owned(), 3, 1);
+        assert_eq!(evidence([&late, &early, &tie]), want);
+        assert_eq!(evidence([&early, &tie, &late]), want);
+        assert_eq!(evidence([&tie, &late, &early]), want);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::parse::derived::host_of_address;
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, Projection, RejectReason};
-use crate::stats::{EgressStats, StatsConfig, StatsReport, Window};
+use crate::stats::{EgressStats, HostDetail, StatsConfig, StatsReport, Window};
 use crate::workloads::Workloads;
 
 /// Recent records kept for a new tail subscriber and for `top`'s tail view.
@@ -147,6 +147,9 @@ pub struct Snapshot {
     pub stats: StatsReport,
     pub sources: Vec<SourceProgress>,
     pub collector: SelfCounts,
+    /// The host asked for (`?host=`), closer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<HostDetail>,
 }
 
 /// The shared live state.
@@ -192,7 +195,20 @@ impl Live {
 
     /// The stats over `window` and everything else, with the collector's own `counts`.
     pub fn snapshot(&self, window: Window, counts: SelfCounts) -> Snapshot {
-        let stats = lock(&self.stats).report(window, None);
+        self.snapshot_with(window, counts, None)
+    }
+
+    /// [`Self::snapshot`], with a closer look at `host`.
+    pub fn snapshot_with(
+        &self,
+        window: Window,
+        counts: SelfCounts,
+        host: Option<&str>,
+    ) -> Snapshot {
+        let (stats, detail) = {
+            let table = lock(&self.stats);
+            (table.report(window, None), host.and_then(|h| table.host_detail(h, window, None)))
+        };
         let sources = lock(&self.sources).values().cloned().collect();
         let collector = SelfCounts {
             sources_unlisted: self.sources_unlisted.load(Ordering::Relaxed),
@@ -204,6 +220,7 @@ impl Live {
             stats,
             sources,
             collector,
+            detail,
         }
     }
 

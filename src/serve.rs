@@ -4,8 +4,9 @@
 //! - `GET /readyz`: 200 once the store is writable and the sources are connected, else 503
 //!   saying which is missing.
 //! - `GET /api/v1/snapshot?window=1m|5m|1h|all` (default `all`): the live view as JSON
-//!   ([`Snapshot`]): `hosts` with the keys of `stats -o json`, findings, rejects, sources
-//!   and their lag, the collector's own counts.
+//!   ([`crate::live::Snapshot`]): `hosts` with the keys of `stats -o json`, findings, rejects,
+//!   sources and their lag, the collector's own counts; with `&host=NAME`, that host's
+//!   requests over time and latency profile as `detail`.
 //! - `GET /api/v1/tail?filter=…`: the recent records, then every new one, as NDJSON (the
 //!   [`crate::filter`] language); a reader too slow for the stream gets `{"missed": N}` lines.
 //!
@@ -159,6 +160,8 @@ async fn readyz(State(shared): State<Shared>) -> Response {
 #[derive(Debug, Deserialize)]
 struct SnapshotQuery {
     window: Option<String>,
+    /// A host to look at closer (`detail`).
+    host: Option<String>,
 }
 
 async fn snapshot(State(shared): State<Shared>, Query(query): Query<SnapshotQuery>) -> Response {
@@ -179,7 +182,10 @@ async fn snapshot(State(shared): State<Shared>, Query(query): Query<SnapshotQuer
     };
     // The report walks every host: off the runtime's only worker.
     let live = shared.live.clone();
-    match tokio::task::spawn_blocking(move || live.snapshot(window, counts)).await {
+    let host = query.host;
+    let taken =
+        tokio::task::spawn_blocking(move || live.snapshot_with(window, counts, host.as_deref()));
+    match taken.await {
         Ok(snapshot) => axum::Json(snapshot).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed\n").into_response(),
     }

@@ -149,6 +149,14 @@ fn the_snapshot_has_the_stats_keys_and_figures_of_stats_on_the_same_lines() {
     assert_eq!(sources.len(), 1);
     assert_eq!(sources[0]["records"], expected["records"]);
 
+    let closer: Value = serde_json::from_str(
+        &get(server.addr, "/api/v1/snapshot?window=5m&host=aliyun.com", None).body,
+    )
+    .unwrap();
+    assert_eq!(closer["detail"]["host"], "aliyun.com");
+    let requests = closer["detail"]["requests"].as_array().unwrap();
+    assert!(requests.iter().map(|n| n.as_u64().unwrap()).sum::<u64>() > 0, "{closer}");
+    assert!(snapshot.get("detail").is_none(), "no detail unless asked");
     let windowed: Value =
         serde_json::from_str(&get(server.addr, "/api/v1/snapshot?window=5m", None).body).unwrap();
     assert_eq!(windowed["window"], "5m");

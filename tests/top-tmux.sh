@@ -13,7 +13,9 @@ work=$(mktemp -d)
 session="egresslens-top-$$"
 trap 'tmux kill-session -t "$session" 2> /dev/null || true; rm -rf "$work"' EXIT
 cargo test --locked --quiet --no-run 2> /dev/null
-bin="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/egresslens"
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$(pwd)/$target_dir" ;; esac
+bin="$target_dir/debug/egresslens"
 "$bin" gen --lines 5000 --seed 4 --incidents --out "$work/egress.log"
 
 tmux new-session -d -s "$session" -x 120 -y 36 \

@@ -36,6 +36,7 @@ fn snapshot_of(stats: StatsReport) -> Snapshot {
             ..SourceProgress::default()
         }],
         collector: SelfCounts::default(),
+        detail: None,
         stats,
     }
 }
@@ -125,8 +126,26 @@ fn a_filter_in_the_title_and_applied_to_every_view() {
 
 #[test]
 fn host_detail() {
-    let mut app = app_with(Some(snapshot()));
-    press(&mut app, "j\n");
+    let mut bytes = Vec::new();
+    let config =
+        GenConfig { lines: 3_000, seed: 11, incidents: true, bad: 0.01, ..GenConfig::default() };
+    generate(&config, &mut bytes).unwrap();
+    let input = Input::Memory { name: "generated".into(), bytes: bytes.into() };
+    let stats = ingest::stats(&[input], &IngestConfig::default()).unwrap();
+    let mut app = app_with(Some(snapshot_of(stats.report(Window::All, None))));
+    press(&mut app, "j");
+    let mut asked = None;
+    if let egresslens::tui::app::Action::Detail(host) =
+        app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE))
+    {
+        asked = host;
+    }
+    assert_eq!(asked.as_deref(), Some("api.github.com"));
+    // The feed answers with the host's closer look.
+    let mut snapshot = app.snapshot.clone().unwrap();
+    snapshot.detail = stats.host_detail("api.github.com", Window::All, None);
+    assert!(snapshot.detail.as_ref().is_some_and(|d| d.requests.iter().sum::<u64>() > 0));
+    app.set_snapshot(snapshot);
     assert!(app.detail);
     both_sizes("detail", &app);
 }

@@ -404,6 +404,40 @@ impl EgressStats {
         };
     }
 
+    /// `host` over `window` (the last hour's series for `all`), ending at `now_ns` on the log's
+    /// clock (default: the newest record seen); `None` for a host not tracked.
+    pub fn host_detail(
+        &self,
+        host: &str,
+        window: Window,
+        now_ns: Option<i64>,
+    ) -> Option<HostDetail> {
+        let id = *self.index.get(host)?;
+        let now = now_ns.or(self.latest_ns).unwrap_or(0);
+        let seconds = window.seconds().unwrap_or(3600);
+        let (slot_seconds, requests) =
+            self.windows.as_ref().map_or((seconds, Vec::new()), |w| w.series(id, now, seconds));
+        let sketch = match window.seconds() {
+            None => self.hosts[id as usize].duration.clone(),
+            Some(seconds) => {
+                let cells = self.windows.as_ref().map(|w| w.collect(now, seconds));
+                cells.and_then(|mut c| c.remove(&id)).map(|c| c.duration).unwrap_or_default()
+            }
+        };
+        let mut latency_ms: Vec<(f64, f64)> =
+            PROFILE.iter().filter_map(|q| Some((*q, sketch.quantile(*q)?))).collect();
+        if let Some(max) = sketch.max() {
+            latency_ms.push((1.0, max));
+        }
+        Some(HostDetail {
+            host: host.to_owned(),
+            window: window.as_str().to_owned(),
+            slot_seconds,
+            requests,
+            latency_ms,
+        })
+    }
+
     /// The report over `window`, ending at `now_ns` on the log's clock (default: the newest
     /// record seen). A windowed report of a table that does not track windows lists no hosts.
     pub fn report(&self, window: Window, now_ns: Option<i64>) -> StatsReport {
@@ -580,6 +614,23 @@ impl HostReport {
     }
 }
 
+/// One host over a window, for a closer look: its requests over time and its latency
+/// profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostDetail {
+    pub host: String,
+    pub window: String,
+    /// The length of each `requests` slot, in seconds.
+    pub slot_seconds: i64,
+    /// Requests per slot, oldest first, up to the newest record (the last hour for `all`).
+    pub requests: Vec<u64>,
+    /// `(quantile, ms)`: p10 … p99.9, then the maximum (quantile 1).
+    pub latency_ms: Vec<(f64, f64)>,
+}
+
+/// The quantiles of [`HostDetail::latency_ms`].
+const PROFILE: [f64; 8] = [0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
+
 /// A whole report; serialises to the `stats -o json` object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsReport {
@@ -637,6 +688,23 @@ mod tests {
         assert_eq!(aliyun.top_sources[0].value, "172.16.5.26");
         assert_eq!((host("api.github.com").status["0"], host("api.github.com").errors), (1, 1));
         assert_eq!(host("sts.amazonaws.com").errors, 0, "plain TCP passthrough is not an error");
+    }
+
+    #[test]
+    fn a_host_detail_counts_requests_per_slot_up_to_the_newest() {
+        let mut stats = EgressStats::default();
+        let line =
+            r#"{"authority_for":"aliyun.com","response_code":200,"duration":10,"method":"GET"}"#;
+        // Two requests in the newest 10 s slot, one two slots before, none between.
+        for offset_s in [0, 20, 20] {
+            stats.record(&entry(line), T0 + offset_s * 1_000_000_000);
+        }
+        let detail = stats.host_detail("aliyun.com", Window::OneMinute, None).expect("tracked");
+        assert_eq!(detail.slot_seconds, 10);
+        assert_eq!(detail.requests.iter().rev().take(3).collect::<Vec<_>>(), [&2, &0, &1]);
+        assert_eq!(detail.requests.iter().sum::<u64>(), 3);
+        assert_eq!(detail.latency_ms.last().map(|(q, _)| *q), Some(1.0));
+        assert!(stats.host_detail("nowhere.example", Window::All, None).is_none());
     }
 
     #[test]

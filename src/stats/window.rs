@@ -20,12 +20,13 @@ struct RingShape {
 }
 
 /// A time window a report can cover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Window {
     OneMinute,
     FiveMinutes,
     OneHour,
     /// Everything since the collector started.
+    #[default]
     All,
 }
 
@@ -129,6 +130,18 @@ impl Ring {
         out
     }
 
+    fn series(&self, host: u32, now_ns: i64, seconds: i64) -> Vec<u64> {
+        let now = now_ns.div_euclid(self.shape.slot_ns);
+        let oldest = (now_ns - seconds * 1_000_000_000).div_euclid(self.shape.slot_ns);
+        (oldest.max(now - self.shape.slots as i64 + 1)..=now)
+            .map(|index| {
+                let slot = &self.slots[index.rem_euclid(self.shape.slots as i64) as usize];
+                let cell = (slot.index == index).then(|| slot.hosts.get(&host)).flatten();
+                cell.map_or(0, |c| c.counters.requests)
+            })
+            .collect()
+    }
+
     fn merge(&mut self, other: &Ring, remap: &[u32]) {
         for theirs in other.slots.iter().filter(|s| s.index != i64::MIN) {
             let Some(ours) = self.slot(theirs.index) else { continue };
@@ -166,6 +179,14 @@ impl Windows {
         let fine_span = (FINE.slots as i64 - 1) * FINE.slot_ns / 1_000_000_000;
         let ring = if seconds < fine_span { &self.fine } else { &self.coarse };
         ring.collect(now_ns, seconds)
+    }
+
+    /// One host's requests per slot over `(now_ns - seconds, now_ns]`, oldest first, with the
+    /// slot's length in seconds (the ring [`Windows::collect`] would use).
+    pub fn series(&self, host: u32, now_ns: i64, seconds: i64) -> (i64, Vec<u64>) {
+        let fine_span = (FINE.slots as i64 - 1) * FINE.slot_ns / 1_000_000_000;
+        let ring = if seconds < fine_span { &self.fine } else { &self.coarse };
+        (ring.shape.slot_ns / 1_000_000_000, ring.series(host, now_ns, seconds))
     }
 
     /// Adds another table's windows; `remap` turns the other side's host numbers into ours.

@@ -69,6 +69,8 @@ pub enum Action {
     Window(Window),
     /// Run this SQL.
     Sql(String),
+    /// Look closer at this host (`None`: at none).
+    Detail(Option<String>),
 }
 
 /// Everything `top` shows and how.
@@ -234,14 +236,22 @@ impl App {
         match key.code {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Char('?') => self.help = true,
-            KeyCode::Esc if self.detail => self.detail = false,
+            KeyCode::Esc if self.detail => {
+                self.detail = false;
+                return Action::Detail(None);
+            }
             KeyCode::Esc => self.set_filter(Filter::default()),
             KeyCode::Char('/') => self.prompt = Some(Prompt::Filter(self.filter.text().into())),
             KeyCode::Char(':') => {
                 self.prompt = Some(Prompt::Sql { text: String::new(), history_at: None })
             }
-            KeyCode::Tab => self.switch_tab(1),
-            KeyCode::BackTab => self.switch_tab(Tab::ALL.len() - 1),
+            KeyCode::Tab | KeyCode::BackTab => {
+                let was = self.detail;
+                self.switch_tab(if key.code == KeyCode::Tab { 1 } else { Tab::ALL.len() - 1 });
+                if was {
+                    return Action::Detail(None);
+                }
+            }
             KeyCode::Char(c @ ('1' | '5' | 'h' | 'a')) => {
                 let window = match c {
                     '1' => Window::OneMinute,
@@ -258,7 +268,8 @@ impl App {
                 self.rebuild_hosts();
             }
             KeyCode::Enter if self.tab == Tab::Hosts && !self.hosts.is_empty() => {
-                self.detail = true
+                self.detail = true;
+                return Action::Detail(self.selected_host().map(|h| h.host.clone()));
             }
             KeyCode::Char(' ') if self.tab == Tab::Tail => self.tail_paused = !self.tail_paused,
             KeyCode::Char('w') if self.tab == Tab::Tail => self.tail_wrap = !self.tail_wrap,

@@ -28,6 +28,13 @@ use crate::source::Input;
 use crate::stats::{StatsConfig, Window};
 use crate::store::Store;
 
+/// What the screen asks the feed for: a window, and a host to look at closer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct View {
+    window: Window,
+    host: Option<String>,
+}
+
 /// Tail records waiting for the screen.
 const TAIL_CHANNEL: usize = 4_096;
 
@@ -99,7 +106,7 @@ impl Feed {
     /// Starts feeding; `once` reads a file to its end first (for one snapshot).
     pub fn start(self, once: bool) -> Result<Running, FeedError> {
         let (snapshot_tx, snapshots) = watch::channel(None);
-        let (window, window_rx) = watch::channel(Window::All);
+        let (window, window_rx) = watch::channel(View::default());
         let (tail_tx, tail) = bounded(TAIL_CHANNEL);
         let shared = Arc::new(Shared::default());
         let mut running = Running {
@@ -149,8 +156,10 @@ impl Feed {
                 let (snapshot_live, stop) = (live.clone(), shared.clone());
                 std::thread::spawn(move || {
                     while !stop.stop.load(Ordering::Relaxed) {
-                        let window = *window_rx.borrow();
-                        let snapshot = snapshot_live.snapshot(window, SelfCounts::default());
+                        let view = window_rx.borrow().clone();
+                        let counts = SelfCounts::default();
+                        let snapshot =
+                            snapshot_live.snapshot_with(view.window, counts, view.host.as_deref());
                         snapshot_tx.send_replace(Some(with_findings(snapshot)));
                         sleep_unless(&stop.stop, SNAPSHOT_EVERY);
                     }
@@ -194,8 +203,10 @@ impl Feed {
                     (live.clone(), control.clone(), shared.clone());
                 std::thread::spawn(move || {
                     while !stop.stop.load(Ordering::Relaxed) {
-                        let window = *window_rx.borrow();
-                        let snapshot = snapshot_live.snapshot(window, counts(&snapshot_control));
+                        let view = window_rx.borrow().clone();
+                        let counts = counts(&snapshot_control);
+                        let snapshot =
+                            snapshot_live.snapshot_with(view.window, counts, view.host.as_deref());
                         snapshot_tx.send_replace(Some(snapshot));
                         sleep_unless(&stop.stop, SNAPSHOT_EVERY);
                     }
@@ -266,7 +277,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Running {
     snapshots: watch::Receiver<Option<Snapshot>>,
-    window: watch::Sender<Window>,
+    window: watch::Sender<View>,
     tail: Receiver<TailRecord>,
     shared: Arc<Shared>,
     /// The pipeline's thread and control, when it runs here. The other threads (network
@@ -286,7 +297,12 @@ impl Running {
 
     /// Snapshots from now on cover `window`.
     pub fn set_window(&self, window: Window) {
-        self.window.send_replace(window);
+        self.window.send_modify(|view| view.window = window);
+    }
+
+    /// Snapshots from now on look closer at `host` (or at none).
+    pub fn set_detail(&self, host: Option<String>) {
+        self.window.send_modify(|view| view.host = host);
     }
 
     /// What went wrong last, if it still is.
@@ -339,11 +355,16 @@ fn sleep_unless(stop: &AtomicBool, duration: Duration) {
 fn poll_snapshots(
     addr: SocketAddr,
     token: Option<&str>,
-    (snapshots, window): (&watch::Sender<Option<Snapshot>>, watch::Receiver<Window>),
+    (snapshots, view): (&watch::Sender<Option<Snapshot>>, watch::Receiver<View>),
     shared: &Shared,
 ) {
     while !shared.stop.load(Ordering::Relaxed) {
-        let path = format!("/api/v1/snapshot?window={}", window.borrow().as_str());
+        let View { window, host } = view.borrow().clone();
+        let mut path = format!("/api/v1/snapshot?window={}", window.as_str());
+        if let Some(host) = host {
+            path.push_str("&host=");
+            path.push_str(&query_escape(&host));
+        }
         let fetched = get(addr, &path, token).and_then(|(status, body)| match status {
             200 => serde_json::from_str::<Snapshot>(&body).map_err(|e| format!("snapshot: {e}")),
             _ => Err(format!("{path}: {status} {}", body.trim())),
@@ -379,6 +400,19 @@ fn follow_tail(addr: SocketAddr, token: Option<&str>, tail: &Sender<TailRecord>,
         }
         sleep_unless(&shared.stop, SNAPSHOT_EVERY);
     }
+}
+
+/// `text` for a URL's query: letters, digits and `-._~` as they are, the rest %-escaped.
+fn query_escape(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Sends `GET path` and returns the status, whether the body is chunked, and its reader;

@@ -101,6 +101,7 @@ fn ui_loop(
                     match app.handle_key(key) {
                         Action::Quit => break,
                         Action::Window(window) => running.set_window(window),
+                        Action::Detail(host) => running.set_detail(host),
                         Action::Sql(sql) => match &sql_store {
                             Some(store) => run_sql(store.clone(), sql, sql_tx.clone()),
                             None => app.set_sql(SqlResult { query: sql, ..SqlResult::default() }),

@@ -390,6 +390,30 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
             ms(p.max)
         )));
     }
+    let detail = app.snapshot.as_ref().and_then(|s| s.detail.as_ref()).filter(|d| d.host == h.host);
+    if let Some(detail) = detail {
+        lines.push(Line::from(""));
+        let title = format!(
+            "requests per {} s, window {} (peak {})",
+            detail.slot_seconds,
+            detail.window,
+            detail.requests.iter().max().unwrap_or(&0)
+        );
+        lines.push(Line::from(Span::styled(title, theme.header())));
+        lines.push(Line::from(sparkline(&detail.requests, area.width.saturating_sub(2) as usize)));
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled("latency (ms, bars on a log scale)", theme.header())));
+        let top = detail.latency_ms.iter().map(|(_, ms)| *ms).fold(1.0, f64::max);
+        let width = area.width.saturating_sub(22).max(10) as f64;
+        for (q, value) in &detail.latency_ms {
+            let name = if *q >= 1.0 { "max".to_owned() } else { format!("p{}", q * 100.0) };
+            let len = ((value + 1.0).ln() / (top + 1.0).ln() * width).round() as usize;
+            lines.push(Line::from(vec![
+                Span::raw(format!("{name:>6} {:>8} ", ms(*value))),
+                Span::styled("▇".repeat(len), theme.fg(Color::Cyan)),
+            ]));
+        }
+    }
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled("status classes", theme.header())));
     let width = area.width.saturating_sub(20).max(10) as u64;
@@ -431,6 +455,17 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     list("findings", findings);
     let block = Block::default().borders(Borders::ALL).title(format!(" {} ", h.host));
     frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
+}
+
+/// `values` as a line of eighth-blocks, the newest at the right, at most `width` of them.
+fn sparkline(values: &[u64], width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let shown = &values[values.len().saturating_sub(width)..];
+    let top = shown.iter().copied().max().unwrap_or(0).max(1);
+    shown
+        .iter()
+        .map(|v| if *v == 0 { ' ' } else { BARS[((v * 8).div_ceil(top) as usize).clamp(1, 8) - 1] })
+        .collect()
 }
 
 fn draw_tail(frame: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
