@@ -17,13 +17,16 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// A fixed snapshot: the report of generated traffic with incidents (its seed fixes it).
 fn snapshot() -> Snapshot {
+    snapshot_of(generated_stats().report(Window::All, None))
+}
+
+fn generated_stats() -> egresslens::stats::EgressStats {
     let mut bytes = Vec::new();
     let config =
         GenConfig { lines: 3_000, seed: 11, incidents: true, bad: 0.01, ..GenConfig::default() };
     generate(&config, &mut bytes).unwrap();
     let input = Input::Memory { name: "generated".into(), bytes: bytes.into() };
-    let stats = ingest::stats(&[input], &IngestConfig::default()).unwrap();
-    snapshot_of(stats.report(Window::All, None))
+    ingest::stats(&[input], &IngestConfig::default()).unwrap()
 }
 
 fn snapshot_of(stats: StatsReport) -> Snapshot {
@@ -126,12 +129,7 @@ fn a_filter_in_the_title_and_applied_to_every_view() {
 
 #[test]
 fn host_detail() {
-    let mut bytes = Vec::new();
-    let config =
-        GenConfig { lines: 3_000, seed: 11, incidents: true, bad: 0.01, ..GenConfig::default() };
-    generate(&config, &mut bytes).unwrap();
-    let input = Input::Memory { name: "generated".into(), bytes: bytes.into() };
-    let stats = ingest::stats(&[input], &IngestConfig::default()).unwrap();
+    let stats = generated_stats();
     let mut app = app_with(Some(snapshot_of(stats.report(Window::All, None))));
     press(&mut app, "j");
     let mut asked = None;
