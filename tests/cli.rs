@@ -632,6 +632,12 @@ fn top_without_a_terminal_prints_one_snapshot() {
     assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
     assert!(stdout.contains("aliyun.com"), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("HOST") && l.contains("REQS")), "{stdout}");
+    // A collector out of reach is said, not waited for.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let away = run(&["top", "--attach", &format!("http://127.0.0.1:{port}")]);
+    assert!(!away.status.success());
+    let said = String::from_utf8_lossy(&away.stderr);
+    assert!(said.contains(&format!("127.0.0.1:{port}")) && said.contains("refused"), "{said}");
     let nothing = run(&["top"]);
     assert!(!nothing.status.success());
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("say what to show"));

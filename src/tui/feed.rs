@@ -315,20 +315,20 @@ impl Running {
         self.shared.tail_dropped.swap(0, Ordering::Relaxed)
     }
 
-    /// The first snapshot, waiting up to `wait`; `None` if none came (a problem ends the
+    /// The first snapshot, waiting up to `wait`; else what went wrong (a problem ends the
     /// wait early).
-    pub fn first_snapshot(&self, wait: Duration) -> Option<Snapshot> {
+    pub fn first_snapshot(&self, wait: Duration) -> Result<Snapshot, String> {
         let until = Instant::now() + wait;
         while Instant::now() < until {
             if let Some(snapshot) = self.snapshots.borrow().clone() {
-                return Some(snapshot);
+                return Ok(snapshot);
             }
-            if self.problem().is_some() {
-                return None;
+            if let Some(problem) = self.problem() {
+                return Err(problem);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        None
+        Err(format!("no snapshot came within {wait:?}"))
     }
 }
 

@@ -42,8 +42,8 @@ pub enum TopError {
     Feed(#[from] FeedError),
     #[error("the terminal")]
     Terminal(#[source] io::Error),
-    #[error("no snapshot came from {0} within {1:?}")]
-    NoSnapshot(String, Duration),
+    #[error("{0}: {1}")]
+    NoSnapshot(String, String),
 }
 
 /// How `top` runs.
@@ -63,7 +63,7 @@ pub fn run(feed: Feed, options: TopOptions) -> Result<(), TopError> {
     if !interactive {
         let snapshot = running
             .first_snapshot(ONE_SNAPSHOT_WAIT)
-            .ok_or_else(|| TopError::NoSnapshot(name.clone(), ONE_SNAPSHOT_WAIT))?;
+            .map_err(|problem| TopError::NoSnapshot(name.clone(), problem))?;
         let mut out = io::stdout().lock();
         write_report(&mut out, &snapshot.stats, OutputFormat::Table, None)
             .and_then(|()| out.flush())
