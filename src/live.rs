@@ -7,10 +7,11 @@
 //! [`RECENT_KEEP`], the sources by [`MAX_SOURCES`], a slow tail subscriber by its channel
 //! (it is told how many records it missed).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -20,7 +21,8 @@ use crate::parse::derived::host_of_address;
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, Projection, RejectReason};
-use crate::stats::{EgressStats, HostDetail, StatsConfig, StatsReport, Window};
+use crate::stats::topk::TopK;
+use crate::stats::{EgressStats, HostDetail, StatsConfig, StatsReport, TopEntry, Window};
 use crate::workloads::Workloads;
 
 /// Recent records kept for a new tail subscriber and for `top`'s tail view.
@@ -35,6 +37,14 @@ const TAIL_CHANNEL: usize = 4_096;
 
 /// Sources (pods, files) whose progress is kept; more are counted, not listed.
 pub const MAX_SOURCES: usize = 4_096;
+
+/// Hosts whose upstream addresses are kept, and addresses per host (Space-Saving: past it the
+/// counts are upper bounds).
+pub const MAX_UPSTREAM_HOSTS: usize = 20_000;
+const UPSTREAMS_PER_HOST: usize = 8;
+
+/// Separates host and upstream in a chunk's counting key (neither can hold it).
+const KEY_SEPARATOR: char = '\u{1f}';
 
 /// One record as the tail shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -134,6 +144,22 @@ pub struct SelfCounts {
     pub rows_committed: u64,
     /// Sources not listed because [`MAX_SOURCES`] were.
     pub sources_unlisted: u64,
+    /// Requests whose upstream address was not kept: their host came past
+    /// [`MAX_UPSTREAM_HOSTS`].
+    #[serde(default)]
+    pub upstreams_unkept: u64,
+}
+
+impl SelfCounts {
+    /// The counts `control` keeps (the live view adds its own at the snapshot).
+    pub fn of(control: &crate::collect::Control) -> SelfCounts {
+        SelfCounts {
+            bytes_read: control.bytes.load(Ordering::Relaxed),
+            lines: control.lines.load(Ordering::Relaxed),
+            rows_committed: control.committed.load(Ordering::Relaxed),
+            ..SelfCounts::default()
+        }
+    }
 }
 
 /// What the status API's `/api/v1/snapshot` answers.
@@ -160,6 +186,9 @@ pub struct Live {
     recent: Mutex<VecDeque<Arc<TailRecord>>>,
     sources: Mutex<BTreeMap<String, SourceProgress>>,
     sources_unlisted: AtomicU64,
+    /// Per host, the upstream addresses its requests went to.
+    upstreams: Mutex<HashMap<String, TopK, RandomState>>,
+    upstreams_unkept: AtomicU64,
     tail: broadcast::Sender<Arc<TailRecord>>,
     pub readiness: Readiness,
 }
@@ -173,6 +202,8 @@ impl Live {
             recent: Mutex::new(VecDeque::with_capacity(RECENT_KEEP)),
             sources: Mutex::default(),
             sources_unlisted: AtomicU64::new(0),
+            upstreams: Mutex::default(),
+            upstreams_unkept: AtomicU64::new(0),
             tail,
             readiness: Readiness::default(),
         }
@@ -186,6 +217,8 @@ impl Live {
             source,
             workloads,
             stats: EgressStats::new(self.config),
+            upstreams: HashMap::default(),
+            key: String::new(),
             tail: VecDeque::new(),
             lines: 0,
             records: 0,
@@ -205,10 +238,16 @@ impl Live {
         counts: SelfCounts,
         host: Option<&str>,
     ) -> Snapshot {
-        let (stats, detail) = {
+        let (stats, mut detail) = {
             let table = lock(&self.stats);
             (table.report(window, None), host.and_then(|h| table.host_detail(h, window, None)))
         };
+        if let Some(detail) = &mut detail
+            && let Some(top) = lock(&self.upstreams).get(&detail.host)
+        {
+            let entry = |(value, count): (&str, u64)| TopEntry { value: value.to_owned(), count };
+            detail.upstreams = top.top(UPSTREAMS_PER_HOST).into_iter().map(entry).collect();
+        }
         let sources = lock(&self.sources).values().cloned().collect();
         let collector = SelfCounts {
             sources_unlisted: self.sources_unlisted.load(Ordering::Relaxed),
@@ -247,6 +286,10 @@ pub struct LiveChunk<'l> {
     source: &'l str,
     workloads: Option<&'l Workloads>,
     stats: EgressStats,
+    /// Requests per host and upstream address (`host␟upstream`).
+    upstreams: HashMap<Box<str>, u64, RandomState>,
+    /// Scratch for those keys.
+    key: String,
     /// The chunk's last records (a ring whose slots are reused).
     tail: VecDeque<TailRecord>,
     lines: u64,
@@ -261,6 +304,21 @@ impl LiveChunk<'_> {
         {
             let fresh = EgressStats::new(self.live.config);
             lock(&self.live.stats).merge(&std::mem::replace(&mut self.stats, fresh));
+        }
+        if !self.upstreams.is_empty() {
+            let mut upstreams = lock(&self.live.upstreams);
+            for (key, n) in self.upstreams.drain() {
+                let Some((host, upstream)) = key.split_once(KEY_SEPARATOR) else { continue };
+                if !upstreams.contains_key(host) {
+                    if upstreams.len() >= MAX_UPSTREAM_HOSTS {
+                        self.live.upstreams_unkept.fetch_add(n, Ordering::Relaxed);
+                        continue;
+                    }
+                    upstreams.insert(host.to_owned(), TopK::new(UPSTREAMS_PER_HOST));
+                }
+                let Some(top) = upstreams.get_mut(host) else { continue };
+                top.add(upstream, n);
+            }
         }
         let workloads = self.workloads;
         let records: Vec<Arc<TailRecord>> =
@@ -313,6 +371,18 @@ impl LineSink for LiveChunk<'_> {
         let ts = ctx.record_ts(entry);
         self.newest_ns = Some(self.newest_ns.map_or(ts, |n| n.max(ts)));
         LineSink::record(&mut self.stats, entry, raw, ctx);
+        if let (Some(host), Some(upstream)) = (entry.host(), entry.upstream_host.as_deref()) {
+            self.key.clear();
+            self.key.push_str(host);
+            self.key.push(KEY_SEPARATOR);
+            self.key.push_str(upstream);
+            match self.upstreams.get_mut(self.key.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.upstreams.insert(self.key.as_str().into(), 1);
+                }
+            }
+        }
         let mut slot = match self.tail.len() {
             TAIL_PER_CHUNK => self.tail.pop_front().unwrap_or_default(),
             _ => TailRecord::default(),

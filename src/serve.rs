@@ -173,13 +173,7 @@ async fn snapshot(State(shared): State<Shared>, Query(query): Query<SnapshotQuer
             return (StatusCode::BAD_REQUEST, text).into_response();
         }
     };
-    let control = &shared.control;
-    let counts = SelfCounts {
-        bytes_read: control.bytes.load(Ordering::Relaxed),
-        lines: control.lines.load(Ordering::Relaxed),
-        rows_committed: control.committed.load(Ordering::Relaxed),
-        sources_unlisted: 0,
-    };
+    let counts = SelfCounts::of(&shared.control);
     // The report walks every host: off the runtime's only worker.
     let live = shared.live.clone();
     let host = query.host;

@@ -156,6 +156,9 @@ fn the_snapshot_has_the_stats_keys_and_figures_of_stats_on_the_same_lines() {
     assert_eq!(closer["detail"]["host"], "aliyun.com");
     let requests = closer["detail"]["requests"].as_array().unwrap();
     assert!(requests.iter().map(|n| n.as_u64().unwrap()).sum::<u64>() > 0, "{closer}");
+    let upstreams = closer["detail"]["upstreams"].as_array().unwrap();
+    assert!(!upstreams.is_empty() && upstreams.len() <= 8, "{closer}");
+    assert!(upstreams[0]["value"].as_str().unwrap().contains(':'), "an IP:port");
     assert!(snapshot.get("detail").is_none(), "no detail unless asked");
     let windowed: Value =
         serde_json::from_str(&get(server.addr, "/api/v1/snapshot?window=5m", None).body).unwrap();

@@ -435,6 +435,7 @@ impl EgressStats {
             slot_seconds,
             requests,
             latency_ms,
+            upstreams: Vec::new(),
         })
     }
 
@@ -626,6 +627,10 @@ pub struct HostDetail {
     pub requests: Vec<u64>,
     /// `(quantile, ms)`: p10 … p99.9, then the maximum (quantile 1).
     pub latency_ms: Vec<(f64, f64)>,
+    /// The upstream addresses (IP:port) it went to, most first, since the start; kept by the
+    /// collector's live view only (empty elsewhere).
+    #[serde(default)]
+    pub upstreams: Vec<TopEntry>,
 }
 
 /// The quantiles of [`HostDetail::latency_ms`].

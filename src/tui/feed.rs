@@ -186,7 +186,8 @@ impl Feed {
                 if once {
                     collect(&input, &mut opened, &config, &control)
                         .map_err(|source| FeedError::Collect { path: name, source })?;
-                    snapshot_tx.send_replace(Some(live.snapshot(Window::All, counts(&control))));
+                    snapshot_tx
+                        .send_replace(Some(live.snapshot(Window::All, SelfCounts::of(&control))));
                     return Ok(running);
                 }
                 let collecting = control.clone();
@@ -204,7 +205,7 @@ impl Feed {
                 std::thread::spawn(move || {
                     while !stop.stop.load(Ordering::Relaxed) {
                         let view = window_rx.borrow().clone();
-                        let counts = counts(&snapshot_control);
+                        let counts = SelfCounts::of(&snapshot_control);
                         let snapshot =
                             snapshot_live.snapshot_with(view.window, counts, view.host.as_deref());
                         snapshot_tx.send_replace(Some(snapshot));
@@ -233,15 +234,6 @@ fn forward_tail(live: &Live, tail: Sender<TailRecord>, shared: Arc<Shared>) {
             }
         }
     });
-}
-
-fn counts(control: &Control) -> SelfCounts {
-    SelfCounts {
-        bytes_read: control.bytes.load(Ordering::Relaxed),
-        lines: control.lines.load(Ordering::Relaxed),
-        rows_committed: control.committed.load(Ordering::Relaxed),
-        sources_unlisted: 0,
-    }
 }
 
 /// What the feed's threads share with the screen.

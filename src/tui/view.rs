@@ -446,6 +446,9 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     };
     list("top paths", top(&h.top_paths));
     list("top sources", top(&h.top_sources));
+    if let Some(detail) = detail {
+        list("upstream addresses", top(&detail.upstreams));
+    }
     let findings: Vec<(String, u64)> = app
         .findings_shown()
         .into_iter()
