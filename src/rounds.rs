@@ -197,7 +197,7 @@ async fn schedule<R, F>(
 
 /// An error and its causes, `: `-separated; the API server's own message for an API error
 /// (kube's text of one carries a debug dump of the `Status`).
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {

@@ -195,8 +195,10 @@ impl Feed {
                     let shared = shared.clone();
                     move || {
                         if let Err(e) = collect(&input, &mut opened, &config, &collecting) {
-                            shared
-                                .problem(format!("collecting {name}: {}", super::error_chain(&e)));
+                            shared.problem(format!(
+                                "collecting {name}: {}",
+                                crate::rounds::chain(&e)
+                            ));
                         }
                     }
                 }));

@@ -68,16 +68,16 @@ impl History {
             .map_err(|e| e.to_string())?;
         runtime.block_on(async {
             let ctx =
-                crate::query::session(&self.store).await.map_err(|e| super::error_chain(&e))?;
-            let frame = ctx.sql(&self.sql()).await.map_err(|e| super::error_chain(&e))?;
-            let mut batches = frame.execute_stream().await.map_err(|e| super::error_chain(&e))?;
+                crate::query::session(&self.store).await.map_err(|e| crate::rounds::chain(&e))?;
+            let frame = ctx.sql(&self.sql()).await.map_err(|e| crate::rounds::chain(&e))?;
+            let mut batches = frame.execute_stream().await.map_err(|e| crate::rounds::chain(&e))?;
             let mut pace = Pace { speed: self.speed, start: None };
             let mut played = 0;
             while let Some(batch) = batches.next().await {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let batch = batch.map_err(|e| super::error_chain(&e))?;
+                let batch = batch.map_err(|e| crate::rounds::chain(&e))?;
                 played += play(&batch, live, &mut pace, stop).await?;
             }
             Ok(played)
@@ -95,7 +95,7 @@ impl History {
                 let ctx = crate::query::session(&self.store).await?;
                 crate::query::findings(&ctx).await
             })
-            .map_err(|e| super::error_chain(&e))
+            .map_err(|e| crate::rounds::chain(&e))
     }
 }
 

@@ -177,7 +177,7 @@ fn query_table(store: &std::path::Path, sql: &str) -> Result<TextTable, String> 
         let ctx = crate::query::session(store).await?;
         crate::query::run_with_schema(&ctx, &sql).await
     });
-    let (schema, batches) = result.map_err(|e| error_chain(&e))?;
+    let (schema, batches) = result.map_err(|e| crate::rounds::chain(&e))?;
     let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
@@ -196,15 +196,4 @@ fn query_table(store: &std::path::Path, sql: &str) -> Result<TextTable, String> 
         }
     }
     Ok((columns, rows))
-}
-
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
