@@ -200,10 +200,13 @@ fn plan_start(path: &Path, store: &Store) -> Result<Start, CollectError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(read_err(e)),
     };
-    if let Some(id) = &id
-        && let Some(checkpoint) = store.checkpoint(id)?
-    {
-        return Ok(Start { offset: checkpoint.offset, ..Start::default() });
+    if let Some(id) = &id {
+        // Read alone, or with others (`collect_files`): whichever reached further.
+        let alone = store.checkpoint(id)?.map(|c| c.offset);
+        let together = store.cursors(FILES_SOURCE)?.get(id).and_then(|c| c.parse().ok());
+        if let Some(offset) = alone.max(together) {
+            return Ok(Start { offset, ..Start::default() });
+        }
     }
     let Some(last) = store.checkpoint_of_path(&path.display().to_string())? else {
         return Ok(Start::default());
@@ -234,7 +237,6 @@ pub fn collect(
     config: &CollectConfig,
     control: &Control,
 ) -> Result<CollectSummary, CollectError> {
-    let name = input.name();
     let mut summary = CollectSummary::default();
     let start = match input {
         Input::Path(path) => plan_start(path, store)?,
@@ -246,7 +248,6 @@ pub fn collect(
         live.readiness.sources.store(true, Ordering::Relaxed);
     }
     summary.warnings.extend(start.warning.clone());
-    let name = &name;
     let read = move |hand: &mut Handoff<'_>, spare| {
         let mut file_hand = |chunk: Chunk, encoding, source: &Arc<Source>| {
             let position = Position::Offset(source.base + chunk.end_offset());
@@ -255,15 +256,83 @@ pub fn collect(
         let options = config.read_options();
         let mut reader = Reader::new(options, &control.stop, &control.bytes, &mut file_hand, spare);
         let mut warnings = Vec::new();
-        reader.run(input, start, &mut warnings).map_err(|source| match source {
-            ReadFailure::Io(source) => CollectError::Read { name: name.clone(), source },
-            ReadFailure::Gzip => CollectError::FollowGzip { name: name.clone() },
-        })?;
+        reader.run(input, start, &mut warnings).map_err(|failure| read_error(input, failure))?;
         Ok(warnings)
     };
     let feeds = Feeds::default();
     run_pipeline(store, config, control, &mut summary, Reached::File(None), feeds, read)?;
     Ok(summary)
+}
+
+/// The source name of files read together (`collect_files`), whose cursors are offsets.
+pub const FILES_SOURCE: &str = "files";
+
+/// Reads several files at once into `store`, each followed like `tail -F` (or, with `once`,
+/// to its end) on a thread of its own. They are one source of streams, so every commit
+/// carries each file's offset and lines of different files share commits. Each file resumes
+/// from where it was left, read alone or together.
+pub fn collect_files(
+    paths: &[PathBuf],
+    store: &mut Store,
+    config: &CollectConfig,
+    control: &Control,
+) -> Result<CollectSummary, CollectError> {
+    let mut summary = CollectSummary::default();
+    let mut starts = Vec::with_capacity(paths.len());
+    for path in paths {
+        let start = plan_start(path, store)?;
+        summary.warnings.extend(start.warning.clone());
+        starts.push((Input::Path(path.clone()), start));
+    }
+    if let Some(live) = control.live.get() {
+        live.readiness.sources.store(true, Ordering::Relaxed);
+    }
+    let read = move |hand: &mut Handoff<'_>, spare: crossbeam_channel::Receiver<Vec<u8>>| {
+        let (tx, rx) = bounded::<(Chunk, Option<LogFormat>, Arc<Source>)>(starts.len());
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = starts
+                .into_iter()
+                .map(|(input, start)| {
+                    let (tx, spare) = (tx.clone(), spare.clone());
+                    scope.spawn(move || {
+                        let mut file_hand = |chunk, encoding, source: &Arc<Source>| {
+                            tx.send((chunk, encoding, source.clone())).is_ok()
+                        };
+                        let options = config.read_options();
+                        let (stop, bytes) = (&control.stop, &control.bytes);
+                        let mut reader = Reader::new(options, stop, bytes, &mut file_hand, spare);
+                        let mut warnings = Vec::new();
+                        let read = reader.run(&input, start, &mut warnings);
+                        read.map(|()| warnings).map_err(|failure| read_error(&input, failure))
+                    })
+                })
+                .collect();
+            drop(tx);
+            for (chunk, encoding, source) in &rx {
+                let offset = source.base + chunk.end_offset();
+                if !hand(chunk, encoding, &source, Position::Stream(offset.to_string())) {
+                    break;
+                }
+            }
+            // A refused chunk ends the readers: their next hand-over finds nobody.
+            drop(rx);
+            let mut warnings = Vec::new();
+            for reader in readers {
+                warnings.extend(reader.join().expect("a file reader panicked")?);
+            }
+            Ok(warnings)
+        })
+    };
+    let reached = Reached::streams(FILES_SOURCE.to_owned(), store.cursors(FILES_SOURCE)?);
+    run_pipeline(store, config, control, &mut summary, reached, Feeds::default(), read)?;
+    Ok(summary)
+}
+
+fn read_error(input: &Input, failure: ReadFailure) -> CollectError {
+    match failure {
+        ReadFailure::Io(source) => CollectError::Read { name: input.name(), source },
+        ReadFailure::Gzip => CollectError::FollowGzip { name: input.name() },
+    }
 }
 
 /// Follows the Kubernetes pods each of `pods` selects (waypoints, and ztunnel when asked)

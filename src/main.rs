@@ -12,7 +12,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use egresslens::collect::{
-    CollectConfig, CollectSummary, Control, collect, collect_kube, collect_node,
+    CollectConfig, CollectSummary, Control, collect, collect_files, collect_kube, collect_node,
 };
 use egresslens::ingest::{self, IngestConfig};
 use egresslens::netrange::InternalRanges;
@@ -198,9 +198,10 @@ struct CompactArgs {
 
 #[derive(Debug, Args)]
 struct CollectArgs {
-    /// A log file (plain or gzip) to read.
+    /// A log file (plain or gzip) to read; repeat it to read several at once (each one
+    /// followed, and resumed, on its own).
     #[arg(long, conflicts_with_all = ["stdin", "kube"])]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
     /// Read standard input (never resumed: a pipe has no position to come back to).
     #[arg(long, conflicts_with = "kube")]
     stdin: bool,
@@ -261,9 +262,15 @@ struct ListenArgs {
 
 #[derive(Debug, Args)]
 struct TopArgs {
-    /// A waypoint log file to follow (like tail -F), run through the pipeline here.
-    #[arg(conflicts_with = "attach")]
-    file: Option<PathBuf>,
+    /// Waypoint log files to follow (like tail -F), run through the pipeline here.
+    #[arg(conflicts_with_all = ["attach", "kube"])]
+    files: Vec<PathBuf>,
+    /// Follow the waypoint pods through the Kubernetes API, with the pipeline run here (the
+    /// options are collect's).
+    #[arg(long, conflicts_with = "attach")]
+    kube: bool,
+    #[command(flatten)]
+    kube_args: KubeArgs,
     /// A running collector's status API (http://127.0.0.1:9464; kubectl port-forward for a
     /// pod's).
     #[arg(long, value_name = "URL")]
@@ -272,8 +279,8 @@ struct TopArgs {
     #[arg(long, value_name = "FILE", requires = "attach")]
     token_file: Option<PathBuf>,
     /// Alone: the store whose history to replay. With --attach: the collector's store, for
-    /// SQL (`:`). With FILE: where its records are kept (default: a directory of its own,
-    /// removed at exit).
+    /// SQL (`:`). With FILE or --kube: where the records are kept (default: a directory of
+    /// its own, removed at exit).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
     /// Replay only the store's records of the last AGE (wall clock: 30m, 6h, 2d).
@@ -907,23 +914,24 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         bail!("--max-line must be at least 1024, --commit-rows and --commit-every above 0");
     }
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let source = match (&args.file, args.stdin) {
-        (Some(path), _) => CollectSource::Input(Input::Path(path.clone())),
-        (None, true) => CollectSource::Input(Input::Stdin),
-        (None, false) if args.node_logs.is_some() => CollectSource::Node(NodeOptions {
+    let source = match (args.file.as_slice(), args.stdin) {
+        ([path], _) => CollectSource::Input(Input::Path(path.clone())),
+        ([_, _, ..], _) => CollectSource::Files(args.file.clone()),
+        ([], true) => CollectSource::Input(Input::Stdin),
+        ([], false) if args.node_logs.is_some() => CollectSource::Node(NodeOptions {
             root: args.node_logs.clone().expect("checked by the guard"),
             namespaces: args.kube_args.namespaces.clone(),
             containers: vec![args.kube_args.container.clone()],
             rescan: std::time::Duration::from_secs(1),
         }),
-        (None, false) if args.kube || in_pod => {
+        ([], false) if args.kube || in_pod => {
             if args.once {
                 bail!("--once reads a file to its end; a Kubernetes collector runs until stopped");
             }
             let (config, options) = kube_source(&args.kube_args)?;
             CollectSource::Kube(Box::new(config), options, args.probes.rounds()?)
         }
-        (None, false) => {
+        ([], false) => {
             bail!("say what to collect: --file PATH, --stdin, --kube or --node-logs DIR")
         }
     };
@@ -967,10 +975,14 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         CollectSource::Input(Input::Path(path)) if args.once => {
             std::fs::metadata(path).ok().map(|m| m.len())
         }
+        CollectSource::Files(paths) if args.once => {
+            paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| m.len())).sum()
+        }
         _ => None,
     };
     let name = match &source {
         CollectSource::Input(input) => input.name(),
+        CollectSource::Files(paths) => format!("{} files", paths.len()),
         CollectSource::Kube(..) => "the Kubernetes API".to_owned(),
         CollectSource::Node(node) => node.root.display().to_string(),
     };
@@ -981,6 +993,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         }
         let summary = match source {
             CollectSource::Input(input) => collect(&input, &mut store, &config, &control),
+            CollectSource::Files(paths) => collect_files(&paths, &mut store, &config, &control),
             CollectSource::Kube(kube_config, options, probes) => {
                 let cluster = args.kube_args.cluster.clone();
                 let sources = (options, probes);
@@ -1003,9 +1016,23 @@ fn run_collect(args: CollectArgs) -> Result<()> {
 }
 
 fn run_top(args: TopArgs) -> Result<()> {
+    use egresslens::tui::feed::Pipeline;
     use egresslens::tui::{self, TopOptions, feed::Feed};
+    let replay = args.since.is_some() || args.speed.is_some();
+    if replay && (args.attach.is_some() || args.kube || !args.files.is_empty()) {
+        bail!("--since and --speed replay a store: use them with --store DIR alone");
+    }
     let mut scratch = None;
-    let feed = match (&args.attach, &args.file) {
+    let pipeline = if args.kube {
+        let (config, pods) = kube_source(&args.kube_args)?;
+        let cluster = args.kube_args.cluster.clone();
+        Some(Pipeline::Kube { config: Box::new(config), pods, cluster })
+    } else if args.files.is_empty() {
+        None
+    } else {
+        Some(Pipeline::Files(args.files.clone()))
+    };
+    let feed = match (&args.attach, pipeline) {
         (Some(url), _) => {
             let token = match &args.token_file {
                 Some(path) => Some(
@@ -1018,7 +1045,7 @@ fn run_top(args: TopArgs) -> Result<()> {
             };
             Feed::attach(url, token)?
         }
-        (None, Some(path)) => {
+        (None, Some(source)) => {
             let store = match &args.store {
                 Some(store) => store.clone(),
                 None => {
@@ -1028,7 +1055,7 @@ fn run_top(args: TopArgs) -> Result<()> {
                     dir
                 }
             };
-            Feed::File { path: path.clone(), store }
+            Feed::Pipeline { source, store }
         }
         (None, None) => match &args.store {
             Some(store) => {
@@ -1039,16 +1066,12 @@ fn run_top(args: TopArgs) -> Result<()> {
                 Feed::Store(tui::history::History { store, since: args.since, speed: args.speed })
             }
             None => bail!(
-                "say what to show: top FILE, top --attach http://HOST:PORT, or top --store DIR"
+                "say what to show: top FILE…, top --kube, top --attach http://HOST:PORT, or top \
+                 --store DIR"
             ),
         },
     };
     let sql_store = if args.attach.is_some() { args.store.clone() } else { None };
-    if (args.since.is_some() || args.speed.is_some())
-        && (args.attach.is_some() || args.file.is_some())
-    {
-        bail!("--since and --speed replay a store: use them with --store DIR alone");
-    }
     let result = tui::run(feed, TopOptions { sql_store });
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);
@@ -1082,6 +1105,8 @@ fn report_export(summary: &egresslens::export::ExportSummary) {
 /// What `collect` reads.
 enum CollectSource {
     Input(Input),
+    /// Several files, read together.
+    Files(Vec<PathBuf>),
     Kube(Box<kube::Config>, Vec<KubeOptions>, egresslens::rounds::Rounds),
     Node(NodeOptions),
 }

@@ -642,3 +642,24 @@ fn top_without_a_terminal_prints_one_snapshot() {
     assert!(!nothing.status.success());
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("say what to show"));
 }
+
+/// `top` over several files runs the pipeline over all of them: its one table is `stats`'s.
+#[test]
+fn top_over_several_files_shows_what_stats_says_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    assert!(run(&["gen", "--lines", "1500", "--seed", "3", "--out", a]).status.success());
+    let text = ["--format", "text"];
+    assert!(
+        run(&[&["gen", "--lines", "900", "--seed", "4", "--out", b][..], &text].concat())
+            .status
+            .success()
+    );
+    let top = run(&["top", a, b]);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let stats = run(&["stats", a, b]);
+    let shown = String::from_utf8_lossy(&top.stdout);
+    assert!(shown.starts_with("2400 lines: 2400 records"), "{shown}");
+    assert_eq!(shown, String::from_utf8_lossy(&stats.stdout));
+}

@@ -184,3 +184,59 @@ fn a_file_rotated_while_stopped_is_finished_before_the_new_one() {
         assert_eq!(count(&store, &sql), n, "hour {hour}");
     }
 }
+
+/// `collect --once` over `files` into `store`; its stderr.
+fn once(files: &[&Path], store: &Path) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_egresslens"));
+    command.args(["collect", "--once", "--store"]).arg(store);
+    for file in files {
+        command.arg("--file").arg(file);
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn several_files_are_followed_together_and_each_resumes_alone_or_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store) = (dir.path().join("a.log"), dir.path().join("b.log"), dir.path().join("s"));
+    let mut want = 0;
+    let mut add = |path: &Path, seed, hour| {
+        let (bytes, good) = traffic(seed, 300, hour);
+        append(path, &bytes);
+        want += good;
+        want
+    };
+    add(&a, 21, 0);
+    let total = add(&b, 22, 1);
+    let child = Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["collect", "--commit-every", "300ms", "--file"])
+        .arg(&a)
+        .arg("--file")
+        .arg(&b)
+        .arg("--store")
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&store, total);
+    add(&b, 23, 2);
+    let total = add(&a, 24, 3);
+    wait_for(&store, total);
+    let (ok, stderr) = terminate(child);
+    assert!(ok, "{stderr}");
+
+    // One of them alone, resumed from where they were read together; then both again.
+    let total = add(&a, 25, 4);
+    once(&[&a], &store);
+    assert_eq!(count(&store, "SELECT count(*) FROM access_log"), total);
+    add(&a, 26, 5);
+    let total = add(&b, 27, 6);
+    once(&[&a, &b], &store);
+    assert_eq!(count(&store, "SELECT count(*) FROM access_log"), total);
+    no_duplicates(&store);
+    assert_eq!(count(&store, "SELECT count(*) FROM rejects"), 0);
+}

@@ -397,6 +397,36 @@ fn the_cli_follows_one_waypoint_and_stops_cleanly_on_sigterm() {
     assert_eq!(store_count(&root, "SELECT count(*) FROM access_log WHERE pod = 'egress-a'"), 120);
 }
 
+/// `top --kube` without a terminal follows the pods until their logs went quiet and prints
+/// one table: `stats`'s of the same lines.
+#[test]
+fn top_kube_without_a_terminal_shows_the_pods_egress() {
+    let (_runtime, standin, dir) = stand_in();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
+    standin.add_pod(NS, "waypoint-a");
+    standin.add_pod(NS, "waypoint-b");
+    let (a, b) = (waypoint_lines(7, 500, T0), waypoint_lines(8, 250, T0));
+    standin.log(NS, "waypoint-a", &a);
+    standin.log(NS, "waypoint-b", &b);
+    let lines = dir.path().join("lines.log");
+    std::fs::write(&lines, [texts(&a), texts(&b)].concat().join("\n") + "\n").unwrap();
+    let top = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["top", "--kube", "--namespace", NS, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    assert!(shown.starts_with("750 lines: 750 records"), "{shown}");
+    let stats = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .arg("stats")
+        .arg(&lines)
+        .output()
+        .unwrap();
+    assert_eq!(shown, String::from_utf8_lossy(&stats.stdout));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_while_no_follower_ran_is_read_from_the_previous_instance() {
     let standin = StandIn::start().await;

@@ -3,8 +3,9 @@
 //! - [`Feed::Attach`]: a running collector's status API (`/api/v1/snapshot` every second, in
 //!   the window the view asks for; `/api/v1/tail` as a stream), over plain HTTP (the API
 //!   listens on loopback; reach a pod's through `kubectl port-forward`);
-//! - [`Feed::File`]: the collector's own pipeline run here over one file, followed like
-//!   `tail -F`, into a store kept while `top` runs (so SQL has something to query);
+//! - [`Feed::Pipeline`]: the collector's own pipeline run here, over files followed like
+//!   `tail -F` or over the waypoint pods through the Kubernetes API, into a store kept while
+//!   `top` runs (so SQL has something to query);
 //! - [`Feed::Store`]: a store's history, replayed ([`super::history`]).
 //!
 //! Snapshots go out on a `watch` channel (the newest wins), tail records on a bounded channel
@@ -22,9 +23,13 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use tokio::sync::watch;
 
 use super::history::History;
-use crate::collect::{CollectConfig, Control, collect};
+use crate::collect::{
+    CollectConfig, CollectError, CollectSummary, Control, collect, collect_files, collect_kube,
+};
 use crate::live::{Live, SelfCounts, Snapshot, TailRecord};
+use crate::rounds::Rounds;
 use crate::source::Input;
+use crate::source::kube::KubeOptions;
 use crate::stats::{StatsConfig, Window};
 use crate::store::Store;
 
@@ -62,6 +67,8 @@ pub enum FeedError {
         #[source]
         source: crate::collect::CollectError,
     },
+    #[error("{0}")]
+    NoSnapshot(String),
 }
 
 /// Where snapshots come from.
@@ -69,10 +76,52 @@ pub enum FeedError {
 pub enum Feed {
     /// A collector's status API at `addr` (`url` as given), with its bearer token.
     Attach { url: String, addr: SocketAddr, token: Option<String> },
-    /// The pipeline over `path`, into the store at `store`.
-    File { path: PathBuf, store: PathBuf },
+    /// The collector's pipeline over `source`, into the store at `store`.
+    Pipeline { source: Pipeline, store: PathBuf },
     /// A store's history, replayed.
     Store(History),
+}
+
+/// What `top` runs the pipeline over.
+#[derive(Debug, Clone)]
+pub enum Pipeline {
+    /// Files, followed like `tail -F`.
+    Files(Vec<PathBuf>),
+    /// The pods `pods` selects, through the Kubernetes API of `config`.
+    Kube { config: Box<kube::Config>, pods: Vec<KubeOptions>, cluster: Option<String> },
+}
+
+impl Pipeline {
+    fn name(&self) -> String {
+        match self {
+            Pipeline::Files(paths) => {
+                paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
+            }
+            Pipeline::Kube { cluster, .. } => match cluster {
+                Some(cluster) => format!("kube {cluster}"),
+                None => "kube".to_owned(),
+            },
+        }
+    }
+
+    /// Reads into `store` until `control.stop` (or, for files with `once`, their ends).
+    fn collect(
+        &self,
+        store: &mut Store,
+        config: &CollectConfig,
+        control: &Control,
+    ) -> Result<CollectSummary, CollectError> {
+        match self {
+            Pipeline::Files(paths) => match paths.as_slice() {
+                [path] => collect(&Input::Path(path.clone()), store, config, control),
+                _ => collect_files(paths, store, config, control),
+            },
+            Pipeline::Kube { config: kube, pods, cluster } => {
+                let sources = (pods.clone(), Rounds::default());
+                collect_kube((**kube).clone(), sources, cluster.clone(), store, config, control)
+            }
+        }
+    }
 }
 
 impl Feed {
@@ -89,7 +138,7 @@ impl Feed {
     pub fn name(&self) -> String {
         match self {
             Feed::Attach { url, .. } => url.clone(),
-            Feed::File { path, .. } => path.display().to_string(),
+            Feed::Pipeline { source, .. } => source.name(),
             Feed::Store(history) => format!("store {}", history.store.display()),
         }
     }
@@ -98,12 +147,13 @@ impl Feed {
     pub fn store(&self) -> Option<&Path> {
         match self {
             Feed::Attach { .. } => None,
-            Feed::File { store, .. } => Some(store),
+            Feed::Pipeline { store, .. } => Some(store),
             Feed::Store(history) => Some(&history.store),
         }
     }
 
-    /// Starts feeding; `once` reads a file to its end first (for one snapshot).
+    /// Starts feeding; `once` is for one snapshot: files are read to their ends first, pods'
+    /// logs until every watch has listed its pods and the logs went quiet.
     pub fn start(self, once: bool) -> Result<Running, FeedError> {
         let (snapshot_tx, snapshots) = watch::channel(None);
         let (window, window_rx) = watch::channel(View::default());
@@ -166,8 +216,8 @@ impl Feed {
                 });
                 forward_tail(&live, tail_tx, shared);
             }
-            Feed::File { path, store } => {
-                let name = path.display().to_string();
+            Feed::Pipeline { source, store } => {
+                let name = source.name();
                 let (mut opened, _) = Store::open(&store).map_err(|source| FeedError::Store {
                     path: store.display().to_string(),
                     source,
@@ -176,15 +226,16 @@ impl Feed {
                 live.readiness.store.store(true, Ordering::Relaxed);
                 let control = Arc::new(Control::default());
                 let _ = control.live.set(live.clone());
+                let files = matches!(source, Pipeline::Files(_));
                 // Commits every second, so SQL soon sees what the screen shows.
                 let config = CollectConfig {
-                    once,
+                    once: once && files,
                     commit_every: Duration::from_secs(1),
                     ..CollectConfig::default()
                 };
-                let input = Input::Path(path);
-                if once {
-                    collect(&input, &mut opened, &config, &control)
+                if once && files {
+                    source
+                        .collect(&mut opened, &config, &control)
                         .map_err(|source| FeedError::Collect { path: name, source })?;
                     snapshot_tx
                         .send_replace(Some(live.snapshot(Window::All, SelfCounts::of(&control))));
@@ -194,7 +245,7 @@ impl Feed {
                 running.pipeline = Some(std::thread::spawn({
                     let shared = shared.clone();
                     move || {
-                        if let Err(e) = collect(&input, &mut opened, &config, &collecting) {
+                        if let Err(e) = source.collect(&mut opened, &config, &collecting) {
                             shared.problem(format!(
                                 "collecting {name}: {}",
                                 crate::rounds::chain(&e)
@@ -202,6 +253,13 @@ impl Feed {
                         }
                     }
                 }));
+                running.control = Some(control.clone());
+                if once {
+                    settle(&live, &control, &shared).map_err(FeedError::NoSnapshot)?;
+                    snapshot_tx
+                        .send_replace(Some(live.snapshot(Window::All, SelfCounts::of(&control))));
+                    return Ok(running);
+                }
                 let (snapshot_live, snapshot_control, stop) =
                     (live.clone(), control.clone(), shared.clone());
                 std::thread::spawn(move || {
@@ -215,11 +273,36 @@ impl Feed {
                     }
                 });
                 forward_tail(&live, tail_tx, shared);
-                running.control = Some(control);
             }
         }
         Ok(running)
     }
+}
+
+/// How long logs must stay quiet before a one-snapshot `top --kube` takes its snapshot.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// The longest a one-snapshot `top --kube` follows the pods.
+const SETTLE_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the sources are connected and no line came for [`QUIET`]: what the pods have
+/// logged so far is in the live view. Else why not (the pipeline failed, or it took too long).
+fn settle(live: &Live, control: &Control, shared: &Shared) -> Result<(), String> {
+    let until = Instant::now() + SETTLE_WAIT;
+    let mut seen = (u64::MAX, Instant::now());
+    while Instant::now() < until {
+        if let Some(problem) = shared.problem.lock().ok().and_then(|p| p.clone()) {
+            return Err(problem);
+        }
+        let lines = control.lines.load(Ordering::Relaxed);
+        if lines != seen.0 {
+            seen = (lines, Instant::now());
+        } else if live.readiness.sources.load(Ordering::Relaxed) && seen.1.elapsed() >= QUIET {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("the pods' logs did not settle within {SETTLE_WAIT:?}"))
 }
 
 /// The live view's tail records to the screen's channel, on a thread of their own.
