@@ -332,7 +332,7 @@ impl EgressStats {
             duration_ms: entry.duration_ms,
         };
         if let Some(windows) = self.windows.as_mut() {
-            windows.record(id, &obs);
+            windows.record(id, &obs, entry.response_flags.as_deref());
         }
         let max_flags = self.config.max_flags;
         let host = &mut self.hosts[id as usize];
@@ -602,6 +602,7 @@ impl HostReport {
         let rps = Some(cell.counters.requests as f64 / seconds as f64);
         HostReport {
             duration_ms: Percentiles::of(&cell.duration),
+            response_flags: cell.flags.iter().collect(),
             ..HostReport::from_counters(name, &cell.counters, rps)
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{Counters, LatencySketch, Observation};
+use super::{Counters, LatencySketch, OVERFLOW_HOST, Observation};
 use foldhash::fast::RandomState;
 
 /// Five minutes of 10-second slots, plus the partly covered slot at each end.
@@ -66,13 +66,68 @@ impl Window {
 pub struct WindowCell {
     pub counters: Counters,
     pub duration: LatencySketch,
+    pub flags: CellFlags,
 }
 
 impl WindowCell {
     pub fn merge(&mut self, other: &WindowCell) {
         self.counters.merge(&other.counters);
         self.duration.merge(&other.duration);
+        for &(flag, n) in &other.flags.0 {
+            self.flags.add(flag, n);
+        }
     }
+}
+
+/// Kinds of response flag a window cell counts; more go under [`OVERFLOW_HOST`].
+const CELL_FLAGS: usize = 8;
+
+/// A window cell's response flags and their counts, each flag packed into a `u64` (Envoy's
+/// are two to five letters; a longer one counts as [`OVERFLOW_HOST`]). Most cells have none,
+/// and then no allocation.
+#[derive(Debug, Clone, Default)]
+pub struct CellFlags(Vec<(u64, u64)>);
+
+impl CellFlags {
+    /// Counts each flag of a comma-separated list.
+    fn add_list(&mut self, flags: &str) {
+        for flag in flags.split(',').filter(|f| !f.is_empty() && *f != "-") {
+            self.add(pack(flag), 1);
+        }
+    }
+
+    fn add(&mut self, flag: u64, n: u64) {
+        if let Some(kept) = self.0.iter_mut().find(|(f, _)| *f == flag) {
+            kept.1 += n;
+        } else if self.0.len() < CELL_FLAGS {
+            self.0.push((flag, n));
+        } else {
+            let other = pack(OVERFLOW_HOST);
+            match self.0.iter_mut().find(|(f, _)| *f == other) {
+                Some(kept) => kept.1 += n,
+                None => self.0.push((other, n)),
+            }
+        }
+    }
+
+    /// The flags by name, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.0.iter().map(|&(flag, n)| (unpack(flag), n))
+    }
+}
+
+/// Up to eight bytes of `flag` in a number; longer flags are all [`OVERFLOW_HOST`].
+fn pack(flag: &str) -> u64 {
+    let flag = if flag.len() > 8 { OVERFLOW_HOST } else { flag };
+    let mut bytes = [0u8; 8];
+    bytes[..flag.len()].copy_from_slice(flag.as_bytes());
+    u64::from_le_bytes(bytes)
+}
+
+fn unpack(flag: u64) -> String {
+    let bytes = flag.to_le_bytes();
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(8);
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
 }
 
 #[derive(Debug, Clone)]
@@ -108,13 +163,16 @@ impl Ring {
         Some(slot)
     }
 
-    fn record(&mut self, host: u32, obs: &Observation) {
+    fn record(&mut self, host: u32, obs: &Observation, flags: Option<&str>) {
         // Older than the ring's horizon: counted since start, not in this window.
         let Some(slot) = self.slot(obs.ts_ns.div_euclid(self.shape.slot_ns)) else { return };
         let cell = slot.hosts.entry(host).or_default();
         cell.counters.add(obs);
         if let Some(ms) = obs.duration_ms {
             cell.duration.add(ms);
+        }
+        if let Some(flags) = flags {
+            cell.flags.add_list(flags);
         }
     }
 
@@ -167,9 +225,10 @@ impl Default for Windows {
 }
 
 impl Windows {
-    pub fn record(&mut self, host: u32, obs: &Observation) {
-        self.fine.record(host, obs);
-        self.coarse.record(host, obs);
+    /// Counts one record of `host`, with its response flags (comma-separated) if any.
+    pub fn record(&mut self, host: u32, obs: &Observation, flags: Option<&str>) {
+        self.fine.record(host, obs, flags);
+        self.coarse.record(host, obs, flags);
     }
 
     /// Per-host totals over the slots overlapping `(now_ns - seconds, now_ns]`: the window's
@@ -217,7 +276,7 @@ mod tests {
         let mut w = Windows::default();
         let now = 10_000;
         for age in [0, 30, 59, 200, 1000, 3599, 3700] {
-            w.record(0, &obs(now - age));
+            w.record(0, &obs(now - age), None);
         }
         let count =
             |secs| w.collect(now * 1_000_000_000, secs).get(&0).map_or(0, |c| c.counters.requests);
@@ -229,8 +288,8 @@ mod tests {
     #[test]
     fn late_records_beyond_the_horizon_do_not_wipe_newer_slots() {
         let mut w = Windows::default();
-        w.record(0, &obs(10_000));
-        w.record(0, &obs(10_000 - 3600));
+        w.record(0, &obs(10_000), None);
+        w.record(0, &obs(10_000 - 3600), None);
         assert_eq!(w.collect(10_000_000_000_000, 60)[&0].counters.requests, 1);
     }
 
@@ -238,11 +297,27 @@ mod tests {
     fn merge_remaps_hosts() {
         let mut a = Windows::default();
         let mut b = Windows::default();
-        a.record(0, &obs(100));
-        b.record(0, &obs(100));
-        b.record(1, &obs(100));
+        a.record(0, &obs(100), Some("UF,URX"));
+        b.record(0, &obs(100), Some("UF"));
+        b.record(1, &obs(100), None);
         a.merge(&b, &[1, 0]);
         let cells = a.collect(100_000_000_000, 60);
         assert_eq!((cells[&0].counters.requests, cells[&1].counters.requests), (2, 1));
+        let flags = |host| cells[&host].flags.iter().collect::<Vec<_>>();
+        assert_eq!(flags(0), [("UF".to_owned(), 1), ("URX".to_owned(), 1)]);
+        assert_eq!(flags(1), [("UF".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn a_cell_counts_eight_kinds_of_flag_and_the_rest_together() {
+        let mut w = Windows::default();
+        let kinds = ["UH", "UF", "UO", "NR", "URX", "NC", "DT", "DC", "LH", "UT"];
+        w.record(0, &obs(100), Some(&kinds.join(",")));
+        w.record(0, &obs(100), Some("UMSDR,SomeVeryLongFlag"));
+        let cells = w.collect(100_000_000_000, 60);
+        let flags: std::collections::BTreeMap<String, u64> = cells[&0].flags.iter().collect();
+        assert_eq!(flags.len(), 9, "{flags:?}");
+        assert_eq!(flags[OVERFLOW_HOST], 4, "LH, UT, UMSDR and the long one");
+        assert_eq!(flags["UF"], 1);
     }
 }
