@@ -618,6 +618,7 @@ fn parse_chunks(
     workloads: Option<&Workloads>,
 ) {
     let shard = control.telemetry.as_deref().and_then(Telemetry::shard);
+    let live_shard = control.live.get().map(|live| live.shard());
     for Work { seq, chunk, encoding, source, position } in work {
         let mut batches = Vec::new();
         // Builders are sized for this chunk's lines (waypoint lines run near a kilobyte), not
@@ -631,9 +632,9 @@ fn parse_chunks(
         let telemetry = control.telemetry.as_deref().map(|telemetry| {
             telemetry.chunk(shard.as_deref(), chunk.len_bytes() as u64, pod.map(|p| p.pod.as_str()))
         });
-        let live = control.live.get().map(|live| {
+        let live = control.live.get().zip(live_shard.as_deref()).map(|(live, shard)| {
             let name = pod.map_or(origin, |p| p.pod.as_str());
-            live.chunk(name, workloads)
+            live.chunk(shard, name, workloads)
         });
         let mut sink = BatchSink::new(expected, config.internal, |b| batches.push(b))
             .with_telemetry(telemetry)

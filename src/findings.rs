@@ -222,7 +222,8 @@ impl Findings {
     pub fn merge(&mut self, other: &Findings) {
         self.dropped += other.dropped;
         for n in other.iter() {
-            let theirs = Seen {
+            // Copied only when it is kept: most merged findings are already known.
+            let theirs = || Seen {
                 count: n.count,
                 first_ns: n.first_ns,
                 last_ns: n.last_ns,
@@ -231,7 +232,7 @@ impl Findings {
                 origin: n.origin.to_owned(),
             };
             let span = Span { count: n.count, first_ns: n.first_ns, last_ns: n.last_ns };
-            self.add(n.kind, (n.host, n.source), span, || theirs);
+            self.add(n.kind, (n.host, n.source), span, theirs);
         }
     }
 

@@ -294,7 +294,7 @@ impl<'t, F: FnMut(TableBatch)> BatchSink<'t, F> {
             telemetry.flush(&self.findings);
         }
         if let Some(live) = &mut self.live {
-            live.flush();
+            live.flush_with(&self.findings);
         }
         if let Some(batch) = findings_batch(&self.findings) {
             (self.out)(TableBatch::Findings(batch));
@@ -337,7 +337,7 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<'_, F> {
             telemetry.record(entry, ctx, evidence.is_some());
         }
         if let Some(live) = &mut self.live {
-            live.record(entry, raw, ctx);
+            live.parsed(entry, raw, ctx, evidence.is_some());
         }
         if let Some(evidence) = evidence {
             self.findings.note(evidence, ctx.origin);
@@ -359,12 +359,12 @@ impl<F: FnMut(TableBatch)> LineSink for BatchSink<'_, F> {
         }
     }
 
-    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
+    fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], _: u64, ctx: &LineContext<'_>) {
         if let Some(telemetry) = &mut self.telemetry {
             telemetry.ztunnel(conn);
         }
         if let Some(live) = &mut self.live {
-            live.ztunnel(conn, raw, raw_len, ctx);
+            live.parsed_ztunnel(conn);
         }
         if let Some(evidence) = findings::from_connection(conn, &self.internal, ctx, raw) {
             self.findings.note(evidence, ctx.origin);

@@ -1,9 +1,11 @@
 //! The collector's live view, read by the status API and by `top`: egress stats over time
 //! windows (with the findings they note), the most recent records, and each source's progress.
 //!
-//! A parsing worker fills a [`LiveChunk`] with a chunk's lines and merges it in at the chunk's
-//! end, so the shared state is locked once per chunk; a [`Snapshot`] is taken under the same
-//! locks. Everything is bounded: the stats by their host limit, the recent records by
+//! Each parsing worker records its chunks' lines into a stats table of its own (a [`Shard`],
+//! locked for a chunk at a time), and hands the rest over at the chunk's end, so the shared
+//! state is locked once per chunk. A [`Snapshot`] takes what the shards gathered since the
+//! last one (swapping in empty tables) and merges it into the view's table, so the merging is
+//! done once per snapshot, not once per chunk, and never holds up a worker. Everything is bounded: the stats by their host limit, the recent records by
 //! [`RECENT_KEEP`], the sources by [`MAX_SOURCES`], a slow tail subscriber by its channel
 //! (it is told how many records it missed).
 
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::batch::LineContext;
+use crate::findings::{self, Findings};
 use crate::ingest::LineSink;
 use crate::parse::derived::host_of_address;
 use crate::parse::time::format_rfc3339_ms;
@@ -30,7 +33,7 @@ pub const RECENT_KEEP: usize = 2_000;
 
 /// Records a chunk hands to the tail at most (its last ones): a person reads a tail, and at
 /// a hundred thousand lines a second it is a sample either way.
-const TAIL_PER_CHUNK: usize = 256;
+const TAIL_PER_CHUNK: usize = 64;
 
 /// Records a tail subscriber may fall behind by before it misses some.
 const TAIL_CHANNEL: usize = 4_096;
@@ -49,6 +52,10 @@ const KEY_SEPARATOR: char = '\u{1f}';
 /// One record as the tail shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TailRecord {
+    /// Grows from one record to the next, across collector restarts too (it starts from the
+    /// clock), so a reader that reconnects asks for those after the last it saw.
+    #[serde(default)]
+    pub seq: u64,
     /// The record's own time (RFC 3339, ms).
     pub time: String,
     #[serde(skip)]
@@ -178,17 +185,27 @@ pub struct Snapshot {
     pub detail: Option<HostDetail>,
 }
 
+/// Stats tables the workers record into, one each; more workers than this share them.
+const MAX_SHARDS: usize = 64;
+
+/// One worker's stats table, recorded into a chunk at a time; a snapshot takes it over.
+pub type Shard = Arc<Mutex<EgressStats>>;
+
 /// The shared live state.
 #[derive(Debug)]
 pub struct Live {
     config: StatsConfig,
+    /// Everything the shards gathered, as of the last snapshot.
     stats: Mutex<EgressStats>,
+    shards: Mutex<Vec<Shard>>,
     recent: Mutex<VecDeque<Arc<TailRecord>>>,
     sources: Mutex<BTreeMap<String, SourceProgress>>,
     sources_unlisted: AtomicU64,
     /// Per host, the upstream addresses its requests went to.
     upstreams: Mutex<HashMap<String, TopK, RandomState>>,
     upstreams_unkept: AtomicU64,
+    /// The next tail record's `seq`, taken under the `recent` lock.
+    next_seq: AtomicU64,
     tail: broadcast::Sender<Arc<TailRecord>>,
     pub readiness: Readiness,
 }
@@ -199,24 +216,45 @@ impl Live {
         Live {
             config,
             stats: Mutex::new(EgressStats::new(config)),
+            shards: Mutex::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_KEEP)),
             sources: Mutex::default(),
             sources_unlisted: AtomicU64::new(0),
             upstreams: Mutex::default(),
             upstreams_unkept: AtomicU64::new(0),
+            next_seq: AtomicU64::new(crate::ingest::now_ns().max(0) as u64),
             tail,
             readiness: Readiness::default(),
         }
     }
 
-    /// A worker's collector for one chunk from `source` (a pod or a file); `workloads`
-    /// name the tail's sources.
-    pub fn chunk<'l>(&'l self, source: &'l str, workloads: Option<&'l Workloads>) -> LiveChunk<'l> {
+    /// A stats table of its own for a worker, to record its chunks into (past
+    /// [`MAX_SHARDS`], one shared with others).
+    pub fn shard(&self) -> Shard {
+        let mut shards = lock(&self.shards);
+        if shards.len() >= MAX_SHARDS {
+            let least_shared = shards.iter().min_by_key(|s| Arc::strong_count(s));
+            return least_shared.cloned().unwrap_or_default();
+        }
+        let shard = Arc::new(Mutex::new(EgressStats::new(self.config)));
+        shards.push(shard.clone());
+        shard
+    }
+
+    /// A worker's collector for one chunk from `source` (a pod or a file), recording into
+    /// the worker's `shard` (locked until the chunk is flushed); `workloads` name the tail's
+    /// sources.
+    pub fn chunk<'l>(
+        &'l self,
+        shard: &'l Mutex<EgressStats>,
+        source: &'l str,
+        workloads: Option<&'l Workloads>,
+    ) -> LiveChunk<'l> {
         LiveChunk {
             live: self,
             source,
             workloads,
-            stats: EgressStats::new(self.config),
+            stats: lock(shard),
             upstreams: HashMap::default(),
             key: String::new(),
             tail: VecDeque::new(),
@@ -238,10 +276,15 @@ impl Live {
         counts: SelfCounts,
         host: Option<&str>,
     ) -> Snapshot {
-        let (stats, mut detail) = {
-            let table = lock(&self.stats);
-            (table.report(window, None), host.and_then(|h| table.host_detail(h, window, None)))
-        };
+        let shards = lock(&self.shards).clone();
+        let mut table = lock(&self.stats);
+        for shard in &shards {
+            // Held for the swap only: the worker records into the empty table meanwhile.
+            let gathered = std::mem::replace(&mut *lock(shard), EgressStats::new(self.config));
+            table.merge(&gathered);
+        }
+        let stats = table.report(window, None);
+        let mut detail = host.and_then(|h| table.host_detail(h, window, None));
         if let Some(detail) = &mut detail
             && let Some(top) = lock(&self.upstreams).get(&detail.host)
         {
@@ -279,13 +322,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One chunk's share of the live view, merged in by [`LiveChunk::flush`].
+/// One chunk's share of the live view: its stats go straight into the worker's shard; the
+/// rest is handed over by [`LiveChunk::flush`].
 #[derive(Debug)]
 pub struct LiveChunk<'l> {
     live: &'l Live,
     source: &'l str,
     workloads: Option<&'l Workloads>,
-    stats: EgressStats,
+    stats: std::sync::MutexGuard<'l, EgressStats>,
     /// Requests per host and upstream address (`host␟upstream`).
     upstreams: HashMap<Box<str>, u64, RandomState>,
     /// Scratch for those keys.
@@ -298,13 +342,52 @@ pub struct LiveChunk<'l> {
 }
 
 impl LiveChunk<'_> {
-    /// Merges the chunk in, and hands its last records to the tail.
+    /// A record parsed by a sink that notes findings itself (the batch sink: its findings
+    /// come in [`Self::flush_with`]); `noted` says whether this one was a finding's evidence.
+    pub fn parsed(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>, noted: bool) {
+        self.lines += 1;
+        self.records += 1;
+        let ts = ctx.record_ts(entry);
+        self.newest_ns = Some(self.newest_ns.map_or(ts, |n| n.max(ts)));
+        self.stats.record(entry, ts);
+        if !noted && let Some(evidence) = findings::plaintext_upstream(entry, ctx, raw) {
+            self.stats.plaintext.note(evidence, ctx.origin);
+        }
+        if let (Some(host), Some(upstream)) = (entry.host(), entry.upstream_host.as_deref()) {
+            self.key.clear();
+            self.key.push_str(host);
+            self.key.push(KEY_SEPARATOR);
+            self.key.push_str(upstream);
+            match self.upstreams.get_mut(self.key.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.upstreams.insert(self.key.as_str().into(), 1);
+                }
+            }
+        }
+        let mut slot = match self.tail.len() {
+            TAIL_PER_CHUNK => self.tail.pop_front().unwrap_or_default(),
+            _ => TailRecord::default(),
+        };
+        slot.fill(entry, ctx);
+        self.tail.push_back(slot);
+    }
+
+    /// A ztunnel connection parsed by a sink that notes findings itself.
+    pub fn parsed_ztunnel(&mut self, conn: &Connection<'_>) {
+        self.lines += 1;
+        self.stats.record_ztunnel(conn);
+    }
+
+    /// [`Self::flush`], with the chunk's findings noted by the sink that fed it.
+    pub fn flush_with(&mut self, noted: &Findings) {
+        self.stats.findings.merge(noted);
+        self.flush();
+    }
+
+    /// Hands the chunk's upstreams, last records and progress over.
     pub fn flush(&mut self) {
         let parsed_ns = crate::ingest::now_ns();
-        {
-            let fresh = EgressStats::new(self.live.config);
-            lock(&self.live.stats).merge(&std::mem::replace(&mut self.stats, fresh));
-        }
         if !self.upstreams.is_empty() {
             let mut upstreams = lock(&self.live.upstreams);
             for (key, n) in self.upstreams.drain() {
@@ -321,15 +404,20 @@ impl LiveChunk<'_> {
             }
         }
         let workloads = self.workloads;
-        let records: Vec<Arc<TailRecord>> =
-            self.tail.drain(..).map(|r| Arc::new(r.finish(workloads))).collect();
-        if !records.is_empty() {
+        let finished: Vec<TailRecord> = self.tail.drain(..).map(|r| r.finish(workloads)).collect();
+        let mut records = Vec::with_capacity(finished.len());
+        if !finished.is_empty() {
+            // Numbered under the lock, so `recent` holds them in `seq` order.
             let mut recent = lock(&self.live.recent);
-            for record in &records {
+            let first = self.live.next_seq.fetch_add(finished.len() as u64, Ordering::Relaxed);
+            for (seq, mut record) in (first..).zip(finished) {
+                record.seq = seq;
+                let record = Arc::new(record);
                 if recent.len() == RECENT_KEEP {
                     recent.pop_front();
                 }
                 recent.push_back(record.clone());
+                records.push(record);
             }
         }
         if self.live.tail.receiver_count() > 0 {
@@ -366,38 +454,21 @@ impl LineSink for LiveChunk<'_> {
     }
 
     fn record(&mut self, entry: &Entry<'_>, raw: &[u8], ctx: &LineContext<'_>) {
-        self.lines += 1;
-        self.records += 1;
-        let ts = ctx.record_ts(entry);
-        self.newest_ns = Some(self.newest_ns.map_or(ts, |n| n.max(ts)));
-        LineSink::record(&mut self.stats, entry, raw, ctx);
-        if let (Some(host), Some(upstream)) = (entry.host(), entry.upstream_host.as_deref()) {
-            self.key.clear();
-            self.key.push_str(host);
-            self.key.push(KEY_SEPARATOR);
-            self.key.push_str(upstream);
-            match self.upstreams.get_mut(self.key.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    self.upstreams.insert(self.key.as_str().into(), 1);
-                }
-            }
+        let evidence = findings::from_entry(entry, ctx, raw);
+        let noted = evidence.is_some();
+        if let Some(evidence) = evidence {
+            self.stats.findings.note(evidence, ctx.origin);
         }
-        let mut slot = match self.tail.len() {
-            TAIL_PER_CHUNK => self.tail.pop_front().unwrap_or_default(),
-            _ => TailRecord::default(),
-        };
-        slot.fill(entry, ctx);
-        self.tail.push_back(slot);
+        self.parsed(entry, raw, ctx, noted);
     }
 
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
         self.lines += 1;
-        LineSink::reject(&mut self.stats, reason, raw, raw_len, ctx);
+        LineSink::reject(&mut *self.stats, reason, raw, raw_len, ctx);
     }
 
     fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
         self.lines += 1;
-        LineSink::ztunnel(&mut self.stats, conn, raw, raw_len, ctx);
+        LineSink::ztunnel(&mut *self.stats, conn, raw, raw_len, ctx);
     }
 }

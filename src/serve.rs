@@ -188,6 +188,8 @@ async fn snapshot(State(shared): State<Shared>, Query(query): Query<SnapshotQuer
 #[derive(Debug, Deserialize)]
 struct TailQuery {
     filter: Option<String>,
+    /// Only records whose `seq` is above this (a reconnecting reader's last).
+    after: Option<u64>,
 }
 
 async fn tail(State(shared): State<Shared>, Query(query): Query<TailQuery>) -> Response {
@@ -195,29 +197,33 @@ async fn tail(State(shared): State<Shared>, Query(query): Query<TailQuery>) -> R
         Ok(filter) => filter,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("filter: {e}\n")).into_response(),
     };
-    // Subscribed before the recent ones are read: a record may come twice, never not at all.
+    // Subscribed before the recent ones are read, so none is missed; those that come both
+    // ways are sent once (by `seq`).
     let receiver = shared.live.subscribe();
     let recent = shared.live.recent();
+    let after = query.after.unwrap_or(0);
+    let sent = recent.last().map_or(after, |r| r.seq.max(after));
     let mut lines = String::new();
-    for record in recent.iter().filter(|r| filter.matches_record(r)) {
+    for record in recent.iter().filter(|r| r.seq > after && filter.matches_record(r)) {
         push_line(&mut lines, record);
     }
     let first = futures::stream::once(async move { Ok::<_, std::io::Error>(lines) });
-    let live = futures::stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
-        loop {
-            let line = match receiver.recv().await {
-                Ok(record) if filter.matches_record(&record) => {
-                    let mut line = String::new();
-                    push_line(&mut line, &record);
-                    line
-                }
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"missed\":{n}}}\n"),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            return Some((Ok(line), (receiver, filter)));
-        }
-    });
+    let live =
+        futures::stream::unfold((receiver, filter), move |(mut receiver, filter)| async move {
+            loop {
+                let line = match receiver.recv().await {
+                    Ok(record) if record.seq > sent && filter.matches_record(&record) => {
+                        let mut line = String::new();
+                        push_line(&mut line, &record);
+                        line
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"missed\":{n}}}\n"),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((Ok(line), (receiver, filter)));
+            }
+        });
     let body = Body::from_stream(futures::StreamExt::chain(first, live));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }

@@ -163,6 +163,13 @@ fn the_snapshot_has_the_stats_keys_and_figures_of_stats_on_the_same_lines() {
     let windowed: Value =
         serde_json::from_str(&get(server.addr, "/api/v1/snapshot?window=5m", None).body).unwrap();
     assert_eq!(windowed["window"], "5m");
+    // Windows count response flags too (the hosts table's FLAG column in every window).
+    let flagged = windowed["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["response_flags"].as_object().is_some_and(|f| !f.is_empty()));
+    assert!(flagged.count() > 0, "{windowed}");
     let bad = get(server.addr, "/api/v1/snapshot?window=2d", None);
     assert_eq!((bad.status, bad.body.as_str()), (400, "window: use 1m, 5m, 1h or all\n"));
 }
@@ -181,6 +188,17 @@ fn the_tail_streams_the_records_its_filter_takes() {
         assert!((500..600).contains(&status), "{record}");
         assert!(record["host"].is_string() && record["time"].is_string());
     }
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq grows: {seqs:?}");
+    // A reader coming back asks for what came after the last it saw: nothing twice.
+    let after = format!("/api/v1/tail?filter=status:5xx&after={}", seqs[seqs.len() - 3]);
+    let again = get_until(server.addr, &after, None, |body| body.lines().count() >= 2);
+    let again: Vec<u64> = again
+        .body
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(again, seqs[seqs.len() - 2..], "only the records after it");
     let bad = get(server.addr, "/api/v1/tail?filter=status:9xx", None);
     assert_eq!((bad.status, bad.body.as_str()), (400, "filter: status:9xx: say 5xx or 503\n"));
 }

@@ -458,10 +458,16 @@ fn poll_snapshots(
 }
 
 fn follow_tail(addr: SocketAddr, token: Option<&str>, tail: &Sender<TailRecord>, shared: &Shared) {
+    // A reconnection asks for what came after the last record seen, not the recent ones again.
+    let mut last = 0;
     while !shared.stop.load(Ordering::Relaxed) {
-        let streamed = stream(addr, "/api/v1/tail", token, &shared.stop, |line| {
+        let path = format!("/api/v1/tail?after={last}");
+        let streamed = stream(addr, &path, token, &shared.stop, |line| {
             match serde_json::from_str::<TailRecord>(line) {
-                Ok(record) => shared.offer(tail, record),
+                Ok(record) => {
+                    last = last.max(record.seq);
+                    shared.offer(tail, record);
+                }
                 // `{"missed": N}`: the collector dropped some for this reader.
                 Err(_) => {
                     let missed = serde_json::from_str::<serde_json::Value>(line)

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use crate::batch::LineContext;
 use crate::findings::FindingReport;
 use crate::ingest::LineSink;
-use crate::live::Live;
+use crate::live::{Live, LiveChunk, Shard};
 use crate::parse::Entry;
 use crate::parse::time::format_rfc3339_ms;
 
@@ -72,13 +72,14 @@ impl History {
             let frame = ctx.sql(&self.sql()).await.map_err(|e| crate::rounds::chain(&e))?;
             let mut batches = frame.execute_stream().await.map_err(|e| crate::rounds::chain(&e))?;
             let mut pace = Pace { speed: self.speed, start: None };
+            let shard = live.shard();
             let mut played = 0;
             while let Some(batch) = batches.next().await {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let batch = batch.map_err(|e| crate::rounds::chain(&e))?;
-                played += play(&batch, live, &mut pace, stop).await?;
+                played += play(&batch, (live, &shard), &mut pace, stop).await?;
             }
             Ok(played)
         })
@@ -115,10 +116,11 @@ impl Pace {
     }
 }
 
-/// One batch of rows into `live` (one chunk per batch, or per wait when paced).
+/// One batch of rows into `live`, recorded into `shard` (one chunk per batch, or per wait
+/// when paced: the shard is not kept locked while the replay waits).
 async fn play(
     batch: &RecordBatch,
-    live: &Live,
+    (live, shard): (&Live, &Shard),
     pace: &mut Pace,
     stop: &AtomicBool,
 ) -> Result<u64, String> {
@@ -159,12 +161,14 @@ async fn play(
     fn get(a: &datafusion::arrow::array::StringArray, row: usize) -> Option<Cow<'_, str>> {
         (!a.is_null(row)).then(|| Cow::Borrowed(a.value(row)))
     }
-    let mut chunk = live.chunk("store", None);
+    let mut chunk: Option<LiveChunk<'_>> = None;
     for row in 0..batch.num_rows() {
         let ts_ns = (!ts.is_null(row)).then(|| ts.value(row));
         // What was played shows while the replay waits; a stop ends the wait.
         while let Some(wait) = ts_ns.and_then(|t| pace.wait(t)) {
-            chunk.flush();
+            if let Some(mut played) = chunk.take() {
+                played.flush();
+            }
             if stop.load(Ordering::Relaxed) {
                 return Ok(row as u64);
             }
@@ -190,8 +194,11 @@ async fn play(
         };
         let origin = if pod.is_null(row) { "store" } else { pod.value(row) };
         let ctx = LineContext { origin, pod: Some(origin), ..LineContext::default() };
+        let chunk = chunk.get_or_insert_with(|| live.chunk(shard, "store", None));
         chunk.record(&entry, b"", &ctx);
     }
-    chunk.flush();
+    if let Some(mut played) = chunk {
+        played.flush();
+    }
     Ok(batch.num_rows() as u64)
 }
