@@ -50,24 +50,25 @@ impl SortKey {
 
 /// Sorts hosts: biggest first for numbers, A–Z for names; ties by host name.
 pub fn sort_hosts(hosts: &mut [HostReport], key: SortKey) {
+    hosts.sort_by(|a, b| host_order(a, b, key));
+}
+
+/// The order [`sort_hosts`] puts two hosts in.
+pub fn host_order(a: &HostReport, b: &HostReport, key: SortKey) -> std::cmp::Ordering {
     let p = |h: &HostReport, f: fn(&crate::stats::Percentiles) -> f64| {
         h.duration_ms.as_ref().map_or(f64::NEG_INFINITY, f)
     };
-    hosts.sort_by(|a, b| {
-        let order = match key {
-            SortKey::Requests => b.requests.cmp(&a.requests),
-            SortKey::Host => a.host.cmp(&b.host),
-            SortKey::Errors => b.errors.cmp(&a.errors),
-            SortKey::ErrorRate => b.error_rate.total_cmp(&a.error_rate),
-            SortKey::Bytes => {
-                (b.bytes_sent + b.bytes_received).cmp(&(a.bytes_sent + a.bytes_received))
-            }
-            SortKey::P50 => p(b, |x| x.p50).total_cmp(&p(a, |x| x.p50)),
-            SortKey::P99 => p(b, |x| x.p99).total_cmp(&p(a, |x| x.p99)),
-            SortKey::Tls => b.tls_originated.cmp(&a.tls_originated),
-        };
-        order.then_with(|| a.host.cmp(&b.host))
-    });
+    let order = match key {
+        SortKey::Requests => b.requests.cmp(&a.requests),
+        SortKey::Host => a.host.cmp(&b.host),
+        SortKey::Errors => b.errors.cmp(&a.errors),
+        SortKey::ErrorRate => b.error_rate.total_cmp(&a.error_rate),
+        SortKey::Bytes => (b.bytes_sent + b.bytes_received).cmp(&(a.bytes_sent + a.bytes_received)),
+        SortKey::P50 => p(b, |x| x.p50).total_cmp(&p(a, |x| x.p50)),
+        SortKey::P99 => p(b, |x| x.p99).total_cmp(&p(a, |x| x.p99)),
+        SortKey::Tls => b.tls_originated.cmp(&a.tls_originated),
+    };
+    order.then_with(|| a.host.cmp(&b.host))
 }
 
 /// Writes the report; `top` limits the host rows of table and CSV output.

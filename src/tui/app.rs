@@ -8,7 +8,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::filter::Filter;
 use crate::live::{Snapshot, TailRecord};
-use crate::report::{SortKey, sort_hosts};
+use crate::report::{SortKey, host_order};
 use crate::stats::{HostReport, Window};
 
 /// Records the tail view keeps.
@@ -81,8 +81,9 @@ pub struct App {
     /// What the feed says is wrong (a collector out of reach), for the title.
     pub problem: Option<String>,
     pub snapshot: Option<Snapshot>,
-    /// The snapshot's hosts, filtered and sorted; rebuilt when either changes.
-    pub hosts: Vec<HostReport>,
+    /// Where the snapshot's hosts the filter takes stand in it, sorted; rebuilt when either
+    /// changes (indices: ten thousand hosts are not copied each second).
+    shown: Vec<usize>,
     pub tail: VecDeque<TailRecord>,
     /// Tail records that came while more than [`TAIL_KEEP`] were kept, or in a pause.
     pub tail_dropped: u64,
@@ -132,7 +133,7 @@ impl App {
             source,
             problem: None,
             snapshot: None,
-            hosts: Vec::new(),
+            shown: Vec::new(),
             tail: VecDeque::new(),
             tail_dropped: 0,
             tab: Tab::Hosts,
@@ -186,29 +187,38 @@ impl App {
     /// The filtered and sorted hosts, from the snapshot.
     fn rebuild_hosts(&mut self) {
         let Some(snapshot) = &self.snapshot else { return };
-        let mut hosts: Vec<HostReport> =
-            snapshot.stats.hosts.iter().filter(|h| self.filter.matches_host(h)).cloned().collect();
-        sort_hosts(&mut hosts, self.sort);
+        let hosts = &snapshot.stats.hosts;
+        let mut shown: Vec<usize> =
+            (0..hosts.len()).filter(|&i| self.filter.matches_host(&hosts[i])).collect();
+        shown.sort_by(|&a, &b| host_order(&hosts[a], &hosts[b], self.sort));
         if self.reversed {
-            hosts.reverse();
+            shown.reverse();
         }
-        self.hosts = hosts;
+        self.shown = shown;
         self.selected = self.selected.min(self.rows().saturating_sub(1));
+    }
+
+    /// The hosts the filter takes, in the order asked for.
+    pub fn hosts(&self) -> Vec<&HostReport> {
+        let Some(snapshot) = &self.snapshot else { return Vec::new() };
+        self.shown.iter().map(|&i| &snapshot.stats.hosts[i]).collect()
     }
 
     /// The findings the filter takes.
     pub fn findings_shown(&self) -> Vec<&crate::findings::FindingReport> {
         let Some(snapshot) = &self.snapshot else { return Vec::new() };
-        let hosts = |f: &crate::findings::FindingReport| {
-            self.filter.is_empty() || self.hosts.iter().any(|h| h.host == f.host)
+        let shown: Option<std::collections::HashSet<&str>> = (!self.filter.is_empty())
+            .then(|| self.hosts().into_iter().map(|h| h.host.as_str()).collect());
+        let taken = |f: &&crate::findings::FindingReport| {
+            shown.as_ref().is_none_or(|shown| shown.contains(f.host.as_str()))
         };
-        snapshot.stats.findings.iter().filter(|f| hosts(f)).collect()
+        snapshot.stats.findings.iter().filter(taken).collect()
     }
 
     /// Rows of the current view's table.
     fn rows(&self) -> usize {
         match self.tab {
-            Tab::Hosts => self.hosts.len(),
+            Tab::Hosts => self.shown.len(),
             Tab::Findings => self.findings_shown().len(),
             Tab::Tail => self.tail_shown().len(),
             Tab::Sql => self.sql.as_ref().map_or(0, |r| r.rows.len()),
@@ -217,7 +227,8 @@ impl App {
 
     /// The host the hosts view has selected.
     pub fn selected_host(&self) -> Option<&HostReport> {
-        self.hosts.get(self.selected)
+        let index = *self.shown.get(self.selected)?;
+        self.snapshot.as_ref()?.stats.hosts.get(index)
     }
 
     /// What `key` does.
@@ -267,7 +278,7 @@ impl App {
                 self.reversed = !self.reversed;
                 self.rebuild_hosts();
             }
-            KeyCode::Enter if self.tab == Tab::Hosts && !self.hosts.is_empty() => {
+            KeyCode::Enter if self.tab == Tab::Hosts && !self.shown.is_empty() => {
                 self.detail = true;
                 return Action::Detail(self.selected_host().map(|h| h.host.clone()));
             }

@@ -93,7 +93,7 @@ fn title_line(app: &App) -> String {
             parts.push(if app.filter.is_empty() {
                 format!("{total} hosts")
             } else {
-                format!("{}/{total} hosts", app.hosts.len())
+                format!("{}/{total} hosts", app.hosts().len())
             });
             parts.push(format!("{} records", snapshot.stats.records));
             if !snapshot.ready {
@@ -256,7 +256,8 @@ fn draw_hosts(frame: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
     widths.extend([Constraint::Length(7), Constraint::Length(1)]);
     let visible = area.height.saturating_sub(3) as usize;
     let first = first_row(app.selected, visible);
-    let rows = app.hosts.iter().enumerate().skip(first).take(visible).map(|(i, h)| {
+    let hosts = app.hosts();
+    let rows = hosts.iter().enumerate().skip(first).take(visible).map(|(i, h)| {
         let mut cells = host_cells(h, wide);
         let marker = match flagged(&h.host) {
             Some(severity) => Cell::from("!").style(theme.severity(severity)),
@@ -267,7 +268,7 @@ fn draw_hosts(frame: &mut Frame<'_>, app: &App, theme: &Theme, area: Rect) {
         let row = if h.error_rate >= 0.05 { row.style(theme.fg(Color::Red)) } else { row };
         if i == app.selected { row.style(theme.selected()) } else { row }
     });
-    let title = match app.hosts.len() {
+    let title = match hosts.len() {
         0 if app.snapshot.is_some() && !app.filter.is_empty() => {
             " Hosts: none match the filter ".to_owned()
         }
