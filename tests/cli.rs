@@ -310,6 +310,8 @@ fn bad_sql_and_writes_are_refused_with_exit_2() {
         ("SELECT nope FROM access_log", "nope"),
         ("COPY (SELECT 1) TO 'x.parquet'", "DML not supported: COPY"),
         ("CREATE TABLE t AS SELECT 1", "DDL not supported"),
+        ("CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/etc/passwd'", "DDL not supported"),
+        ("INSERT INTO access_log SELECT * FROM access_log", "DML not supported"),
         ("@no-such-query", "no canned query @no-such-query"),
         ("@host-rate", "needs --param host=VALUE"),
     ] {
