@@ -289,6 +289,7 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
     let store = dir.path().join("store");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_egresslens"))
         .args(["collect", "--kube", "-n", EGRESS, "--commit-every", "1s", "--probe-every", "1s"])
+        .args(["--resolve-sources", "--ztunnel"])
         .args(["--probe-from", "deployment/sleep", "--store"])
         .arg(&store)
         .arg("--kubeconfig")
@@ -357,6 +358,17 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
         "{kinds:?}"
     );
     assert!(kinds.contains(&("waypoint_not_ready", "istio-egress/waypoint")), "{kinds:?}");
+    // The collector, with every source and round on, asked for no more than `deploy/` grants,
+    // and `deploy/` grants nothing it did not ask for.
+    let granted = granted(&["deploy/base/rbac.yaml", "deploy/probes/role.yaml"]);
+    let needed = standin.permissions();
+    let missing: Vec<_> = needed.difference(&granted).collect();
+    assert!(missing.is_empty(), "deploy/ does not grant {missing:?}");
+    // Getting a pod by name is for `--probe-from pod/NAME`; this collector probes from a
+    // deployment.
+    let by_name = (String::new(), "pods".to_owned(), "get".to_owned());
+    let unused: Vec<_> = granted.difference(&needed).filter(|p| **p != by_name).collect();
+    assert!(unused.is_empty(), "deploy/ grants {unused:?}, which the collector never asked for");
     let plaintext = found.as_array().unwrap().iter().find(|f| f["kind"] == "tls_not_originated");
     assert_eq!(plaintext.unwrap()["count"], 3, "{found:#}");
     let unregistered: Vec<&Value> =
@@ -373,4 +385,37 @@ fn the_collector_probes_registered_hosts_on_a_schedule() {
             "waypoint_ready_pods": 0, "tls_origination": true, "ports": "80→443 SIMPLE, 443",
             "problems": "waypoint_not_ready"})
     );
+}
+
+/// The (API group, resource, verb) triples the rules of these Role and ClusterRole files
+/// grant. Our own files, written in one style: each rule's `apiGroups`, `resources` and
+/// `verbs` as flow lists on lines of their own.
+fn granted(files: &[&str]) -> std::collections::BTreeSet<standin::Permission> {
+    let list = |line: &str, key: &str| -> Option<Vec<String>> {
+        let rest = line.trim().trim_start_matches("- ").strip_prefix(key)?.strip_prefix(':')?;
+        let inner = rest.trim().strip_prefix('[')?.strip_suffix(']')?;
+        Some(inner.split(',').map(|v| v.trim().trim_matches('"').to_owned()).collect())
+    };
+    let mut granted = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let (mut groups, mut resources) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            if let Some(g) = list(line, "apiGroups") {
+                groups = g;
+            } else if let Some(r) = list(line, "resources") {
+                resources = r;
+            } else if let Some(verbs) = list(line, "verbs") {
+                for group in &groups {
+                    for resource in &resources {
+                        for verb in &verbs {
+                            granted.insert((group.clone(), resource.clone(), verb.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(granted.len() > 5, "the rules did not parse: {granted:?}");
+    granted
 }

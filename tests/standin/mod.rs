@@ -26,7 +26,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +98,50 @@ struct Cluster {
     exec_protocols: Vec<&'static str>,
     /// Every exec: the pod, the container, the command and the subprotocol agreed.
     execs: Vec<Exec>,
+    /// What each request needs of RBAC: (API group, resource, verb).
+    permissions: BTreeSet<Permission>,
+}
+
+/// An API group, a resource (`pods/log` for a subresource) and a verb, as RBAC names them.
+pub(crate) type Permission = (String, String, String);
+
+/// What RBAC checks a request against, worked out from its method, path and query the way
+/// the API server's request info does. Discovery (`/api`, `/apis`) needs nothing.
+fn permissions_of(method: &axum::http::Method, uri: &axum::http::Uri) -> Vec<Permission> {
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return Vec::new(),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, more @ ..] if !more.is_empty() => more,
+        rest => rest,
+    };
+    let watch =
+        uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let (resource, verbs): (String, Vec<&str>) = match (rest, method.as_str()) {
+        ([plural], "GET") => (plural.to_string(), vec![if watch { "watch" } else { "list" }]),
+        ([plural, _name], "GET") => (plural.to_string(), vec![if watch { "watch" } else { "get" }]),
+        // exec's WebSocket upgrade is a GET: API servers before 1.30 check `get`, later ones
+        // `create`.
+        (["pods", _name, "exec"], _) => ("pods/exec".to_owned(), vec!["create", "get"]),
+        ([plural, _name, sub], "GET") => (format!("{plural}/{sub}"), vec!["get"]),
+        (_, method) => (rest.join("/"), vec![method]),
+    };
+    let permission = |verb: &str| (group.to_owned(), resource.clone(), verb.to_owned());
+    verbs.into_iter().map(permission).collect()
+}
+
+/// Notes what each request needs of RBAC.
+async fn note_permissions(
+    State(standin): State<StandIn>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let needed = permissions_of(request.method(), request.uri());
+    standin.cluster.lock().unwrap().permissions.extend(needed);
+    next.run(request).await
 }
 
 /// What a command run through exec prints, and how it ends.
@@ -149,6 +193,7 @@ impl StandIn {
             exec: None,
             exec_protocols: vec!["v5.channel.k8s.io", "v4.channel.k8s.io"],
             execs: Vec::new(),
+            permissions: BTreeSet::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -168,6 +213,7 @@ impl StandIn {
             .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", get(namespaced_objects))
             .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(one_object))
             .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(pod_exec))
+            .layer(axum::middleware::from_fn_with_state(standin.clone(), note_permissions))
             .with_state(standin.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         standin
@@ -403,6 +449,11 @@ impl StandIn {
 
     pub(crate) fn log_requests(&self, pod: &str) -> usize {
         self.cluster.lock().unwrap().pod_logs.get(pod).copied().unwrap_or(0)
+    }
+
+    /// What the requests so far needed of RBAC.
+    pub(crate) fn permissions(&self) -> BTreeSet<Permission> {
+        self.cluster.lock().unwrap().permissions.clone()
     }
 
     pub(crate) fn requests(&self, kind: &str) -> usize {
