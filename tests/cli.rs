@@ -665,3 +665,48 @@ fn top_over_several_files_shows_what_stats_says_of_them() {
     assert!(shown.starts_with("2400 lines: 2400 records"), "{shown}");
     assert_eq!(shown, String::from_utf8_lossy(&stats.stdout));
 }
+
+/// Secrets given to the collector never reach its output, even when every connection fails:
+/// OTLP headers, a password in the OTLP endpoint, a kubeconfig's token.
+#[test]
+fn secrets_never_reach_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = dir.path().join("egress.log");
+    assert!(run(&["gen", "--lines", "500", "--out", log.to_str().unwrap()]).status.success());
+    let exporting = egresslens()
+        .args(["collect", "--once", "--file", log.to_str().unwrap(), "--store"])
+        .arg(dir.path().join("a"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://user:s3cret-url@127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cret-header")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&exporting.stderr);
+    assert!(said.contains("1 failed") && said.contains("user:***@127.0.0.1"), "{said}");
+
+    let kubeconfig = dir.path().join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: \
+         http://127.0.0.1:{port}\nusers:\n- name: u\n  user:\n    token: s3cret-token\n\
+         contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n"
+    );
+    std::fs::write(&kubeconfig, config).unwrap();
+    let following = egresslens()
+        .args(["collect", "--kube", "--listen", "off", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--store")
+        .arg(dir.path().join("b"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut stop = std::process::Command::new("kill");
+    assert!(stop.args(["-INT", &following.id().to_string()]).status().unwrap().success());
+    let out = following.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&out.stderr);
+    assert!(followed.contains("Connection refused"), "{followed}");
+    for text in [&said, &followed] {
+        assert!(!text.contains("s3cret"), "a secret was printed: {text}");
+    }
+}

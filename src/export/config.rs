@@ -85,11 +85,28 @@ pub struct SignalConfig {
     pub gzip: bool,
 }
 
+impl SignalConfig {
+    /// The endpoint as it may be printed: a password in it shows as `***`.
+    pub fn shown_endpoint(&self) -> String {
+        hide_password(&self.endpoint)
+    }
+}
+
+/// `url` with the password of its user info (`scheme://user:password@host`) as `***`.
+fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
 impl fmt::Debug for SignalConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
         f.debug_struct("SignalConfig")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.shown_endpoint())
             .field("protocol", &self.protocol)
             .field("headers", &names)
             .field("timeout", &self.timeout)
@@ -411,6 +428,18 @@ mod tests {
             let err = OtlpConfig::resolve(env(vars), &Overrides::default()).expect_err("invalid");
             assert!(err.to_string().contains(expected), "{err} lacks {expected}");
         }
+    }
+
+    #[test]
+    fn a_password_in_the_endpoint_is_never_shown() {
+        let shown = |url: &str| hide_password(url);
+        assert_eq!(
+            shown("https://u:s3cret@otlp.example:4318/v1/metrics"),
+            "https://u:***@otlp.example:4318/v1/metrics"
+        );
+        assert_eq!(shown("http://token@h:4317"), "http://token:***@h:4317");
+        assert_eq!(shown("http://h:4317/a@b"), "http://h:4317/a@b");
+        assert_eq!(shown("http://127.0.0.1:4317"), "http://127.0.0.1:4317");
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl Exporter {
                     .build();
                 targets.push(format!(
                     "metrics to {} ({})",
-                    signal.endpoint,
+                    signal.shown_endpoint(),
                     signal.protocol.as_str()
                 ));
                 Some(provider)
@@ -295,7 +295,7 @@ impl Exporter {
                 exporter.set_resource(&resource);
                 targets.push(format!(
                     "traces to {} ({})",
-                    signal.endpoint,
+                    signal.shown_endpoint(),
                     signal.protocol.as_str()
                 ));
                 Some(SpanThread::start(exporter, runtime.handle().clone(), counts.clone()))
@@ -452,7 +452,7 @@ fn span_exporter(
             gzip(builder, signal, WithHttpConfig::with_compression).build()
         }
     };
-    built.map_err(build_error(Signal::Traces, &signal.endpoint))
+    built.map_err(build_error(Signal::Traces, &signal.shown_endpoint()))
 }
 
 /// `builder` compressing with gzip when the signal asks for it.
@@ -519,7 +519,7 @@ fn http_client(
     .with_safe_default_protocol_versions()
     .map_err(|e| ExportError::Build {
         signal: "http",
-        endpoint: signal.endpoint.clone(),
+        endpoint: signal.shown_endpoint(),
         source: e.into(),
     })?
     .with_root_certificates(roots)

@@ -71,13 +71,13 @@ impl MetricSender {
             Protocol::Grpc => {
                 let build = |source: tonic::transport::Error| ExportError::Build {
                     signal: "metrics",
-                    endpoint: signal.endpoint.clone(),
+                    endpoint: signal.shown_endpoint(),
                     source: source.into(),
                 };
                 let mut endpoint = Channel::from_shared(signal.endpoint.clone())
                     .map_err(|e| ExportError::Build {
                         signal: "metrics",
-                        endpoint: signal.endpoint.clone(),
+                        endpoint: signal.shown_endpoint(),
                         source: e.into(),
                     })?
                     .timeout(signal.timeout)
