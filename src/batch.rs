@@ -41,6 +41,8 @@ pub struct LineContext<'a> {
     pub encoding: Option<LogFormat>,
     /// Pod IPs to workloads, when sources are resolved.
     pub workloads: Option<&'a Workloads>,
+    /// What is taken out of each line as it is parsed.
+    pub redact: crate::redact::Redaction,
 }
 
 impl LineContext<'_> {

@@ -65,6 +65,8 @@ pub struct CollectConfig {
     pub retain: Option<Duration>,
     /// Merge the small files of hours that ended more than an hour ago, at most this often.
     pub compact_every: Option<Duration>,
+    /// What is taken out of each line before it is stored, exported or shown.
+    pub redact: crate::redact::Redaction,
 }
 
 impl Default for CollectConfig {
@@ -81,6 +83,7 @@ impl Default for CollectConfig {
             internal: InternalRanges::default(),
             retain: None,
             compact_every: None,
+            redact: crate::redact::Redaction::default(),
         }
     }
 }
@@ -647,6 +650,7 @@ fn parse_chunks(
             namespace: pod.map(|p| p.namespace.as_str()),
             pod: pod.map(|p| p.pod.as_str()),
             workloads,
+            redact: config.redact,
             ..LineContext::default()
         };
         let mut lines = 0;

@@ -79,24 +79,30 @@ pub fn process_line(line: RawLine<'_>, base: &LineContext<'_>, sink: &mut impl L
         pod: framed.pod.or(base.pod),
         ..*base
     };
+    // A line that is not read cannot be redacted: with redaction on, its text is withheld.
+    let rejected = if ctx.redact.is_on() { crate::redact::WITHHELD } else { line.bytes };
     if line.too_long {
-        sink.reject(RejectReason::TooLong, line.bytes, line.len, &ctx);
+        sink.reject(RejectReason::TooLong, rejected, line.len, &ctx);
         return;
     }
     if ztunnel::detect(framed.msg) {
         match std::str::from_utf8(framed.msg).map(ztunnel::parse) {
             Ok(Ok(conn)) => sink.ztunnel(&conn, line.bytes, line.len, &ctx),
-            Ok(Err(_)) => sink.reject(RejectReason::BadZtunnel, line.bytes, line.len, &ctx),
-            Err(_) => sink.reject(RejectReason::InvalidUtf8, line.bytes, line.len, &ctx),
+            Ok(Err(_)) => sink.reject(RejectReason::BadZtunnel, rejected, line.len, &ctx),
+            Err(_) => sink.reject(RejectReason::InvalidUtf8, rejected, line.len, &ctx),
         }
         return;
     }
     match parse_message(framed.msg, sink.projection()) {
         Ok(entry) if ctx.encoding.is_some_and(|e| entry.format != Some(e)) => {
-            sink.reject(RejectReason::MixedEncoding, line.bytes, line.len, &ctx);
+            sink.reject(RejectReason::MixedEncoding, rejected, line.len, &ctx);
+        }
+        Ok(entry) if ctx.redact.is_on() => {
+            let (entry, shown) = ctx.redact.entry(entry, line.bytes);
+            sink.record(&entry, &shown, &ctx);
         }
         Ok(entry) => sink.record(&entry, line.bytes, &ctx),
-        Err(reason) => sink.reject(reason, line.bytes, line.len, &ctx),
+        Err(reason) => sink.reject(reason, rejected, line.len, &ctx),
     }
 }
 

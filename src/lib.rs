@@ -6,6 +6,7 @@
 //! - [`workloads`]: pod IP → workload, for the source columns
 //! - [`netrange`]: inside the cluster or external, by address
 //! - [`parse`]: bytes of one log line to an [`parse::Entry`] or a [`parse::RejectReason`]
+//! - [`redact`]: `--redact`: query strings, user agents, forwarded-for addresses taken out
 //! - [`schema`]: Arrow schemas and column names, the one source of truth
 //! - [`batch`]: entries and rejects to Arrow `RecordBatch`es
 //! - [`findings`]: bypass, unregistered and blocked egress, failing TLS origination, from the
@@ -42,6 +43,7 @@ pub mod netrange;
 pub mod parse;
 pub mod probe;
 pub mod query;
+pub mod redact;
 pub mod report;
 pub mod rounds;
 pub mod schema;

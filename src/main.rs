@@ -238,6 +238,10 @@ struct CollectArgs {
     /// Remove hour partitions older than this (by the wall clock), e.g. 7d, 36h, 90m.
     #[arg(long, value_parser = parse_age)]
     retain: Option<std::time::Duration>,
+    /// Take these out of every line before it is stored, exported or shown: `query` (of
+    /// paths), `user_agent` (hashed), `x_forwarded_for` (dropped), comma-separated.
+    #[arg(long, value_name = "FIELDS", value_parser = egresslens::redact::Redaction::parse)]
+    redact: Option<egresslens::redact::Redaction>,
     #[command(flatten)]
     internal: InternalArgs,
     #[command(flatten)]
@@ -943,6 +947,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
         retain: args.retain,
         compact_every: Some(args.compact_every).filter(|e| !args.once && !e.is_zero()),
         internal: args.internal.ranges()?,
+        redact: args.redact.unwrap_or_default(),
         ..CollectConfig::default()
     };
     let (mut store, recovery) = Store::open(&args.store)?;

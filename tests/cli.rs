@@ -710,3 +710,47 @@ fn secrets_never_reach_the_output() {
         assert!(!text.contains("s3cret"), "a secret was printed: {text}");
     }
 }
+
+/// `--redact` takes query strings, user agents and forwarded-for addresses out before
+/// anything is stored: records, findings' evidence lines, rejected lines.
+#[test]
+fn redacted_fields_never_reach_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("egress.log");
+    let log_arg = log.to_str().unwrap();
+    let generate =
+        ["gen", "--lines", "3000", "--seed", "5", "--bad", "0.02", "--incidents", "--out"];
+    assert!(run(&[&generate[..], &[log_arg]].concat()).status.success());
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    let agent = text.split("\"user_agent\":\"").nth(1).unwrap().split('"').next().unwrap();
+    assert!(text.contains("?q=") && agent.len() > 3, "the lines have what is redacted");
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let fields = "query,user_agent,x_forwarded_for";
+    let collected =
+        run(&["collect", "--once", "--redact", fields, "--file", log_arg, "--store", store_arg]);
+    assert!(collected.status.success(), "{}", String::from_utf8_lossy(&collected.stderr));
+    let count = |sql: &str| {
+        let out = run(&["query", "--store", store_arg, "-o", "json", sql]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows[0]["n"].as_i64().unwrap()
+    };
+    assert!(count("SELECT count(*) AS n FROM access_log") > 2_500);
+    assert_eq!(count("SELECT count(*) AS n FROM access_log WHERE path LIKE '%?%'"), 0);
+    assert_eq!(count("SELECT count(*) AS n FROM access_log WHERE x_forwarded_for IS NOT NULL"), 0);
+    let hashed = "SELECT count(*) AS n FROM access_log WHERE user_agent NOT LIKE 'ua:%'";
+    assert_eq!(count(hashed), 0);
+    let evidence = format!(
+        "SELECT count(*) AS n FROM findings WHERE evidence LIKE '%?q=%' OR evidence LIKE '%{agent}%'"
+    );
+    assert!(count("SELECT count(*) AS n FROM findings") > 0);
+    assert_eq!(count(&evidence), 0);
+    let rejected = "SELECT count(*) AS n FROM rejects \
+                    WHERE arrow_cast(raw, 'Utf8') <> '(withheld: --redact)'";
+    assert!(count("SELECT count(*) AS n FROM rejects") > 0);
+    assert_eq!(count(rejected), 0);
+
+    let refused = run(&["collect", "--once", "--redact", "cookie", "--file", log_arg]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot redact \"cookie\""));
+}
