@@ -293,6 +293,9 @@ struct TopArgs {
     /// Replay at this many times the recorded pace (default: as fast as it reads).
     #[arg(long, value_name = "TIMES", requires = "store")]
     speed: Option<f64>,
+    /// With FILE or --kube: take these out of every line, as collect's --redact does.
+    #[arg(long, value_name = "FIELDS", value_parser = egresslens::redact::Redaction::parse)]
+    redact: Option<egresslens::redact::Redaction>,
 }
 
 /// The status API's address when none is given.
@@ -1024,8 +1027,12 @@ fn run_top(args: TopArgs) -> Result<()> {
     use egresslens::tui::feed::Pipeline;
     use egresslens::tui::{self, TopOptions, feed::Feed};
     let replay = args.since.is_some() || args.speed.is_some();
-    if replay && (args.attach.is_some() || args.kube || !args.files.is_empty()) {
+    let in_process = args.kube || !args.files.is_empty();
+    if replay && (args.attach.is_some() || in_process) {
         bail!("--since and --speed replay a store: use them with --store DIR alone");
+    }
+    if args.redact.is_some() && !in_process {
+        bail!("--redact works where the lines are read: with top FILE… or top --kube");
     }
     let mut scratch = None;
     let pipeline = if args.kube {
@@ -1060,7 +1067,7 @@ fn run_top(args: TopArgs) -> Result<()> {
                     dir
                 }
             };
-            Feed::Pipeline { source, store }
+            Feed::Pipeline { source, store, redact: args.redact.unwrap_or_default() }
         }
         (None, None) => match &args.store {
             Some(store) => {

@@ -27,6 +27,7 @@ use crate::collect::{
     CollectConfig, CollectError, CollectSummary, Control, collect, collect_files, collect_kube,
 };
 use crate::live::{Live, SelfCounts, Snapshot, TailRecord};
+use crate::redact::Redaction;
 use crate::rounds::Rounds;
 use crate::source::Input;
 use crate::source::kube::KubeOptions;
@@ -76,8 +77,9 @@ pub enum FeedError {
 pub enum Feed {
     /// A collector's status API at `addr` (`url` as given), with its bearer token.
     Attach { url: String, addr: SocketAddr, token: Option<String> },
-    /// The collector's pipeline over `source`, into the store at `store`.
-    Pipeline { source: Pipeline, store: PathBuf },
+    /// The collector's pipeline over `source`, into the store at `store`, redacting what
+    /// `redact` names.
+    Pipeline { source: Pipeline, store: PathBuf, redact: Redaction },
     /// A store's history, replayed.
     Store(History),
 }
@@ -216,7 +218,7 @@ impl Feed {
                 });
                 forward_tail(&live, tail_tx, shared);
             }
-            Feed::Pipeline { source, store } => {
+            Feed::Pipeline { source, store, redact } => {
                 let name = source.name();
                 let (mut opened, _) = Store::open(&store).map_err(|source| FeedError::Store {
                     path: store.display().to_string(),
@@ -231,6 +233,7 @@ impl Feed {
                 let config = CollectConfig {
                     once: once && files,
                     commit_every: Duration::from_secs(1),
+                    redact,
                     ..CollectConfig::default()
                 };
                 if once && files {
