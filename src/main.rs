@@ -923,7 +923,7 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let source = match (args.file.as_slice(), args.stdin) {
         ([path], _) => CollectSource::Input(Input::Path(path.clone())),
-        ([_, _, ..], _) => CollectSource::Files(args.file.clone()),
+        ([_, _, ..], _) => CollectSource::Files(distinct_files(&args.file)?),
         ([], true) => CollectSource::Input(Input::Stdin),
         ([], false) if args.node_logs.is_some() => CollectSource::Node(NodeOptions {
             root: args.node_logs.clone().expect("checked by the guard"),
@@ -1023,6 +1023,19 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     Ok(())
 }
 
+/// `paths`, refused when two name the same file: its lines would be read twice.
+fn distinct_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut seen = std::collections::HashSet::new();
+    for path in paths {
+        // A file not there yet is known by the name it will have.
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if !seen.insert(key) {
+            bail!("{} is given twice: its lines would be read twice", path.display());
+        }
+    }
+    Ok(paths.to_vec())
+}
+
 fn run_top(args: TopArgs) -> Result<()> {
     use egresslens::tui::feed::Pipeline;
     use egresslens::tui::{self, TopOptions, feed::Feed};
@@ -1042,7 +1055,7 @@ fn run_top(args: TopArgs) -> Result<()> {
     } else if args.files.is_empty() {
         None
     } else {
-        Some(Pipeline::Files(args.files.clone()))
+        Some(Pipeline::Files(distinct_files(&args.files)?))
     };
     let feed = match (&args.attach, pipeline) {
         (Some(url), _) => {

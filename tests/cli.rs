@@ -658,6 +658,8 @@ fn top_over_several_files_shows_what_stats_says_of_them() {
             .status
             .success()
     );
+    let twice = run(&["top", a, b, a]);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("given twice"), "{twice:?}");
     let top = run(&["top", a, b]);
     assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
     let stats = run(&["stats", a, b]);
