@@ -5,7 +5,9 @@
 //! locked for a chunk at a time), and hands the rest over at the chunk's end, so the shared
 //! state is locked once per chunk. A [`Snapshot`] takes what the shards gathered since the
 //! last one (swapping in empty tables) and merges it into the view's table, so the merging is
-//! done once per snapshot, not once per chunk, and never holds up a worker. Everything is bounded: the stats by their host limit, the recent records by
+//! done once per snapshot, not once per chunk, and never holds up a worker.
+//!
+//! Everything is bounded: the stats by their host limit, the recent records by
 //! [`RECENT_KEEP`], the sources by [`MAX_SOURCES`], a slow tail subscriber by its channel
 //! (it is told how many records it missed).
 
