@@ -4,8 +4,9 @@
 //! Each parsing worker records its chunks' lines into a stats table of its own (a [`Shard`],
 //! locked for a chunk at a time), and hands the rest over at the chunk's end, so the shared
 //! state is locked once per chunk. A [`Snapshot`] takes what the shards gathered since the
-//! last one (swapping in empty tables) and merges it into the view's table, so the merging is
-//! done once per snapshot, not once per chunk, and never holds up a worker.
+//! last one (swapping in empty tables) and merges it into the view's table; a worker whose
+//! shard has gathered for a second merges it in itself, read or not. So merging is done about
+//! once a second, not once per chunk, and a shard holds a second's worth at most.
 //!
 //! Everything is bounded: the stats by their host limit, the recent records by
 //! [`RECENT_KEEP`], the sources by [`MAX_SOURCES`], a slow tail subscriber by its channel
@@ -14,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
@@ -190,8 +192,32 @@ pub struct Snapshot {
 /// Stats tables the workers record into, one each; more workers than this share them.
 const MAX_SHARDS: usize = 64;
 
-/// One worker's stats table, recorded into a chunk at a time; a snapshot takes it over.
-pub type Shard = Arc<Mutex<EgressStats>>;
+/// One worker's stats, recorded into a chunk at a time; a snapshot takes them over.
+pub type Shard = Arc<Mutex<Gathered>>;
+
+/// The longest a worker keeps what it gathered before merging it into the view itself, read
+/// or not: what a shard holds stays a second's worth.
+const HAND_OVER_EVERY: Duration = Duration::from_secs(1);
+
+/// What one worker gathered since it last handed it over.
+#[derive(Debug)]
+pub struct Gathered {
+    table: EgressStats,
+    since: Instant,
+}
+
+impl Gathered {
+    fn new(config: StatsConfig) -> Gathered {
+        Gathered { table: EgressStats::new(config), since: Instant::now() }
+    }
+
+    /// What was gathered, leaving an empty table.
+    fn take(&mut self) -> EgressStats {
+        self.since = Instant::now();
+        let config = self.table.config();
+        std::mem::replace(&mut self.table, EgressStats::new(config))
+    }
+}
 
 /// The shared live state.
 #[derive(Debug)]
@@ -234,11 +260,12 @@ impl Live {
     /// [`MAX_SHARDS`], one shared with others).
     pub fn shard(&self) -> Shard {
         let mut shards = lock(&self.shards);
-        if shards.len() >= MAX_SHARDS {
-            let least_shared = shards.iter().min_by_key(|s| Arc::strong_count(s));
-            return least_shared.cloned().unwrap_or_default();
+        if shards.len() >= MAX_SHARDS
+            && let Some(least_shared) = shards.iter().min_by_key(|s| Arc::strong_count(s))
+        {
+            return least_shared.clone();
         }
-        let shard = Arc::new(Mutex::new(EgressStats::new(self.config)));
+        let shard = Arc::new(Mutex::new(Gathered::new(self.config)));
         shards.push(shard.clone());
         shard
     }
@@ -248,7 +275,7 @@ impl Live {
     /// sources.
     pub fn chunk<'l>(
         &'l self,
-        shard: &'l Mutex<EgressStats>,
+        shard: &'l Mutex<Gathered>,
         source: &'l str,
         workloads: Option<&'l Workloads>,
     ) -> LiveChunk<'l> {
@@ -256,7 +283,7 @@ impl Live {
             live: self,
             source,
             workloads,
-            stats: lock(shard),
+            shard: lock(shard),
             upstreams: HashMap::default(),
             key: String::new(),
             tail: VecDeque::new(),
@@ -282,7 +309,7 @@ impl Live {
         let mut table = lock(&self.stats);
         for shard in &shards {
             // Held for the swap only: the worker records into the empty table meanwhile.
-            let gathered = std::mem::replace(&mut *lock(shard), EgressStats::new(self.config));
+            let gathered = lock(shard).take();
             table.merge(&gathered);
         }
         let stats = table.report(window, None);
@@ -331,7 +358,7 @@ pub struct LiveChunk<'l> {
     live: &'l Live,
     source: &'l str,
     workloads: Option<&'l Workloads>,
-    stats: std::sync::MutexGuard<'l, EgressStats>,
+    shard: std::sync::MutexGuard<'l, Gathered>,
     /// Requests per host and upstream address (`host␟upstream`).
     upstreams: HashMap<Box<str>, u64, RandomState>,
     /// Scratch for those keys.
@@ -351,9 +378,9 @@ impl LiveChunk<'_> {
         self.records += 1;
         let ts = ctx.record_ts(entry);
         self.newest_ns = Some(self.newest_ns.map_or(ts, |n| n.max(ts)));
-        self.stats.record(entry, ts);
+        self.shard.table.record(entry, ts);
         if !noted && let Some(evidence) = findings::plaintext_upstream(entry, ctx, raw) {
-            self.stats.plaintext.note(evidence, ctx.origin);
+            self.shard.table.plaintext.note(evidence, ctx.origin);
         }
         if let (Some(host), Some(upstream)) = (entry.host(), entry.upstream_host.as_deref()) {
             self.key.clear();
@@ -378,18 +405,23 @@ impl LiveChunk<'_> {
     /// A ztunnel connection parsed by a sink that notes findings itself.
     pub fn parsed_ztunnel(&mut self, conn: &Connection<'_>) {
         self.lines += 1;
-        self.stats.record_ztunnel(conn);
+        self.shard.table.record_ztunnel(conn);
     }
 
     /// [`Self::flush`], with the chunk's findings noted by the sink that fed it.
     pub fn flush_with(&mut self, noted: &Findings) {
-        self.stats.findings.merge(noted);
+        self.shard.table.findings.merge(noted);
         self.flush();
     }
 
-    /// Hands the chunk's upstreams, last records and progress over.
+    /// Hands the chunk's upstreams, last records and progress over, and what the shard
+    /// gathered when it has kept it for [`HAND_OVER_EVERY`].
     pub fn flush(&mut self) {
         let parsed_ns = crate::ingest::now_ns();
+        if self.shard.since.elapsed() >= HAND_OVER_EVERY {
+            let gathered = self.shard.take();
+            lock(&self.live.stats).merge(&gathered);
+        }
         if !self.upstreams.is_empty() {
             let mut upstreams = lock(&self.live.upstreams);
             for (key, n) in self.upstreams.drain() {
@@ -459,18 +491,45 @@ impl LineSink for LiveChunk<'_> {
         let evidence = findings::from_entry(entry, ctx, raw);
         let noted = evidence.is_some();
         if let Some(evidence) = evidence {
-            self.stats.findings.note(evidence, ctx.origin);
+            self.shard.table.findings.note(evidence, ctx.origin);
         }
         self.parsed(entry, raw, ctx, noted);
     }
 
     fn reject(&mut self, reason: RejectReason, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
         self.lines += 1;
-        LineSink::reject(&mut *self.stats, reason, raw, raw_len, ctx);
+        LineSink::reject(&mut self.shard.table, reason, raw, raw_len, ctx);
     }
 
     fn ztunnel(&mut self, conn: &Connection<'_>, raw: &[u8], raw_len: u64, ctx: &LineContext<'_>) {
         self.lines += 1;
-        LineSink::ztunnel(&mut *self.stats, conn, raw, raw_len, ctx);
+        LineSink::ztunnel(&mut self.shard.table, conn, raw, raw_len, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_hands_over_what_it_kept_for_a_second_even_unread() {
+        let live = Live::new(StatsConfig::default());
+        let shard = live.shard();
+        let entry = Entry { authority: Some("a.example".into()), ..Entry::default() };
+        let ctx = LineContext::default();
+        let parse_one = || {
+            let mut chunk = live.chunk(&shard, "test", None);
+            chunk.parsed(&entry, b"{}", &ctx, false);
+            chunk.flush();
+        };
+        parse_one();
+        assert_eq!(lock(&live.stats).records, 0, "kept by the worker for now");
+        std::thread::sleep(HAND_OVER_EVERY);
+        parse_one();
+        assert_eq!(lock(&live.stats).records, 2, "handed over by the worker");
+        assert_eq!(lock(&shard).table.records, 0);
+        parse_one();
+        let snapshot = live.snapshot(Window::All, SelfCounts::default());
+        assert_eq!(snapshot.stats.records, 3, "the rest taken by the snapshot");
     }
 }

@@ -278,6 +278,11 @@ impl EgressStats {
         }
     }
 
+    /// The settings it was made with.
+    pub fn config(&self) -> StatsConfig {
+        self.config
+    }
+
     fn host_id(&mut self, host: &str) -> u32 {
         if let Some(id) = self.index.get(host) {
             return *id;
