@@ -203,13 +203,11 @@ fn plan_start(path: &Path, store: &Store) -> Result<Start, CollectError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(read_err(e)),
     };
-    if let Some(id) = &id {
-        // Read alone, or with others (`collect_files`): whichever reached further.
-        let alone = store.checkpoint(id)?.map(|c| c.offset);
-        let together = store.cursors(FILES_SOURCE)?.get(id).and_then(|c| c.parse().ok());
-        if let Some(offset) = alone.max(together) {
-            return Ok(Start { offset, ..Start::default() });
-        }
+    // Read alone, or with others (`collect_files`): the newest commit that read it says.
+    if let Some(id) = &id
+        && let Some(offset) = store.file_offset(id, FILES_SOURCE)?
+    {
+        return Ok(Start { offset, ..Start::default() });
     }
     let Some(last) = store.checkpoint_of_path(&path.display().to_string())? else {
         return Ok(Start::default());

@@ -268,11 +268,6 @@ impl Store {
         Ok(removed)
     }
 
-    /// The newest committed position of `source`, if any commit came from it.
-    pub fn checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
-        self.newest_checkpoint(|kv| kv.get(meta::SOURCE).is_some_and(|s| s == source))
-    }
-
     /// The stream cursors of the newest commit from `source` (see [`meta::CURSORS`]).
     pub fn cursors(&self, source: &str) -> Result<BTreeMap<String, String>, StoreError> {
         let newest = self.newest(|kv| kv.get(meta::SOURCE).is_some_and(|s| s == source))?;
@@ -280,6 +275,31 @@ impl Store {
         let Some(json) = footer.key_values.get(meta::CURSORS) else { return Ok(BTreeMap::new()) };
         serde_json::from_str(json)
             .map_err(|_| StoreError::Foreign { path: footer.path, why: "unreadable cursors" })
+    }
+
+    /// Where the file `id` was left: the offset of the newest commit that read it, alone
+    /// (its checkpoint) or together with others as source `together` (its cursor there).
+    pub fn file_offset(&self, id: &str, together: &str) -> Result<Option<u64>, StoreError> {
+        let cursors = |kv: &BTreeMap<String, String>| {
+            let json = kv.get(meta::CURSORS)?;
+            serde_json::from_str::<BTreeMap<String, String>>(json).ok()
+        };
+        let newest = self.newest(|kv| match kv.get(meta::SOURCE) {
+            Some(source) if source == id => true,
+            Some(source) if source == together => cursors(kv).is_some_and(|c| c.contains_key(id)),
+            _ => false,
+        })?;
+        let Some((_, footer)) = newest else { return Ok(None) };
+        let offset = match cursors(&footer.key_values) {
+            Some(cursors) if footer.key_values.get(meta::SOURCE).is_some_and(|s| s == together) => {
+                cursors.get(id).and_then(|c| c.parse().ok())
+            }
+            _ => footer.key_values.get(meta::OFFSET).and_then(|o| o.parse().ok()),
+        };
+        match offset {
+            Some(offset) => Ok(Some(offset)),
+            None => Err(StoreError::Foreign { path: footer.path, why: "no offset for the file" }),
+        }
     }
 
     /// The newest committed position of whatever file was read by the name `path` (after a
