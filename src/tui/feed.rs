@@ -294,7 +294,7 @@ fn settle(live: &Live, control: &Control, shared: &Shared) -> Result<(), String>
     let until = Instant::now() + SETTLE_WAIT;
     let mut seen = (u64::MAX, Instant::now());
     while Instant::now() < until {
-        if let Some(problem) = shared.problem.lock().ok().and_then(|p| p.clone()) {
+        if let Some(problem) = shared.current_problem() {
             return Err(problem);
         }
         let lines = control.lines.load(Ordering::Relaxed);
@@ -338,6 +338,10 @@ impl Shared {
         if let Ok(mut problem) = self.problem.lock() {
             *problem = Some(text);
         }
+    }
+
+    fn current_problem(&self) -> Option<String> {
+        self.problem.lock().ok().and_then(|p| p.clone())
     }
 
     fn clear_problem(&self) {
@@ -387,7 +391,7 @@ impl Running {
 
     /// What went wrong last, if it still is.
     pub fn problem(&self) -> Option<String> {
-        self.shared.problem.lock().ok().and_then(|p| p.clone())
+        self.shared.current_problem()
     }
 
     /// Tail records the feed could not hand over (the screen was behind).
