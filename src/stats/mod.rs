@@ -1,10 +1,11 @@
-//! Per-external-host egress statistics: exact counters, mergeable latency sketches (DDSketch,
-//! 1 % relative error), bounded top paths and sources, and recent-time windows.
+//! Per-external-host egress statistics: exact counters, mergeable latency sketches (DDSketch's
+//! log buckets, 1 % relative error), bounded top paths and sources, and recent-time windows.
 //!
 //! Everything merges, so each worker thread keeps its own [`EgressStats`] and the results are
 //! combined at the end. Time comes from the records and the caller (`now`), never the wall
 //! clock, so tests and replays are exact.
 
+pub mod sketch;
 pub mod topk;
 pub mod window;
 pub mod ztunnel;
@@ -13,13 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
-use sketches_ddsketch::{Config, DDSketch};
 
 use crate::findings::{FindingReport, Findings, sort_report};
 use crate::netrange::InternalRanges;
 use crate::parse::derived::{ClusterName, host_of_address, port_of, split_at_byte, tls_originated};
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::{Entry, RejectReason};
+pub use sketch::LatencySketch;
 use topk::TopK;
 pub use window::Window;
 use window::{WindowCell, Windows};
@@ -31,7 +32,7 @@ pub const STATUS_CLASS_NAMES: [&str; STATUS_CLASSES] = ["0", "1xx", "2xx", "3xx"
 /// The host every host past [`StatsConfig::max_hosts`] is counted under.
 pub const OVERFLOW_HOST: &str = "_other";
 /// Relative accuracy of every latency sketch.
-pub const SKETCH_RELATIVE_ACCURACY: f64 = 0.01;
+pub const SKETCH_RELATIVE_ACCURACY: f64 = sketch::RELATIVE_ACCURACY;
 
 /// Status class index of a response code; codes outside 100–599 count as class `0` below
 /// and `5xx` above (Envoy prints 0 when there was no response).
@@ -81,57 +82,6 @@ impl Counters {
             *a += b;
         }
         self.tls_originated += other.tls_originated;
-    }
-}
-
-/// A latency distribution in milliseconds: DDSketch with [`SKETCH_RELATIVE_ACCURACY`].
-#[derive(Clone)]
-pub struct LatencySketch(DDSketch);
-
-impl std::fmt::Debug for LatencySketch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LatencySketch").field("count", &self.0.count()).finish()
-    }
-}
-
-impl Default for LatencySketch {
-    fn default() -> Self {
-        LatencySketch(DDSketch::new(Config::new(SKETCH_RELATIVE_ACCURACY, 2048, 1.0e-9)))
-    }
-}
-
-impl LatencySketch {
-    pub fn add(&mut self, ms: f64) {
-        self.0.add(ms);
-    }
-
-    pub fn merge(&mut self, other: &LatencySketch) {
-        self.0.merge(&other.0).expect("every LatencySketch has the same config");
-    }
-
-    pub fn count(&self) -> u64 {
-        self.0.count() as u64
-    }
-
-    pub fn max(&self) -> Option<f64> {
-        self.0.max()
-    }
-
-    /// The value at nearest rank ⌈q·n⌉ (the usual definition of a percentile), within the
-    /// sketch's relative error. DDSketch itself answers rank ⌊q·(n−1)⌋, one lower for some n.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        let n = self.count();
-        if n == 0 {
-            return None;
-        }
-        let rank = ((q * n as f64).ceil() as u64).clamp(1, n) - 1;
-        if rank + 1 >= n {
-            return self.max();
-        }
-        let q_lower = (rank as f64 + 0.5) / (n - 1) as f64;
-        let estimate = self.0.quantile(q_lower.min(1.0)).ok().flatten()?;
-        // The true value lies within [min, max], both exact; the bucket's estimate may not.
-        Some(estimate.clamp(self.0.min()?, self.0.max()?))
     }
 }
 
@@ -716,22 +666,6 @@ mod tests {
         assert_eq!(detail.requests.iter().sum::<u64>(), 3);
         assert_eq!(detail.latency_ms.last().map(|(q, _)| *q), Some(1.0));
         assert!(stats.host_detail("nowhere.example", Window::All, None).is_none());
-    }
-
-    #[test]
-    fn quantiles_are_nearest_rank_within_one_percent() {
-        let mut sketch = LatencySketch::default();
-        let values: Vec<f64> = (1..=1001).map(|v| f64::from(v) * 1.7).collect();
-        for v in &values {
-            sketch.add(*v);
-        }
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            let n = values.len();
-            let exact = values[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
-            let got = sketch.quantile(q).unwrap();
-            assert!((got - exact).abs() <= exact * SKETCH_RELATIVE_ACCURACY, "q={q} {got} {exact}");
-        }
-        assert_eq!(LatencySketch::default().quantile(0.5), None);
     }
 
     #[test]
