@@ -927,6 +927,8 @@ fn write_bad(
         }
         Damage::Oversize => {
             let mut big = r.clone();
+            // A TCP entry has no path to write: the long path makes an HTTP one.
+            big.tcp = false;
             big.path = format!("/{}", "a".repeat(OVERSIZE_PATH));
             let line = render(g, &big, None);
             writer.write(ts, line.as_bytes(), false)?;
@@ -1029,6 +1031,18 @@ mod tests {
         let mut out = Vec::new();
         let truth = generate(config, &mut out).unwrap();
         (out, truth)
+    }
+
+    #[test]
+    fn the_oversize_line_is_over_the_cap_whatever_request_it_was() {
+        // Seed 3's request 500 is a TCP entry, which has no path to make long.
+        for seed in 0..8 {
+            let config = GenConfig { lines: 501, seed, bad: 0.02, ..GenConfig::default() };
+            let (out, truth) = run(&config);
+            let longest = out.split(|b| *b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
+            assert!(longest > OVERSIZE_PATH, "seed {seed}: {longest}");
+            assert_eq!(truth.rejects["too_long"], 1);
+        }
     }
 
     #[test]

@@ -450,10 +450,12 @@ async fn a_restart_while_no_follower_ran_is_read_from_the_previous_instance() {
     follower.stop().await;
 }
 
-/// `collect --kube` killed with SIGKILL five times while two replicas keep logging: after a
-/// last run catches up, the store holds every served line once.
+/// `collect --kube` killed with SIGKILL five times while two replicas keep logging, and the
+/// API server failing under each run in another way (log streams cut mid-line, log requests
+/// answered 500, a watch answered 410 Gone, a stalled stream): after a last run catches up,
+/// the store holds every served line once.
 #[test]
-fn sigkill_while_following_pods_loses_and_duplicates_nothing() {
+fn sigkill_and_api_faults_while_following_pods_lose_and_duplicate_nothing() {
     let (_runtime, standin, dir) = stand_in();
     let (root, kubeconfig) = (dir.path().join("store"), dir.path().join("kubeconfig"));
     std::fs::write(&kubeconfig, standin.kubeconfig()).unwrap();
@@ -482,7 +484,18 @@ fn sigkill_while_following_pods_loses_and_duplicates_nothing() {
             .spawn()
             .unwrap()
     };
-    for pause in [150, 400, 250, 600, 300] {
+    let faults: [&dyn Fn(); 5] = [
+        &|| standin.cut_next_log_after(700),
+        &|| standin.fail_logs_with_500(2),
+        &|| standin.fail_watches_with_gone(1),
+        &|| standin.stall_next_log(),
+        &|| {
+            standin.cut_next_log_after(1_500);
+            standin.fail_watches_with_gone(1);
+        },
+    ];
+    for (pause, fault) in [150, 400, 250, 600, 300].into_iter().zip(faults) {
+        fault();
         let mut child = collector();
         std::thread::sleep(Duration::from_millis(pause));
         child.kill().unwrap();

@@ -336,6 +336,9 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// Waits until `done` holds, for at most a minute.
+/// How long the endpoint stays down.
+const OUTAGE: Duration = Duration::from_secs(60);
+
 fn wait_until(what: &str, done: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !done() {
@@ -344,10 +347,10 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
-/// The endpoint is down (nothing listens on its port) while the first half of a followed
-/// file is collected, then comes up: ingest is exact throughout, failed exports and dropped
-/// spans are counted, and the exporter reconnects, so the totals (cumulative) still equal the
-/// truth.
+/// The endpoint is down (nothing listens on its port) for a minute while the first half of a
+/// followed file is collected, then comes up: ingest is exact throughout, failed exports and
+/// dropped spans are counted, and the exporter reconnects (after a minute of backing off), so
+/// the totals (cumulative) still equal the truth.
 #[test]
 fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
     use std::io::Write;
@@ -379,6 +382,7 @@ fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
     let store_dir = dir.path().join("store");
     let (mut store, _) = Store::open(&store_dir).unwrap();
     let receiver = Receiver::new();
+    let down = std::time::Instant::now();
     let summary = std::thread::scope(|scope| {
         // Stops the collector however this closure ends, so a failed wait fails the test.
         let stop = StopOnDrop(&control.stop);
@@ -387,6 +391,7 @@ fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
         let failed = || counts.metric_failures.load(Ordering::Relaxed) >= 2;
         wait_until("failed metric exports", failed);
         wait_until("failed span exports", || counts.span_failures.load(Ordering::Relaxed) > 0);
+        std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
 
         receiver.grpc(SocketAddr::from(([127, 0, 0, 1], port)));
         std::fs::OpenOptions::new()
@@ -408,7 +413,8 @@ fn an_endpoint_down_then_up_loses_no_ingest_and_export_resumes() {
 
     let bad: u64 = truth.rejects.values().sum();
     assert_eq!((summary.records as u64, summary.rejects as u64), (truth.good, bad), "ingest");
-    assert!(exported.metric_failures >= 2 && exported.spans_dropped > 0, "{exported:?}");
+    // One export every 300 ms failed for a minute, give or take the ones still timing out.
+    assert!(exported.metric_failures >= 20 && exported.spans_dropped > 0, "{exported:?}");
     assert!(exported.spans_exported > 0, "spans flow again: {exported:?}");
     assert!(!exported.flush_failed, "{exported:?}");
     assert_metrics_match_truth(&receiver.received, &truth);
