@@ -306,12 +306,15 @@ impl Live {
         host: Option<&str>,
     ) -> Snapshot {
         let shards = lock(&self.shards).clone();
+        // Each shard is locked for the swap only (its worker records into the empty table
+        // meanwhile), and never while the view's table is: a worker handing its shard over
+        // holds the shard and then takes the table.
+        let gathered: Vec<EgressStats> = shards.iter().map(|shard| lock(shard).take()).collect();
         let mut table = lock(&self.stats);
-        for shard in &shards {
-            // Held for the swap only: the worker records into the empty table meanwhile.
-            let gathered = lock(shard).take();
-            table.merge(&gathered);
+        for gathered in &gathered {
+            table.merge(gathered);
         }
+        drop(gathered);
         let stats = table.report(window, None);
         let mut detail = host.and_then(|h| table.host_detail(h, window, None));
         if let Some(detail) = &mut detail
@@ -531,5 +534,51 @@ mod tests {
         parse_one();
         let snapshot = live.snapshot(Window::All, SelfCounts::default());
         assert_eq!(snapshot.stats.records, 3, "the rest taken by the snapshot");
+    }
+
+    /// A worker hands its shard over (holding the shard, taking the view's table) while
+    /// snapshots are taken back to back (each taking the table and the shards): neither may
+    /// wait for the other. It did once, and the collector stopped.
+    #[test]
+    fn snapshots_never_wait_on_a_worker_handing_its_shard_over() {
+        const CHUNK: Duration = Duration::from_millis(100);
+        let live = Arc::new(Live::new(StatsConfig::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let live = live.clone();
+            move || {
+                let shard = live.shard();
+                let entry = Entry { authority: Some("a.example".into()), ..Entry::default() };
+                let ctx = LineContext::default();
+                let until = Instant::now() + HAND_OVER_EVERY * 4;
+                let mut parsed = 0u64;
+                while Instant::now() < until {
+                    let mut chunk = live.chunk(&shard, "test", None);
+                    chunk.parsed(&entry, b"{}", &ctx, false);
+                    // A chunk holds its shard while it is parsed.
+                    std::thread::sleep(CHUNK);
+                    chunk.flush();
+                    parsed += 1;
+                }
+                done.send(parsed).unwrap();
+            }
+        });
+        let reader = std::thread::spawn({
+            let (live, stop) = (live.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    live.snapshot(Window::All, SelfCounts::default());
+                    // The next snapshot comes during the chunk at whose end the worker hands
+                    // over (a second after this snapshot took the shard, at a chunk's end).
+                    std::thread::sleep(HAND_OVER_EVERY - CHUNK / 2);
+                }
+            }
+        });
+        let parsed = finished.recv_timeout(HAND_OVER_EVERY * 20);
+        stop.store(true, Ordering::Relaxed);
+        let parsed = parsed.expect("the worker finished: no lock waited on another for ever");
+        reader.join().unwrap();
+        assert_eq!(live.snapshot(Window::All, SelfCounts::default()).stats.records, parsed);
     }
 }
