@@ -258,16 +258,21 @@ const CUT_LOOKBACK_LINES: usize = 256;
 
 /// Where to cut `lines` (whole lines, or empty) so that no run of CRI `P` lines is split: at
 /// their end, or before the earliest run still open there (stdout and stderr each may have
-/// one). Looks back over CRI lines only, so it stops at once in any other input.
+/// one). Lines that are not CRI lines (damage inside a CRI file) are stepped over, as
+/// [`split_lines`] passes them through without ending a run.
 fn cut_before_partial_run(lines: &[u8]) -> usize {
     // The newest CRI lines: (start, is stdout, tag).
     let mut recent: Vec<(usize, bool, CriTag)> = Vec::new();
     let mut end = lines.len();
-    while end > 0 && recent.len() < CUT_LOOKBACK_LINES {
+    let mut looked = 0;
+    // Input with no CRI line among its last few is not CRI input: stop there.
+    while end > 0 && looked < CUT_LOOKBACK_LINES && (looked < 16 || !recent.is_empty()) {
         let start = memchr::memrchr(b'\n', &lines[..end - 1]).map_or(0, |i| i + 1);
         let framed = frame(&lines[start..end - 1]);
-        let (Some(tag), Some(stream)) = (framed.cri, framed.stream) else { break };
-        recent.push((start, stream == "stdout", tag));
+        if let (Some(tag), Some(stream)) = (framed.cri, framed.stream) {
+            recent.push((start, stream == "stdout", tag));
+        }
+        looked += 1;
         end = start;
     }
     let mut cut = lines.len();
@@ -634,6 +639,18 @@ mod tests {
                 ("2025-08-18T09:36:31Z stdout F {}", 5),
             ]
         );
+    }
+
+    /// Found by fuzzing: a damaged line inside a run made the cut stop looking back, so a
+    /// chunk ended mid-run and the run came out as two lines.
+    #[test]
+    fn a_damaged_line_inside_a_cri_run_does_not_split_it() {
+        let input = b"2025-08-18T09:36:30Z stdout P {\"a\":\n\
+            garbage\n\
+            2025-08-18T09:36:30Z stdout F 1}\n";
+        let got = lines(input, 1000);
+        let texts: Vec<_> = got.iter().map(|l| (l.0.as_str(), l.3)).collect();
+        assert_eq!(texts, [("garbage", 2), ("2025-08-18T09:36:30Z stdout F {\"a\":1}", 1)]);
     }
 
     #[test]
