@@ -1,0 +1,84 @@
+//! Bytes to logical lines: capping long lines and joining CRI `P`…`F` runs. The oracle is the
+//! input split in one piece: reading it as a file that grows in uneven steps, through small
+//! reads, must give the same lines under the cap (numbers, lengths, bytes), reject something
+//! as over the cap exactly when the other does, and account for every byte read. How an
+//! overlong CRI run interleaved with the other stream is cut into rejects may differ: a
+//! reader skipping it ends the run at the next `F` of either stream (see `source::lines`).
+#![no_main]
+
+use std::io::{self, Read};
+
+use egresslens::source::lines::{Chunk, ChunkReader, split_lines};
+use libfuzzer_sys::fuzz_target;
+
+/// A line as both sides see it; the head of an overlong line is not compared (one side keeps
+/// the joined run's head, the other the first chunk's).
+#[derive(Debug, PartialEq, Eq)]
+struct Line {
+    line_no: u64,
+    len: u64,
+    too_long: bool,
+    bytes: Option<Vec<u8>>,
+}
+
+fn line(raw: egresslens::source::lines::RawLine<'_>) -> Line {
+    Line {
+        line_no: raw.line_no,
+        len: raw.len,
+        too_long: raw.too_long,
+        bytes: (!raw.too_long).then(|| raw.bytes.to_vec()),
+    }
+}
+
+/// Hands out at most `piece` bytes per read, then "nothing more for now".
+struct Trickle<'a> {
+    data: &'a [u8],
+    piece: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.piece.min(out.len()).min(self.data.len());
+        out[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [cap, piece, steps, input @ ..] = data else { return };
+    let max_line = 8 + usize::from(*cap) * 8;
+    let piece = 1 + usize::from(*piece % 64);
+    let steps = 1 + usize::from(*steps % 8);
+
+    let mut whole = Vec::new();
+    split_lines(input, 1, max_line, |raw| whole.push(line(raw)));
+
+    let mut streamed = Vec::new();
+    let mut last_offset = 0;
+    let mut each = |chunk: Chunk| {
+        assert!(chunk.end_offset() >= last_offset, "offsets never go back");
+        last_offset = chunk.end_offset();
+        match chunk {
+            Chunk::Lines { buf, len, first_line_no, .. } => {
+                split_lines(&buf[..len], first_line_no, max_line, |raw| streamed.push(line(raw)));
+            }
+            Chunk::TooLong { head, len, line_no, .. } => {
+                streamed.push(Line { line_no, len, too_long: true, bytes: None });
+                assert!(!head.is_empty() || len == 0);
+            }
+        }
+    };
+    let mut reader = ChunkReader::new(64, max_line, || None);
+    let step = input.len().div_ceil(steps).max(1);
+    for part in input.chunks(step) {
+        reader.read_available(&mut Trickle { data: part, piece }, &mut each).expect("no I/O here");
+    }
+    let total = reader.finish(&mut each);
+    assert_eq!(total, input.len() as u64);
+    assert_eq!(last_offset, if input.is_empty() { 0 } else { total });
+    let too_long = |lines: &[Line]| lines.iter().any(|l| l.too_long);
+    assert_eq!(too_long(&whole), too_long(&streamed), "{whole:?}\n{streamed:?}");
+    let kept = |lines: Vec<Line>| lines.into_iter().filter(|l| !l.too_long).collect::<Vec<_>>();
+    assert_eq!(kept(whole), kept(streamed));
+});
