@@ -90,9 +90,7 @@ impl Counters {
 pub struct StatsConfig {
     /// Distinct hosts tracked; the rest are counted under [`OVERFLOW_HOST`].
     pub max_hosts: usize,
-    /// Paths and source IPs tracked per host (Space-Saving capacity). Reports show the top
-    /// five; Space-Saving keeps every key above 1/capacity of a host's requests, with its
-    /// count overestimated by at most that much.
+    /// Paths and source IPs tracked per host (Space-Saving capacity).
     pub top_k_capacity: usize,
     /// Distinct response flags tracked per host; the rest count as `_other`.
     pub max_flags: usize,
@@ -108,9 +106,7 @@ impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
             max_hosts: 20_000,
-            // 24 tracked for 5 shown: every tracked key is a hash slot and a string in each
-            // host of each stats table, and the live view keeps several tables.
-            top_k_capacity: 24,
+            top_k_capacity: 64,
             max_flags: 32,
             track_windows: true,
             internal: InternalRanges::default(),
