@@ -3,7 +3,7 @@
 # measured in the same run on the same file:
 #   (a) `egresslens stats` vs DuckDB's read_ndjson + GROUP BY computing the same per-host numbers,
 #       run in turn (A B A B ...) so that drift of the machine's speed hits both alike
-#   (b) full parse into all-column Arrow batches vs arrow-json's ReaderBuilder (benches/ingest.rs)
+#   (b) full parse into all-column Arrow batches vs arrow-json's ReaderBuilder (cargo bench)
 # Usage: benches/run.sh  (env: LINES=1000000 RUNS=5 BENCH_DATA=bench-data THREADS=2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,4 +70,4 @@ echo "  B DuckDB, whole process        $(col 3) s  peak RSS $(($(peak 4) / 1024)
 echo "  B DuckDB, query alone          $(col 5) s"
 echo "  A/B = $(col 6) against the whole process, $(col 7) against the query alone (medians of pairs)"
 echo
-echo "(b) $("$(benches/exe ingest)" "$FILE" "$RUNS")"
+echo "(b) $(cargo bench --quiet --bench ingest -- "$FILE" "$RUNS")"
