@@ -5,8 +5,9 @@
 //! parsing of chunks ([`split_lines`]) can run on other threads. A chunk never ends inside a
 //! run of CRI partial lines (`… stdout P …` up to `… stdout F …`), which [`split_lines`] joins
 //! into one line that looks like a single `F` line. A line (or CRI run) longer than the cap is
-//! never held whole: its head is kept for the reject and the rest is counted and skipped as it
-//! streams past. A last line without a newline is still a line.
+//! never held whole: its head is kept for the reject and the rest is counted as it streams
+//! past, while the other stream's lines around it are joined and handed over as usual. A last
+//! line without a newline is still a line.
 
 use std::io::{self, Read};
 
@@ -16,8 +17,6 @@ use crate::parse::{CriTag, frame};
 /// Default cap on one logical line.
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 const READ_SIZE: usize = 256 * 1024;
-/// Bytes of a line's start that are enough to read its CRI prefix.
-const PREFIX_WINDOW: usize = 64;
 
 /// One logical line as read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,23 +30,15 @@ pub struct RawLine<'a> {
     pub line_no: u64,
 }
 
-/// A piece of input for one worker: whole lines, or the head of a line too long to hold.
-/// `end_offset` is the input's byte offset just after it: where reading resumes.
+/// A piece of input for one worker: whole lines, or one logical line read line by line
+/// (around a line too long to hold). `end_offset` is the input's byte offset just after it:
+/// where reading resumes.
 #[derive(Debug)]
 pub enum Chunk {
     /// Lines in `buf[..len]`; the buffer beyond is spare room kept for reuse.
-    Lines {
-        buf: Vec<u8>,
-        len: usize,
-        first_line_no: u64,
-        end_offset: u64,
-    },
-    TooLong {
-        head: Vec<u8>,
-        len: u64,
-        line_no: u64,
-        end_offset: u64,
-    },
+    Lines { buf: Vec<u8>, len: usize, first_line_no: u64, end_offset: u64 },
+    /// One logical line; only its head when `too_long`.
+    Single { line: Vec<u8>, len: u64, too_long: bool, line_no: u64, end_offset: u64 },
 }
 
 impl Chunk {
@@ -55,13 +46,13 @@ impl Chunk {
     pub fn len_bytes(&self) -> usize {
         match self {
             Chunk::Lines { len, .. } => *len,
-            Chunk::TooLong { head, .. } => head.len(),
+            Chunk::Single { line, .. } => line.len(),
         }
     }
 
     pub fn end_offset(&self) -> u64 {
         match self {
-            Chunk::Lines { end_offset, .. } | Chunk::TooLong { end_offset, .. } => *end_offset,
+            Chunk::Lines { end_offset, .. } | Chunk::Single { end_offset, .. } => *end_offset,
         }
     }
 
@@ -69,7 +60,7 @@ impl Chunk {
     pub fn into_buffer(self) -> Option<Vec<u8>> {
         match self {
             Chunk::Lines { buf, .. } => Some(buf),
-            Chunk::TooLong { .. } => None,
+            Chunk::Single { .. } => None,
         }
     }
 
@@ -79,9 +70,9 @@ impl Chunk {
             Chunk::Lines { buf, len, first_line_no, .. } => {
                 split_lines(&buf[..*len], *first_line_no, max_line, each);
             }
-            Chunk::TooLong { head, len, line_no, .. } => {
+            Chunk::Single { line, len, too_long, line_no, .. } => {
                 let mut each = each;
-                each(RawLine { bytes: head, len: *len, too_long: true, line_no: *line_no });
+                each(RawLine { bytes: line, len: *len, too_long: *too_long, line_no: *line_no });
             }
         }
     }
@@ -89,7 +80,7 @@ impl Chunk {
 
 /// Reads `input` to its end in chunks of about `chunk_size` bytes that end at a line boundary
 /// outside any CRI partial run, calling `each` for every chunk. Memory stays within about
-/// `chunk_size + max_line`. Buffers of processed chunks come back through `recycled` (fresh
+/// `chunk_size + 3 × max_line`. Buffers of processed chunks come back through `recycled` (fresh
 /// ones cost page faults and zeroing). Returns the bytes read.
 pub fn read_chunks<R: Read>(
     mut input: R,
@@ -116,7 +107,7 @@ pub struct ChunkReader<F> {
     end: usize,
     line_no: u64,
     total: u64,
-    skip: Option<Skip>,
+    careful: Option<Careful>,
 }
 
 impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
@@ -129,7 +120,7 @@ impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
             end: 0,
             line_no: 1,
             total: 0,
-            skip: None,
+            careful: None,
         };
         reader.buf = reader.fresh(0);
         reader
@@ -178,7 +169,7 @@ impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
             };
             self.end += n;
             self.total += n as u64;
-            if self.skip.is_some() && !self.consume_skipped(false, each) {
+            if self.careful.is_some() && !self.read_carefully(false, each) {
                 if n == 0 {
                     return Ok(self.total - before);
                 }
@@ -190,11 +181,11 @@ impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
             let cut = cut_before_partial_run(&self.buf[..tail]);
             if self.end - cut > self.max_line {
                 // What follows the cut is already over the cap: hand over the lines before it,
-                // then skip it as it streams past.
+                // then read line by line until no line or run is open.
                 if cut > 0 {
                     self.send(cut, each);
                 }
-                self.skip = Some(Skip::new(self.line_no, cut < tail));
+                self.careful = Some(Careful::new(self.line_no, self.max_line));
                 continue;
             }
             if (self.end >= self.chunk_size || n == 0) && cut > 0 {
@@ -209,8 +200,8 @@ impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
     /// Hands over what is left once the input is complete: an unfinished last line is still a
     /// line, an unfinished CRI run is joined as far as it goes. Returns the bytes read in all.
     pub fn finish(mut self, each: &mut impl FnMut(Chunk)) -> u64 {
-        if self.skip.is_some() {
-            self.consume_skipped(true, each);
+        if self.careful.is_some() {
+            self.read_carefully(true, each);
         }
         if self.end > 0 {
             let (buf, len) = (std::mem::take(&mut self.buf), self.end);
@@ -219,25 +210,50 @@ impl<F: FnMut() -> Option<Vec<u8>>> ChunkReader<F> {
         self.total
     }
 
-    /// Feeds the buffered bytes to the line being skipped; when it is complete (or `eof`),
-    /// hands over its head and returns true.
-    fn consume_skipped(&mut self, eof: bool, each: &mut impl FnMut(Chunk)) -> bool {
-        let skip = self.skip.as_mut().expect("only called while skipping");
-        let (consumed, finished) = skip.consume(&self.buf[..self.end], eof);
-        self.buf.copy_within(consumed..self.end, 0);
-        self.end -= consumed;
-        if !(finished || eof) {
-            return false;
+    /// Reads the buffered bytes line by line, handing over each logical line as it completes;
+    /// returns true once no line or run is open (or at `eof`, which ends them): back to chunks.
+    fn read_carefully(&mut self, eof: bool, each: &mut impl FnMut(Chunk)) -> bool {
+        let careful = self.careful.as_mut().expect("only called while reading carefully");
+        let (total, end) = (self.total, self.end);
+        let single = |raw: RawLine<'_>, end_offset| Chunk::Single {
+            line: raw.bytes.to_vec(),
+            len: raw.len,
+            too_long: raw.too_long,
+            line_no: raw.line_no,
+            end_offset,
+        };
+        let mut pos = 0;
+        let mut idle = false;
+        while pos < end && !idle {
+            match memchr::memchr(b'\n', &self.buf[pos..end]) {
+                Some(i) => {
+                    careful.add(&self.buf[pos..pos + i]);
+                    pos += i + 1;
+                    let end_offset = total - (end - pos) as u64;
+                    careful.end_line(&mut |raw| each(single(raw, end_offset)));
+                    idle = careful.idle();
+                }
+                None => {
+                    careful.add(&self.buf[pos..end]);
+                    pos = end;
+                }
+            }
         }
-        let skip = self.skip.take().expect("checked above");
-        self.line_no = skip.first_line_no + skip.lines.max(1);
-        each(Chunk::TooLong {
-            head: skip.head,
-            len: skip.len,
-            line_no: skip.first_line_no,
-            end_offset: self.handed_over(),
-        });
-        true
+        if eof && !idle {
+            if careful.mid_line {
+                careful.end_line(&mut |raw| each(single(raw, total)));
+            }
+            careful.joiner.finish(&mut |raw| each(single(raw, total)));
+            idle = true;
+        }
+        let line_no = careful.line_no;
+        self.buf.copy_within(pos..end, 0);
+        self.end -= pos;
+        if idle {
+            self.careful = None;
+            self.line_no = line_no;
+        }
+        idle
     }
 
     /// Hands `buf[..cut]` over as a chunk and keeps the rest.
@@ -291,91 +307,53 @@ fn cut_before_partial_run(lines: &[u8]) -> usize {
     cut
 }
 
-/// An overlong line, or an overlong CRI run, being skipped as it streams past. A run ends
-/// with the next `F` line of either stream: close enough for a line that is rejected anyway.
+/// Line-by-line reading, for when what follows the last possible cut is over the cap: an
+/// overlong line, or a CRI run open there with more than the cap after its start. Lines are
+/// joined exactly as [`split_lines`] joins them and handed over one at a time; no line is held
+/// beyond the cap (the physical line being read, and each stream's open run).
+/// Reading goes back to chunks as soon as no line or run is open.
 #[derive(Debug)]
-struct Skip {
+struct Careful {
+    joiner: CriJoiner,
+    /// The head of the physical line being read (see [`held`]).
     head: Vec<u8>,
+    /// Its full length so far.
     len: u64,
-    first_line_no: u64,
-    /// Physical lines consumed so far.
-    lines: u64,
-    /// Whether this is a CRI run, which ends after its `F` line.
-    run: bool,
-    /// Inside a physical line (its start was consumed, its newline not yet).
     mid_line: bool,
-    /// The CRI tag of the physical line being consumed.
-    tag: Option<CriTag>,
-    /// Bytes of CRI prefix still to drop from the line being consumed: a run counts as the
-    /// joined line would (first prefix, then messages only).
-    prefix_left: usize,
+    /// The number of the physical line being read.
+    line_no: u64,
 }
 
-impl Skip {
-    fn new(first_line_no: u64, run: bool) -> Self {
-        Skip {
-            head: Vec::with_capacity(REJECT_RAW_CAP),
+impl Careful {
+    fn new(line_no: u64, max_line: usize) -> Self {
+        Careful {
+            joiner: CriJoiner::new(max_line),
+            head: Vec::new(),
             len: 0,
-            first_line_no,
-            lines: 0,
-            run,
             mid_line: false,
-            tag: None,
-            prefix_left: 0,
+            line_no,
         }
     }
 
     fn add(&mut self, bytes: &[u8]) {
-        let dropped = self.prefix_left.min(bytes.len());
-        self.prefix_left -= dropped;
-        let bytes = &bytes[dropped..];
-        fill_head(&mut self.head, bytes);
+        let room = held(self.joiner.max_line).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
         self.len += bytes.len() as u64;
+        self.mid_line = true;
     }
 
-    /// Consumes what of `bytes` belongs to the skipped line or run: how many bytes, and
-    /// whether it is complete.
-    fn consume(&mut self, bytes: &[u8], eof: bool) -> (usize, bool) {
-        let mut pos = 0;
-        loop {
-            if !self.mid_line {
-                if pos == bytes.len() {
-                    return (pos, false);
-                }
-                if self.run {
-                    let window = &bytes[pos..bytes.len().min(pos + PREFIX_WINDOW)];
-                    let line = memchr::memchr(b'\n', window).map_or(window, |i| &window[..i]);
-                    if line.len() == window.len() && window.len() < PREFIX_WINDOW && !eof {
-                        return (pos, false);
-                    }
-                    let framed = frame(line);
-                    if self.lines > 0 && framed.cri.is_none() {
-                        // The run stopped without its `F` line; the next line is its own.
-                        return (pos, true);
-                    }
-                    self.tag = framed.cri;
-                    if self.lines > 0 {
-                        self.prefix_left = line.len() - framed.msg.len();
-                    }
-                }
-                self.mid_line = true;
-            }
-            match memchr::memchr(b'\n', &bytes[pos..]) {
-                Some(i) => {
-                    self.add(&bytes[pos..pos + i]);
-                    self.lines += 1;
-                    self.mid_line = false;
-                    pos += i + 1;
-                    if !self.run || self.tag == Some(CriTag::Full) {
-                        return (pos, true);
-                    }
-                }
-                None => {
-                    self.add(&bytes[pos..]);
-                    return (bytes.len(), false);
-                }
-            }
-        }
+    /// The physical line is complete: joins it (or hands it over).
+    fn end_line(&mut self, each: &mut impl FnMut(RawLine<'_>)) {
+        self.joiner.push(&self.head, self.len, self.line_no, each);
+        self.head.clear();
+        self.len = 0;
+        self.mid_line = false;
+        self.line_no += 1;
+    }
+
+    /// No line or run is open: chunks can start here.
+    fn idle(&self) -> bool {
+        !self.mid_line && self.joiner.is_empty()
     }
 }
 
@@ -395,25 +373,21 @@ pub fn split_lines(
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, &[][..]),
         };
-        if line.len() > max_line {
-            let head = &line[..REJECT_RAW_CAP.min(line.len())];
-            each(RawLine { bytes: head, len: line.len() as u64, too_long: true, line_no });
-        } else {
-            joiner.push(line, line_no, &mut each);
-        }
+        let start = &line[..line.len().min(held(max_line))];
+        joiner.push(start, line.len() as u64, line_no, &mut each);
         line_no += 1;
         rest = next;
     }
     joiner.finish(&mut each);
 }
 
-/// Tops up the kept head of an overlong line to [`REJECT_RAW_CAP`] bytes.
-fn fill_head(head: &mut Vec<u8>, more: &[u8]) {
-    let room = REJECT_RAW_CAP.saturating_sub(head.len());
-    head.extend_from_slice(&more[..room.min(more.len())]);
+/// How much of a physical line is held: enough to tell it is over the cap, and a reject's head.
+fn held(max_line: usize) -> usize {
+    (max_line + 1).max(REJECT_RAW_CAP)
 }
 
 /// A run of CRI partial chunks being joined.
+#[derive(Debug)]
 struct Partial {
     /// The first chunk's prefix with its tag turned to `F`, then the chunks' messages.
     line: Vec<u8>,
@@ -422,6 +396,7 @@ struct Partial {
 }
 
 /// Joins CRI `P` chunks per stream (stdout and stderr interleave in one file).
+#[derive(Debug)]
 struct CriJoiner {
     max_line: usize,
     stdout: Option<Partial>,
@@ -433,34 +408,44 @@ impl CriJoiner {
         CriJoiner { max_line, stdout: None, stderr: None }
     }
 
-    fn push(&mut self, line: &[u8], line_no: u64, each: &mut impl FnMut(RawLine<'_>)) {
+    fn is_empty(&self) -> bool {
+        self.stdout.is_none() && self.stderr.is_none()
+    }
+
+    /// Takes the next physical line, `len` bytes long, of which `line` holds the start (all of
+    /// it, or [`held`] bytes of a longer one).
+    fn push(&mut self, line: &[u8], len: u64, line_no: u64, each: &mut impl FnMut(RawLine<'_>)) {
+        let max_line = self.max_line;
+        let alone = |each: &mut dyn FnMut(RawLine<'_>)| {
+            let too_long = len > max_line as u64;
+            let bytes = if too_long { &line[..REJECT_RAW_CAP.min(line.len())] } else { line };
+            each(RawLine { bytes, len, too_long, line_no });
+        };
         // A CRI line starts with its timestamp; anything else passes without framing.
         if !line.first().is_some_and(u8::is_ascii_digit) {
-            each(RawLine { bytes: line, len: line.len() as u64, too_long: false, line_no });
-            return;
+            return alone(each);
         }
         let framed = frame(line);
         let (Some(tag), Some(stream)) = (framed.cri, framed.stream) else {
-            each(RawLine { bytes: line, len: line.len() as u64, too_long: false, line_no });
-            return;
+            return alone(each);
         };
-        let max_line = self.max_line;
+        // The message's full length: `line` may hold only its start.
+        let msg_len = framed.msg.len() as u64 + (len - line.len() as u64);
         let slot = if stream == "stdout" { &mut self.stdout } else { &mut self.stderr };
         match (slot.as_mut(), tag) {
-            (None, CriTag::Full) => {
-                each(RawLine { bytes: line, len: line.len() as u64, too_long: false, line_no });
-            }
+            (None, CriTag::Full) => alone(each),
             (None, CriTag::Partial) => {
                 let prefix_len = line.len() - framed.msg.len();
-                let mut joined = Vec::with_capacity(line.len() * 2);
+                let mut joined = Vec::with_capacity((line.len() * 2).min(max_line + 1));
                 joined.extend_from_slice(&line[..prefix_len]);
                 // The tag sits just before the space that precedes the message.
                 joined[prefix_len - 2] = b'F';
                 joined.extend_from_slice(framed.msg);
-                *slot = Some(Partial { len: joined.len() as u64, line: joined, line_no });
+                let len = prefix_len as u64 + msg_len;
+                *slot = Some(Partial { len, line: joined, line_no });
             }
             (Some(partial), tag) => {
-                partial.len += framed.msg.len() as u64;
+                partial.len += msg_len;
                 if partial.line.len() <= max_line {
                     let room = (max_line + 1).saturating_sub(partial.line.len());
                     partial.line.extend_from_slice(&framed.msg[..room.min(framed.msg.len())]);
@@ -667,5 +652,42 @@ mod tests {
         assert_eq!(summary, [(false, 1), (true, 2), (false, 22), (false, 23)]);
         assert_eq!(got[2].0, "after");
         assert_eq!(got[3].0, "2025-08-18T09:36:31Z stdout F {\"cut\"");
+    }
+
+    /// Found by fuzzing: a reader skipping an overlong stdout run ended it at the next `F` line
+    /// of either stream, so a stderr line inside the run was lost into the reject.
+    #[test]
+    fn the_other_streams_lines_inside_an_overlong_run_survive() {
+        let chunk = "y".repeat(600);
+        let input = format!(
+            "2025-08-18T09:36:30Z stdout P {chunk}\n\
+             2025-08-18T09:36:30Z stderr F err line\n\
+             2025-08-18T09:36:30Z stdout P {chunk}\n\
+             2025-08-18T09:36:30Z stderr P err \n\
+             2025-08-18T09:36:30Z stdout F {chunk}\n\
+             2025-08-18T09:36:31Z stdout F next\n\
+             2025-08-18T09:36:31Z stderr F joined\n"
+        );
+        let got = lines(input.as_bytes(), 1000);
+        let summary: Vec<_> = got.iter().map(|l| (&l.0[21..], l.2, l.3)).collect();
+        assert_eq!(summary[..2], [("stderr F err line", false, 2), (&got[1].0[21..], true, 1)]);
+        assert_eq!(got[1].1, (600 * 3 + 30) as u64);
+        assert_eq!(summary[2..], [("stdout F next", false, 6), ("stderr F err joined", false, 4)]);
+    }
+
+    /// A short run stays open while more than the cap of the other stream's lines go by:
+    /// every line is good.
+    #[test]
+    fn a_run_open_across_more_than_the_cap_of_other_lines_is_still_joined() {
+        let lines_between: String =
+            (0..40).map(|i| format!("2025-08-18T09:36:30Z stdout F line {i:02}\n")).collect();
+        let input = format!(
+            "2025-08-18T09:36:30Z stderr P {{\"a\":\n{lines_between}2025-08-18T09:36:30Z stderr F 1}}\n"
+        );
+        let got = lines(input.as_bytes(), 500);
+        assert_eq!(got.len(), 41);
+        assert!(got.iter().all(|l| !l.2), "{got:?}");
+        assert_eq!((got[39].0.as_str(), got[39].3), ("2025-08-18T09:36:30Z stdout F line 39", 41));
+        assert_eq!((got[40].0.as_str(), got[40].3), ("2025-08-18T09:36:30Z stderr F {\"a\":1}", 1));
     }
 }

@@ -210,7 +210,7 @@ impl FileKey {
     fn of_chunk(chunk: &Chunk) -> FileKey {
         let bytes = match chunk {
             Chunk::Lines { buf, len, .. } => &buf[..*len],
-            Chunk::TooLong { head, .. } => &head[..],
+            Chunk::Single { line, .. } => &line[..],
         };
         let first = memchr::memchr(b'\n', bytes).map_or(bytes, |end| &bytes[..end]);
         FileKey::of_first_line(first)
