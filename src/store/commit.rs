@@ -26,6 +26,11 @@ use crate::schema::{col, reject_col, ztunnel_col};
 /// for readers to skip by statistics within an hour.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Rows the commit takes elsewhere after which a file's unfinished row group is written out:
+/// reading old logs, a commit spans hours, and the files of hours passed would otherwise each
+/// hold up to a row group's pages, dictionaries and codecs in memory until the commit ends.
+const IDLE_FLUSH_ROWS: usize = 64 * 1024;
+
 /// Columns whose values are nearly all distinct (ids, timestamps, ephemeral ports, sizes):
 /// a dictionary would only cost time before the writer falls back to plain encoding.
 const NO_DICTIONARY: [&str; 13] = [
@@ -65,6 +70,8 @@ pub struct PendingCommit {
 struct OpenFile {
     path: PathBuf,
     writer: ArrowWriter<BufWriter<File>>,
+    /// The commit's row count when this file was last written to.
+    last_write: usize,
 }
 
 impl std::fmt::Debug for OpenFile {
@@ -97,13 +104,28 @@ impl PendingCommit {
                     Some(writer_properties()),
                 )
                 .map_err(|source| StoreError::Parquet { path: path.clone(), source })?;
-                self.files.insert(destination.clone(), OpenFile { path, writer });
+                let last_write = self.rows;
+                self.files.insert(destination.clone(), OpenFile { path, writer, last_write });
             }
             let open = self.files.get_mut(&destination).expect("inserted above");
             open.writer
                 .write(&part)
                 .map_err(|source| StoreError::Parquet { path: open.path.clone(), source })?;
             self.rows += part.num_rows();
+            open.last_write = self.rows;
+        }
+        self.flush_idle()
+    }
+
+    /// Writes out the unfinished row groups of files not written to for [`IDLE_FLUSH_ROWS`].
+    fn flush_idle(&mut self) -> Result<(), StoreError> {
+        for open in self.files.values_mut() {
+            if self.rows - open.last_write >= IDLE_FLUSH_ROWS && open.writer.in_progress_rows() > 0
+            {
+                open.writer
+                    .flush()
+                    .map_err(|source| StoreError::Parquet { path: open.path.clone(), source })?;
+            }
         }
         Ok(())
     }
@@ -297,4 +319,79 @@ fn create_dirs(dir: &Path) -> Result<(), StoreError> {
         sync_dir(parent)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::Int64Array;
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+
+    const HOUR_NS: i64 = 3_600_000_000_000;
+
+    /// `rows` rows in hour `hour` (of 2025-08-18), numbered from `first`.
+    fn batch(hour: i64, first: i64, rows: i64) -> RecordBatch {
+        let start = 1_755_475_200_000_000_000 + hour * HOUR_NS;
+        let schema = Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+            Field::new("n", DataType::Int64, false),
+        ]);
+        let ts = TimestampNanosecondArray::from_iter_values((0..rows).map(|i| start + i));
+        let n = Int64Array::from_iter_values(first..first + rows);
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ts), Arc::new(n)]).unwrap()
+    }
+
+    #[test]
+    fn a_file_left_behind_writes_its_row_group_out_and_still_takes_late_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        let mut pending = store.begin();
+        pending.write("t", &batch(9, 0, 1000)).unwrap();
+        let hour_nine = |p: &PendingCommit| {
+            p.files.iter().find(|(d, _)| d.hour == "09").map(|(_, f)| f.writer.in_progress_rows())
+        };
+        let step = IDLE_FLUSH_ROWS as i64 / 4;
+        for i in 0..3 {
+            pending.write("t", &batch(10, 1000 + i * step, step)).unwrap();
+            assert_eq!(hour_nine(&pending), Some(1000), "not idle long enough yet");
+        }
+        pending.write("t", &batch(10, 1000 + 3 * step, step)).unwrap();
+        assert_eq!(hour_nine(&pending), Some(0), "idle: its row group is written out");
+        // A straggler for hour 9 goes into the same file, in a row group of its own.
+        pending.write("t", &batch(9, 1000 + 4 * step, 10)).unwrap();
+        store.finish(pending, &Checkpoint { source: "s".into(), offset: 1 }, None).unwrap();
+
+        let mut numbers: Vec<i64> = Vec::new();
+        let mut groups = BTreeMap::new();
+        for entry in walkdir(dir.path()) {
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(File::open(&entry).unwrap()).unwrap();
+            let hour = entry.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+            groups.insert(hour, reader.metadata().num_row_groups());
+            for b in reader.build().unwrap() {
+                let b = b.unwrap();
+                numbers.extend(b.column(1).as_any().downcast_ref::<Int64Array>().unwrap().values());
+            }
+        }
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..1000 + 4 * step + 10).collect::<Vec<_>>());
+        assert_eq!(groups["hour=09"], 2, "{groups:?}");
+    }
+
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.ends_with(super::TMP_DIR) {
+                out.extend(walkdir(&path));
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+        out
+    }
 }
