@@ -3,8 +3,9 @@
 //!
 //! Most sketches are small — a window slot of one host sees a handful of requests — so the
 //! buckets are kept sparse, as sorted `(key, count)` pairs, and turn into a dense run of counts
-//! only when that is smaller. Keys lie in a fixed range (−690 to 1 497), so a sketch never
-//! holds more than about 2 200 counts whatever it is fed.
+//! only when that is smaller. Dense counts are 32-bit; the rare bucket past 2³² keeps its high
+//! half in a short list of carries. Keys lie in a fixed range (−690 to 1 497), so a sketch
+//! never holds more than about 2 200 counts whatever it is fed.
 
 /// Relative accuracy of every estimate.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
@@ -37,8 +38,57 @@ fn value_of(key: i16) -> f64 {
 enum Buckets {
     /// `(key, count)` sorted by key.
     Sparse(Vec<(i16, u64)>),
-    /// Counts of keys `first..first + counts.len()`.
-    Dense { first: i16, counts: Vec<u64> },
+    /// Boxed: a sketch that is only ever sparse (most window cells) stays small.
+    Dense(Box<Dense>),
+}
+
+/// Counts of keys `first..first + low.len()`: their low 32 bits, and the high ones of the
+/// buckets that have them as `(key, high)` sorted by key.
+#[derive(Debug, Clone)]
+struct Dense {
+    first: i16,
+    low: Vec<u32>,
+    high: Vec<(i16, u32)>,
+}
+
+impl Dense {
+    /// Counts for the keys of sorted `pairs`.
+    fn of(pairs: &[(i16, u64)]) -> Dense {
+        let first = pairs[0].0;
+        let span = (pairs[pairs.len() - 1].0 - first) as usize + 1;
+        let mut dense = Dense { first, low: vec![0; span], high: Vec::new() };
+        pairs.iter().for_each(|&(key, n)| dense.add(key, n));
+        dense
+    }
+
+    fn add(&mut self, key: i16, n: u64) {
+        if key < self.first {
+            let grow = (self.first - key) as usize;
+            self.low.splice(0..0, std::iter::repeat_n(0, grow));
+            self.first = key;
+        }
+        let i = (key - self.first) as usize;
+        if i >= self.low.len() {
+            self.low.resize(i + 1, 0);
+        }
+        let sum = u64::from(self.low[i]) + n;
+        self.low[i] = sum as u32;
+        let carry = (sum >> 32) as u32;
+        if carry > 0 {
+            match self.high.binary_search_by_key(&key, |(k, _)| *k) {
+                Ok(j) => self.high[j].1 += carry,
+                Err(j) => self.high.insert(j, (key, carry)),
+            }
+        }
+    }
+
+    fn for_each(&self, mut each: impl FnMut(i16, u64)) {
+        let mut high = self.high.iter().peekable();
+        for (key, &low) in (self.first..).zip(&self.low) {
+            let top = high.next_if(|(k, _)| *k == key).map_or(0, |(_, h)| u64::from(*h));
+            each(key, top << 32 | u64::from(low));
+        }
+    }
 }
 
 /// A latency distribution in milliseconds.
@@ -94,25 +144,14 @@ impl LatencySketch {
                     Err(i) => pairs.insert(i, (key, n)),
                 }
                 let span = (pairs[pairs.len() - 1].0 - pairs[0].0) as usize + 1;
-                // A dense count is half the size of a sparse pair; a few pairs stay sparse
-                // however close, as the next value may be far off.
-                if pairs.len() > MAX_SPARSE || (pairs.len() >= MIN_DENSE && span <= pairs.len() * 2)
+                // A dense count is a quarter of a sparse pair; a few pairs stay sparse however
+                // close, as the next value may be far off.
+                if pairs.len() > MAX_SPARSE || (pairs.len() >= MIN_DENSE && span <= pairs.len() * 4)
                 {
-                    self.buckets = densify(pairs);
+                    self.buckets = Buckets::Dense(Box::new(Dense::of(pairs)));
                 }
             }
-            Buckets::Dense { first, counts } => {
-                if key < *first {
-                    let grow = (*first - key) as usize;
-                    counts.splice(0..0, std::iter::repeat_n(0, grow));
-                    *first = key;
-                }
-                let i = (key - *first) as usize;
-                if i >= counts.len() {
-                    counts.resize(i + 1, 0);
-                }
-                counts[i] += n;
-            }
+            Buckets::Dense(dense) => dense.add(key, n),
         }
     }
 
@@ -126,11 +165,11 @@ impl LatencySketch {
         self.max = self.max.max(other.max);
         match &other.buckets {
             Buckets::Sparse(pairs) => pairs.iter().for_each(|&(key, n)| self.add_key(key, n)),
-            Buckets::Dense { first, counts } => {
-                for (key, &n) in (*first..).zip(counts).filter(|(_, n)| **n > 0) {
+            Buckets::Dense { .. } => other.for_each_bucket(|key, n| {
+                if n > 0 {
                     self.add_key(key, n);
                 }
-            }
+            }),
         }
     }
 
@@ -173,20 +212,9 @@ impl LatencySketch {
     fn for_each_bucket(&self, mut each: impl FnMut(i16, u64)) {
         match &self.buckets {
             Buckets::Sparse(pairs) => pairs.iter().for_each(|&(key, n)| each(key, n)),
-            Buckets::Dense { first, counts } => {
-                (*first..).zip(counts).for_each(|(key, &n)| each(key, n));
-            }
+            Buckets::Dense(dense) => dense.for_each(each),
         }
     }
-}
-
-fn densify(pairs: &[(i16, u64)]) -> Buckets {
-    let first = pairs[0].0;
-    let mut counts = vec![0; (pairs[pairs.len() - 1].0 - first) as usize + 1];
-    for &(key, n) in pairs {
-        counts[(key - first) as usize] += n;
-    }
-    Buckets::Dense { first, counts }
 }
 
 #[cfg(test)]
@@ -220,7 +248,7 @@ mod tests {
         let mut sketch = LatencySketch::default();
         let values: Vec<f64> = (1..=1001).map(|v| f64::from(v) * 1.7).collect();
         values.iter().for_each(|v| sketch.add(*v));
-        assert!(matches!(sketch.buckets, Buckets::Dense { .. }));
+        assert!(matches!(sketch.buckets, Buckets::Dense(_)));
         assert_close(&sketch, &values);
         assert_eq!(LatencySketch::default().quantile(0.5), None);
     }
@@ -265,12 +293,34 @@ mod tests {
         assert_eq!(sketch.count(), 6, "NaN and infinity are not latencies");
         let buckets = match &sketch.buckets {
             Buckets::Sparse(p) => p.len(),
-            Buckets::Dense { counts, .. } => counts.len(),
+            Buckets::Dense(dense) => dense.low.len(),
         };
         assert!(buckets <= MAX_BUCKETS, "{buckets}");
         let span = key_of(MAX_INDEXED_MS * 2.0) - key_of(MIN_INDEXED_MS * 1.000_001) + 1;
         assert!(span as usize <= MAX_BUCKETS, "{span}");
         assert_eq!(sketch.quantile(0.5), Some(0.0), "three values count as zero");
         assert_eq!(sketch.max(), Some(f64::MAX), "the maximum is exact");
+    }
+
+    #[test]
+    fn dense_counts_carry_past_32_bits() {
+        let mut sketch = LatencySketch::default();
+        (1..=100).for_each(|v| sketch.add(f64::from(v)));
+        let heavy = LatencySketch {
+            count: 5_000_000_000,
+            zeros: 0,
+            min: 50.0,
+            max: 50.0,
+            buckets: Buckets::Sparse(vec![(key_of(50.0), 5_000_000_000)]),
+        };
+        sketch.merge(&heavy);
+        sketch.merge(&heavy);
+        assert!(matches!(&sketch.buckets, Buckets::Dense(d) if d.high.len() == 1));
+        let mut total = 0;
+        sketch.for_each_bucket(|_, n| total += n);
+        assert_eq!((total, sketch.count()), (10_000_000_100, 10_000_000_100));
+        let median = sketch.quantile(0.5).unwrap();
+        assert!((median - 50.0).abs() <= 50.0 * RELATIVE_ACCURACY, "{median}");
+        assert_eq!(sketch.quantile(1e-12), Some(1.0), "the first rank");
     }
 }
