@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{Counters, LatencySketch, OVERFLOW_HOST, Observation};
+use super::{Counters, LatencySketch, OVERFLOW_HOST, Observation, STATUS_CLASSES, status_class};
 use foldhash::fast::RandomState;
 
 /// Five minutes of 10-second slots, plus the partly covered slot at each end.
@@ -79,6 +79,71 @@ impl WindowCell {
     }
 }
 
+/// What a slot knows about one host: [`WindowCell`] with 32-bit counts (a host's requests in
+/// one slot), as slots hold most of the cells.
+#[derive(Debug, Clone, Default)]
+struct SlotCell {
+    requests: u32,
+    errors: u32,
+    status: [u32; STATUS_CLASSES],
+    tls_originated: u32,
+    bytes_sent: u64,
+    bytes_received: u64,
+    duration: LatencySketch,
+    flags: CellFlags,
+}
+
+impl SlotCell {
+    fn add(&mut self, obs: &Observation, flags: Option<&str>) {
+        let add = |n: &mut u32, yes: bool| *n = n.saturating_add(u32::from(yes));
+        add(&mut self.requests, true);
+        add(&mut self.errors, obs.error);
+        add(&mut self.status[status_class(obs.response_code)], true);
+        add(&mut self.tls_originated, obs.tls_originated);
+        self.bytes_sent += obs.bytes_sent;
+        self.bytes_received += obs.bytes_received;
+        if let Some(ms) = obs.duration_ms {
+            self.duration.add(ms);
+        }
+        if let Some(flags) = flags {
+            self.flags.add_list(flags);
+        }
+    }
+
+    fn merge(&mut self, other: &SlotCell) {
+        let add = |n: &mut u32, m: u32| *n = n.saturating_add(m);
+        add(&mut self.requests, other.requests);
+        add(&mut self.errors, other.errors);
+        for (a, b) in self.status.iter_mut().zip(other.status) {
+            add(a, b);
+        }
+        add(&mut self.tls_originated, other.tls_originated);
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.duration.merge(&other.duration);
+        for &(flag, n) in &other.flags.0 {
+            self.flags.add(flag, n);
+        }
+    }
+
+    /// Adds the slot's counts to a window's.
+    fn add_to(&self, cell: &mut WindowCell) {
+        let counters = Counters {
+            requests: self.requests.into(),
+            errors: self.errors.into(),
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            status: self.status.map(u64::from),
+            tls_originated: self.tls_originated.into(),
+        };
+        cell.counters.merge(&counters);
+        cell.duration.merge(&self.duration);
+        for &(flag, n) in &self.flags.0 {
+            cell.flags.add(flag, n);
+        }
+    }
+}
+
 /// Kinds of response flag a window cell counts; more go under [`OVERFLOW_HOST`].
 const CELL_FLAGS: usize = 8;
 
@@ -133,7 +198,7 @@ fn unpack(flag: u64) -> String {
 #[derive(Debug, Clone)]
 struct Slot {
     index: i64,
-    hosts: HashMap<u32, WindowCell, RandomState>,
+    hosts: HashMap<u32, SlotCell, RandomState>,
 }
 
 /// One ring of slots; hosts are numbered by the caller.
@@ -166,14 +231,7 @@ impl Ring {
     fn record(&mut self, host: u32, obs: &Observation, flags: Option<&str>) {
         // Older than the ring's horizon: counted since start, not in this window.
         let Some(slot) = self.slot(obs.ts_ns.div_euclid(self.shape.slot_ns)) else { return };
-        let cell = slot.hosts.entry(host).or_default();
-        cell.counters.add(obs);
-        if let Some(ms) = obs.duration_ms {
-            cell.duration.add(ms);
-        }
-        if let Some(flags) = flags {
-            cell.flags.add_list(flags);
-        }
+        slot.hosts.entry(host).or_default().add(obs, flags);
     }
 
     fn collect(&self, now_ns: i64, seconds: i64) -> HashMap<u32, WindowCell, RandomState> {
@@ -182,7 +240,7 @@ impl Ring {
         let mut out: HashMap<u32, WindowCell, RandomState> = HashMap::default();
         for slot in self.slots.iter().filter(|s| (oldest..=now).contains(&s.index)) {
             for (host, cell) in &slot.hosts {
-                out.entry(*host).or_default().merge(cell);
+                cell.add_to(out.entry(*host).or_default());
             }
         }
         out
@@ -195,7 +253,7 @@ impl Ring {
             .map(|index| {
                 let slot = &self.slots[index.rem_euclid(self.shape.slots as i64) as usize];
                 let cell = (slot.index == index).then(|| slot.hosts.get(&host)).flatten();
-                cell.map_or(0, |c| c.counters.requests)
+                cell.map_or(0, |c| c.requests.into())
             })
             .collect()
     }
