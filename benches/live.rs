@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use egresslens::collect::{CollectConfig, Control, collect};
-use egresslens::live::{Live, SelfCounts};
+use egresslens::live::{Listing, Live, SelfCounts};
 use egresslens::source::Input;
 use egresslens::stats::{StatsConfig, Window};
 use egresslens::store::Store;
@@ -110,7 +110,8 @@ fn main() {
         all.push(t.elapsed());
         let host = snapshot.stats.hosts.first().map(|h| h.host.clone());
         let t = Instant::now();
-        let recent = live.snapshot_with(Window::FiveMinutes, counts, host.as_deref());
+        let recent =
+            live.snapshot_with(Window::FiveMinutes, counts, host.as_deref(), &Listing::default());
         windowed.push(t.elapsed());
         shown_hosts = snapshot.stats.hosts.len();
         drop(recent);

@@ -12,7 +12,7 @@
 //! [`RECENT_KEEP`], the sources by [`MAX_SOURCES`], a slow tail subscriber by its channel
 //! (it is told how many records it missed).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,12 +22,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::batch::LineContext;
+use crate::filter::Filter;
 use crate::findings::{self, Findings};
 use crate::ingest::LineSink;
 use crate::parse::derived::host_of_address;
 use crate::parse::time::format_rfc3339_ms;
 use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, Projection, RejectReason};
+use crate::report::{SortKey, host_order};
 use crate::stats::topk::TopK;
 use crate::stats::{EgressStats, HostDetail, StatsConfig, StatsReport, TopEntry, Window};
 use crate::workloads::Workloads;
@@ -183,10 +185,50 @@ pub struct Snapshot {
     #[serde(flatten)]
     pub stats: StatsReport,
     pub sources: Vec<SourceProgress>,
+    /// Hosts in the view, and how many of them the listing's filter took: `hosts` holds the
+    /// first `limit` of those (see [`Listing`]).
+    #[serde(default)]
+    pub hosts_total: usize,
+    #[serde(default)]
+    pub hosts_matched: usize,
     pub collector: SelfCounts,
     /// The host asked for (`?host=`), closer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<HostDetail>,
+}
+
+/// Which hosts a snapshot lists: those `filter` takes, and of them, when `limit` is less,
+/// the first `limit` in `sort` order (or its reverse). With a filter, only the findings of
+/// the hosts it takes. A screen shows a few dozen rows: at 10 000 hosts, asking for the first
+/// thousand keeps the answer a tenth of the size.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub filter: Filter,
+    pub sort: SortKey,
+    pub reverse: bool,
+    pub limit: Option<usize>,
+}
+
+impl Listing {
+    /// Keeps what the listing asks for of `stats`; returns how many hosts the filter took.
+    pub fn apply(&self, stats: &mut StatsReport) -> usize {
+        if !self.filter.is_empty() {
+            stats.hosts.retain(|host| self.filter.matches_host(host));
+            let taken: HashSet<&str> = stats.hosts.iter().map(|h| h.host.as_str()).collect();
+            stats.findings.retain(|finding| taken.contains(finding.host.as_str()));
+        }
+        let matched = stats.hosts.len();
+        if let Some(limit) = self.limit.filter(|limit| *limit < matched) {
+            let order = |a: &_, b: &_| {
+                let order = host_order(a, b, self.sort);
+                if self.reverse { order.reverse() } else { order }
+            };
+            stats.hosts.select_nth_unstable_by(limit, order);
+            stats.hosts.truncate(limit);
+            stats.hosts.sort_by(order);
+        }
+        matched
+    }
 }
 
 /// Stats tables the workers record into, one each; more workers than this share them.
@@ -198,6 +240,10 @@ pub type Shard = Arc<Mutex<Gathered>>;
 /// The longest a worker keeps what it gathered before merging it into the view itself, read
 /// or not: what a shard holds stays a second's worth.
 const HAND_OVER_EVERY: Duration = Duration::from_secs(1);
+
+/// Lines a worker gathers at most before handing them over: a shard stays small (a second
+/// of a fast reader touches every host, and a shard's table would grow to the view's size).
+const HAND_OVER_LINES: u64 = 64 * 1024;
 
 /// What one worker gathered since it last handed it over.
 #[derive(Debug)]
@@ -295,7 +341,7 @@ impl Live {
 
     /// The stats over `window` and everything else, with the collector's own `counts`.
     pub fn snapshot(&self, window: Window, counts: SelfCounts) -> Snapshot {
-        self.snapshot_with(window, counts, None)
+        self.snapshot_with(window, counts, None, &Listing::default())
     }
 
     /// [`Self::snapshot`], with a closer look at `host`.
@@ -304,6 +350,7 @@ impl Live {
         window: Window,
         counts: SelfCounts,
         host: Option<&str>,
+        listing: &Listing,
     ) -> Snapshot {
         let shards = lock(&self.shards).clone();
         // Each shard is locked for the swap only (its worker records into the empty table
@@ -315,7 +362,9 @@ impl Live {
             table.merge(gathered);
         }
         drop(gathered);
-        let stats = table.report(window, None);
+        let mut stats = table.report(window, None);
+        let hosts_total = stats.hosts.len();
+        let hosts_matched = listing.apply(&mut stats);
         let mut detail = host.and_then(|h| table.host_detail(h, window, None));
         if let Some(detail) = &mut detail
             && let Some(top) = lock(&self.upstreams).get(&detail.host)
@@ -333,6 +382,8 @@ impl Live {
             taken_at: format_rfc3339_ms(crate::ingest::now_ns()),
             stats,
             sources,
+            hosts_total,
+            hosts_matched,
             collector,
             detail,
         }
@@ -418,10 +469,12 @@ impl LiveChunk<'_> {
     }
 
     /// Hands the chunk's upstreams, last records and progress over, and what the shard
-    /// gathered when it has kept it for [`HAND_OVER_EVERY`].
+    /// gathered when it has kept it for [`HAND_OVER_EVERY`] or has [`HAND_OVER_LINES`].
     pub fn flush(&mut self) {
         let parsed_ns = crate::ingest::now_ns();
-        if self.shard.since.elapsed() >= HAND_OVER_EVERY {
+        if self.shard.since.elapsed() >= HAND_OVER_EVERY
+            || self.shard.table.lines >= HAND_OVER_LINES
+        {
             let gathered = self.shard.take();
             lock(&self.live.stats).merge(&gathered);
         }

@@ -17,8 +17,9 @@ pub enum OutputFormat {
 }
 
 /// Orders of the host list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SortKey {
+    #[default]
     Requests,
     Host,
     Errors,
@@ -45,6 +46,20 @@ impl SortKey {
             "tls" => SortKey::Tls,
             _ => return None,
         })
+    }
+
+    /// The name [`SortKey::parse`] takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Requests => "requests",
+            SortKey::Host => "host",
+            SortKey::Errors => "errors",
+            SortKey::ErrorRate => "error_rate",
+            SortKey::Bytes => "bytes",
+            SortKey::P50 => "p50",
+            SortKey::P99 => "p99",
+            SortKey::Tls => "tls",
+        }
     }
 }
 

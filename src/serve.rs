@@ -6,7 +6,10 @@
 //! - `GET /api/v1/snapshot?window=1m|5m|1h|all` (default `all`): the live view as JSON
 //!   ([`crate::live::Snapshot`]): `hosts` with the keys of `stats -o json`, findings, rejects,
 //!   sources and their lag, the collector's own counts; with `&host=NAME`, that host's
-//!   requests over time and latency profile as `detail`.
+//!   requests over time and latency profile as `detail`. `&filter=…` lists only the hosts
+//!   (and their findings) the filter takes, `&limit=N` only the first N of them by
+//!   `&sort=requests|host|errors|error_rate|bytes|p50|p99|tls` (`&reverse=true`);
+//!   `hosts_total` and `hosts_matched` count what was left out.
 //! - `GET /api/v1/tail?filter=…`: the recent records, then every new one, as NDJSON (the
 //!   [`crate::filter`] language); a reader too slow for the stream gets `{"missed": N}` lines.
 //!
@@ -29,7 +32,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::collect::Control;
 use crate::filter::Filter;
-use crate::live::{Live, SelfCounts, TailRecord};
+use crate::live::{Listing, Live, SelfCounts, TailRecord};
+use crate::report::SortKey;
 use crate::stats::Window;
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +166,11 @@ struct SnapshotQuery {
     window: Option<String>,
     /// A host to look at closer (`detail`).
     host: Option<String>,
+    /// Which hosts to list (see [`Listing`]).
+    filter: Option<String>,
+    sort: Option<String>,
+    reverse: Option<bool>,
+    limit: Option<usize>,
 }
 
 async fn snapshot(State(shared): State<Shared>, Query(query): Query<SnapshotQuery>) -> Response {
@@ -173,12 +182,27 @@ async fn snapshot(State(shared): State<Shared>, Query(query): Query<SnapshotQuer
             return (StatusCode::BAD_REQUEST, text).into_response();
         }
     };
+    let filter = match Filter::parse(query.filter.as_deref().unwrap_or("")) {
+        Ok(filter) => filter,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("filter: {e}\n")).into_response(),
+    };
+    let sort = match query.sort.as_deref().map(SortKey::parse) {
+        None => SortKey::default(),
+        Some(Some(sort)) => sort,
+        Some(None) => {
+            let text = format!("sort: use one of {}\n", SortKey::NAMES.join(", "));
+            return (StatusCode::BAD_REQUEST, text).into_response();
+        }
+    };
+    let listing =
+        Listing { filter, sort, reverse: query.reverse.unwrap_or(false), limit: query.limit };
     let counts = SelfCounts::of(&shared.control);
     // The report walks every host: off the runtime's only worker.
     let live = shared.live.clone();
     let host = query.host;
-    let taken =
-        tokio::task::spawn_blocking(move || live.snapshot_with(window, counts, host.as_deref()));
+    let taken = tokio::task::spawn_blocking(move || {
+        live.snapshot_with(window, counts, host.as_deref(), &listing)
+    });
     match taken.await {
         Ok(snapshot) => axum::Json(snapshot).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed\n").into_response(),

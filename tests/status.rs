@@ -174,6 +174,68 @@ fn the_snapshot_has_the_stats_keys_and_figures_of_stats_on_the_same_lines() {
     assert_eq!((bad.status, bad.body.as_str()), (400, "window: use 1m, 5m, 1h or all\n"));
 }
 
+/// `top` asks for the first hosts of its filter and sort only: the same hosts, in the same
+/// order, as the whole list sorted; the findings of the hosts the filter takes.
+#[test]
+fn the_snapshot_lists_the_first_hosts_of_a_filter_and_sort() {
+    let (server, _bytes, _dir) = collected(None);
+    let snapshot = |query: &str| -> Value {
+        let answer = get(server.addr, &format!("/api/v1/snapshot?{query}"), None);
+        assert_eq!(answer.status, 200, "{query}: {}", answer.body);
+        serde_json::from_str(&answer.body).unwrap()
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap().into()).collect()
+    };
+    let all = snapshot("window=all");
+    let mut by_requests: Vec<(u64, String)> = all["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["requests"].as_u64().unwrap(), h["host"].as_str().unwrap().to_owned()))
+        .collect();
+    let total = by_requests.len();
+    assert!(total > 6, "{total}");
+    assert_eq!(
+        (all["hosts_total"].as_u64(), all["hosts_matched"].as_u64()),
+        (Some(total as u64), Some(total as u64))
+    );
+    // Most requests first, ties by name (as `top` sorts).
+    by_requests.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let ordered: Vec<String> = by_requests.into_iter().map(|(_, host)| host).collect();
+
+    let first = snapshot("limit=3&sort=requests");
+    assert_eq!(names(&first), ordered[..3]);
+    assert_eq!(
+        (first["hosts_total"].as_u64(), first["hosts_matched"].as_u64()),
+        (Some(total as u64), Some(total as u64))
+    );
+    let last = snapshot("limit=2&sort=requests&reverse=true");
+    let mut fewest = ordered[total - 2..].to_vec();
+    fewest.reverse();
+    assert_eq!(names(&last), fewest);
+    assert_eq!(names(&snapshot("limit=1000")).len(), total, "a limit above the hosts lists all");
+
+    let filtered = snapshot("filter=aliyun&limit=1");
+    let matched = names(&all).iter().filter(|h| h.contains("aliyun")).count();
+    assert!(matched >= 1);
+    assert_eq!(filtered["hosts_matched"].as_u64(), Some(matched as u64));
+    assert!(names(&filtered).iter().all(|h| h.contains("aliyun")), "{filtered}");
+    let findings = filtered["findings"].as_array().unwrap();
+    assert!(findings.iter().all(|f| f["host"].as_str().unwrap().contains("aliyun")));
+    let of_aliyun = all["findings"].as_array().unwrap().iter();
+    assert_eq!(
+        findings.len(),
+        of_aliyun.filter(|f| f["host"].as_str().unwrap().contains("aliyun")).count()
+    );
+
+    let bad = get(server.addr, "/api/v1/snapshot?sort=latency", None);
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.starts_with("sort: use one of requests, host"), "{}", bad.body);
+    let bad = get(server.addr, "/api/v1/snapshot?filter=status:abc", None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
+
 #[test]
 fn the_tail_streams_the_records_its_filter_takes() {
     let (server, _bytes, _dir) = collected(None);

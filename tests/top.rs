@@ -38,6 +38,8 @@ fn snapshot_of(stats: StatsReport) -> Snapshot {
             lines: stats.lines,
             ..SourceProgress::default()
         }],
+        hosts_total: stats.hosts.len(),
+        hosts_matched: stats.hosts.len(),
         collector: SelfCounts::default(),
         detail: None,
         stats,

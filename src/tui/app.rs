@@ -207,7 +207,11 @@ impl App {
     /// The findings the filter takes.
     pub fn findings_shown(&self) -> Vec<&crate::findings::FindingReport> {
         let Some(snapshot) = &self.snapshot else { return Vec::new() };
-        let shown: Option<std::collections::HashSet<&str>> = (!self.filter.is_empty())
+        // A snapshot that lists only some of the hosts the filter takes has the findings of
+        // them all, chosen by the collector with the same filter.
+        let listed_all = snapshot.stats.hosts.len() >= snapshot.hosts_matched;
+        let shown: Option<std::collections::HashSet<&str>> = (!self.filter.is_empty()
+            && listed_all)
             .then(|| self.hosts().into_iter().map(|h| h.host.as_str()).collect());
         let taken = |f: &&crate::findings::FindingReport| {
             shown.as_ref().is_none_or(|shown| shown.contains(f.host.as_str()))

@@ -26,19 +26,40 @@ use super::history::History;
 use crate::collect::{
     CollectConfig, CollectError, CollectSummary, Control, collect, collect_files, collect_kube,
 };
-use crate::live::{Live, SelfCounts, Snapshot, TailRecord};
+use crate::filter::Filter;
+use crate::live::{Listing, Live, SelfCounts, Snapshot, TailRecord};
 use crate::redact::Redaction;
+use crate::report::SortKey;
 use crate::rounds::Rounds;
 use crate::source::Input;
 use crate::source::kube::KubeOptions;
 use crate::stats::{StatsConfig, Window};
 use crate::store::Store;
 
-/// What the screen asks the feed for: a window, and a host to look at closer.
+/// What the screen asks the feed for: a window, a host to look at closer, and which hosts to
+/// list (the first [`HOSTS_LISTED`] the filter takes, in the screen's order).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct View {
     window: Window,
     host: Option<String>,
+    filter: String,
+    sort: SortKey,
+    reverse: bool,
+}
+
+/// Hosts a snapshot lists at most: a screen shows a few dozen, and at 10 000 hosts the whole
+/// list would be most of `top`'s memory (the filter and the sort choose which).
+pub const HOSTS_LISTED: usize = 1_000;
+
+impl View {
+    fn listing(&self) -> Listing {
+        Listing {
+            filter: Filter::parse(&self.filter).unwrap_or_default(),
+            sort: self.sort,
+            reverse: self.reverse,
+            limit: Some(HOSTS_LISTED),
+        }
+    }
 }
 
 /// Tail records waiting for the screen.
@@ -210,8 +231,12 @@ impl Feed {
                     while !stop.stop.load(Ordering::Relaxed) {
                         let view = window_rx.borrow().clone();
                         let counts = SelfCounts::default();
-                        let snapshot =
-                            snapshot_live.snapshot_with(view.window, counts, view.host.as_deref());
+                        let snapshot = snapshot_live.snapshot_with(
+                            view.window,
+                            counts,
+                            view.host.as_deref(),
+                            &view.listing(),
+                        );
                         snapshot_tx.send_replace(Some(with_findings(snapshot)));
                         sleep_unless(&stop.stop, SNAPSHOT_EVERY);
                     }
@@ -269,8 +294,12 @@ impl Feed {
                     while !stop.stop.load(Ordering::Relaxed) {
                         let view = window_rx.borrow().clone();
                         let counts = SelfCounts::of(&snapshot_control);
-                        let snapshot =
-                            snapshot_live.snapshot_with(view.window, counts, view.host.as_deref());
+                        let snapshot = snapshot_live.snapshot_with(
+                            view.window,
+                            counts,
+                            view.host.as_deref(),
+                            &view.listing(),
+                        );
                         snapshot_tx.send_replace(Some(snapshot));
                         sleep_unless(&stop.stop, SNAPSHOT_EVERY);
                     }
@@ -389,6 +418,18 @@ impl Running {
         self.window.send_modify(|view| view.host = host);
     }
 
+    /// Snapshots from now on list the hosts `filter` takes, in `sort` order (or reversed).
+    pub fn set_listing(&self, filter: &str, sort: SortKey, reverse: bool) {
+        self.window.send_if_modified(|view| {
+            let changed =
+                (view.filter.as_str(), view.sort, view.reverse) != (filter, sort, reverse);
+            if changed {
+                (view.filter, view.sort, view.reverse) = (filter.to_owned(), sort, reverse);
+            }
+            changed
+        });
+    }
+
     /// What went wrong last, if it still is.
     pub fn problem(&self) -> Option<String> {
         self.shared.current_problem()
@@ -443,11 +484,19 @@ fn poll_snapshots(
     shared: &Shared,
 ) {
     while !shared.stop.load(Ordering::Relaxed) {
-        let View { window, host } = view.borrow().clone();
-        let mut path = format!("/api/v1/snapshot?window={}", window.as_str());
+        let View { window, host, filter, sort, reverse } = view.borrow().clone();
+        let mut path = format!(
+            "/api/v1/snapshot?window={}&sort={}&reverse={reverse}&limit={HOSTS_LISTED}",
+            window.as_str(),
+            sort.name()
+        );
         if let Some(host) = host {
             path.push_str("&host=");
             path.push_str(&query_escape(&host));
+        }
+        if !filter.is_empty() {
+            path.push_str("&filter=");
+            path.push_str(&query_escape(&filter));
         }
         let fetched = get(addr, &path, token).and_then(|(status, body)| match status {
             200 => serde_json::from_str::<Snapshot>(&body).map_err(|e| format!("snapshot: {e}")),

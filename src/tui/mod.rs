@@ -66,7 +66,13 @@ pub fn run(feed: Feed, options: TopOptions) -> Result<(), TopError> {
             .map_err(|problem| TopError::NoSnapshot(name.clone(), problem))?;
         let mut out = io::stdout().lock();
         write_report(&mut out, &snapshot.stats, OutputFormat::Table, None)
-            .and_then(|()| out.flush())
+            .and_then(|()| {
+                let (listed, total) = (snapshot.stats.hosts.len(), snapshot.hosts_total);
+                if listed < total {
+                    writeln!(out, "(the {listed} hosts with most requests, of {total})")?;
+                }
+                out.flush()
+            })
             .map_err(TopError::Terminal)?;
         return Ok(());
     }
@@ -108,6 +114,7 @@ fn ui_loop(
                         },
                         Action::None => {}
                     }
+                    running.set_listing(app.filter.text(), app.sort, app.reversed);
                 }
                 Event::Resize(..) => dirty = true,
                 _ => {}

@@ -89,11 +89,13 @@ fn title_line(app: &App) -> String {
     parts.push(format!("window {}", app.window.as_str()));
     match &app.snapshot {
         Some(snapshot) => {
-            let total = snapshot.stats.hosts.len();
-            parts.push(if app.filter.is_empty() {
+            // A collector lists the first thousand hosts of the filter and sort asked for.
+            let total = snapshot.hosts_total.max(snapshot.stats.hosts.len());
+            let shown = app.hosts().len();
+            parts.push(if shown == total {
                 format!("{total} hosts")
             } else {
-                format!("{}/{total} hosts", app.hosts().len())
+                format!("{shown}/{total} hosts")
             });
             parts.push(format!("{} records", snapshot.stats.records));
             if !snapshot.ready {
