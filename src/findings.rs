@@ -165,6 +165,15 @@ impl Default for Findings {
 pub const MAX_FINDINGS: usize = 10_000;
 
 impl Findings {
+    /// Findings kept.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn new(max: usize) -> Self {
         Findings { max, kinds: Default::default(), len: 0, dropped: 0 }
     }

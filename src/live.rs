@@ -31,7 +31,9 @@ use crate::parse::ztunnel::Connection;
 use crate::parse::{Entry, Projection, RejectReason};
 use crate::report::{SortKey, host_order};
 use crate::stats::topk::TopK;
-use crate::stats::{EgressStats, HostDetail, StatsConfig, StatsReport, TopEntry, Window};
+use crate::stats::{
+    EgressStats, HostDetail, HostReport, StatsConfig, StatsReport, TopEntry, Window,
+};
 use crate::workloads::Workloads;
 
 /// Recent records kept for a new tail subscriber and for `top`'s tail view.
@@ -209,25 +211,57 @@ pub struct Listing {
     pub limit: Option<usize>,
 }
 
+/// What a listing chose: how many hosts there were, how many the filter took, and their names
+/// when there is a filter (for their findings).
+#[derive(Debug, Default)]
+struct Chosen {
+    total: usize,
+    matched: usize,
+    taken: Option<HashSet<String>>,
+}
+
 impl Listing {
-    /// Keeps what the listing asks for of `stats`; returns how many hosts the filter took.
-    pub fn apply(&self, stats: &mut StatsReport) -> usize {
-        if !self.filter.is_empty() {
-            stats.hosts.retain(|host| self.filter.matches_host(host));
-            let taken: HashSet<&str> = stats.hosts.iter().map(|h| h.host.as_str()).collect();
-            stats.findings.retain(|finding| taken.contains(finding.host.as_str()));
+    fn order(&self, a: &HostReport, b: &HostReport) -> std::cmp::Ordering {
+        let order = host_order(a, b, self.sort);
+        if self.reverse { order.reverse() } else { order }
+    }
+
+    /// The hosts the listing asks for of `all`, in its order, holding at most twice the limit
+    /// at a time.
+    fn choose(
+        &self,
+        all: &mut dyn Iterator<Item = HostReport>,
+        chosen: &mut Chosen,
+    ) -> Vec<HostReport> {
+        let mut kept = Vec::new();
+        let cut = |kept: &mut Vec<HostReport>, limit: usize| {
+            if kept.len() > limit {
+                kept.select_nth_unstable_by(limit, |a, b| self.order(a, b));
+                kept.truncate(limit);
+            }
+        };
+        let filtering = !self.filter.is_empty();
+        for host in all {
+            chosen.total += 1;
+            if !self.filter.matches_host(&host) {
+                continue;
+            }
+            chosen.matched += 1;
+            if filtering {
+                chosen.taken.get_or_insert_default().insert(host.host.clone());
+            }
+            kept.push(host);
+            if let Some(limit) = self.limit
+                && kept.len() >= 2 * limit.max(1)
+            {
+                cut(&mut kept, limit);
+            }
         }
-        let matched = stats.hosts.len();
-        if let Some(limit) = self.limit.filter(|limit| *limit < matched) {
-            let order = |a: &_, b: &_| {
-                let order = host_order(a, b, self.sort);
-                if self.reverse { order.reverse() } else { order }
-            };
-            stats.hosts.select_nth_unstable_by(limit, order);
-            stats.hosts.truncate(limit);
-            stats.hosts.sort_by(order);
+        if let Some(limit) = self.limit {
+            cut(&mut kept, limit);
         }
-        matched
+        kept.sort_by(|a, b| self.order(a, b));
+        kept
     }
 }
 
@@ -241,9 +275,11 @@ pub type Shard = Arc<Mutex<Gathered>>;
 /// or not: what a shard holds stays a second's worth.
 const HAND_OVER_EVERY: Duration = Duration::from_secs(1);
 
-/// Lines a worker gathers at most before handing them over: a shard stays small (a second
-/// of a fast reader touches every host, and a shard's table would grow to the view's size).
+/// Lines, and findings, a worker gathers at most before handing them over: a shard stays
+/// small (a second of a fast reader touches every host, and a shard's table would grow to
+/// the view's size; each finding keeps its evidence line).
 const HAND_OVER_LINES: u64 = 64 * 1024;
+const HAND_OVER_FINDINGS: usize = 1024;
 
 /// What one worker gathered since it last handed it over.
 #[derive(Debug)]
@@ -362,9 +398,12 @@ impl Live {
             table.merge(gathered);
         }
         drop(gathered);
-        let mut stats = table.report(window, None);
-        let hosts_total = stats.hosts.len();
-        let hosts_matched = listing.apply(&mut stats);
+        let mut chosen = Chosen::default();
+        let mut stats = table.report_with(window, None, |all| listing.choose(all, &mut chosen));
+        if let Some(taken) = &chosen.taken {
+            stats.findings.retain(|finding| taken.contains(&finding.host));
+        }
+        let (hosts_total, hosts_matched) = (chosen.total, chosen.matched);
         let mut detail = host.and_then(|h| table.host_detail(h, window, None));
         if let Some(detail) = &mut detail
             && let Some(top) = lock(&self.upstreams).get(&detail.host)
@@ -469,11 +508,14 @@ impl LiveChunk<'_> {
     }
 
     /// Hands the chunk's upstreams, last records and progress over, and what the shard
-    /// gathered when it has kept it for [`HAND_OVER_EVERY`] or has [`HAND_OVER_LINES`].
+    /// gathered when it has kept it for [`HAND_OVER_EVERY`] or holds [`HAND_OVER_LINES`] or
+    /// [`HAND_OVER_FINDINGS`].
     pub fn flush(&mut self) {
         let parsed_ns = crate::ingest::now_ns();
         if self.shard.since.elapsed() >= HAND_OVER_EVERY
             || self.shard.table.lines >= HAND_OVER_LINES
+            || self.shard.table.findings.len() + self.shard.table.plaintext.len()
+                >= HAND_OVER_FINDINGS
         {
             let gathered = self.shard.take();
             lock(&self.live.stats).merge(&gathered);

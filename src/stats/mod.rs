@@ -397,26 +397,35 @@ impl EgressStats {
     /// The report over `window`, ending at `now_ns` on the log's clock (default: the newest
     /// record seen). A windowed report of a table that does not track windows lists no hosts.
     pub fn report(&self, window: Window, now_ns: Option<i64>) -> StatsReport {
-        let mut hosts: Vec<HostReport> = match window.seconds() {
-            None => self
-                .hosts
-                .iter()
-                .zip(&self.names)
-                .map(|(h, name)| HostReport::since_start(name, h))
-                .collect(),
-            Some(seconds) => {
-                let now = now_ns.or(self.latest_ns).unwrap_or(0);
-                let cells = self.windows.as_ref().map(|w| w.collect(now, seconds));
-                cells
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|(id, cell)| {
-                        HostReport::windowed(&self.names[*id as usize], cell, seconds)
-                    })
-                    .collect()
+        self.report_with(window, now_ns, |all| {
+            let mut hosts: Vec<HostReport> = all.collect();
+            hosts.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.host.cmp(&b.host)));
+            hosts
+        })
+    }
+
+    /// [`Self::report`] with the hosts `choose` takes, in its order, of every host's report
+    /// made one at a time (so a choice of a few holds only a few).
+    pub fn report_with(
+        &self,
+        window: Window,
+        now_ns: Option<i64>,
+        choose: impl FnOnce(&mut dyn Iterator<Item = HostReport>) -> Vec<HostReport>,
+    ) -> StatsReport {
+        let windowed = window.seconds().map(|seconds| {
+            let now = now_ns.or(self.latest_ns).unwrap_or(0);
+            (seconds, self.windows.as_ref().map(|w| w.collect(now, seconds)).unwrap_or_default())
+        });
+        let hosts = match &windowed {
+            None => choose(
+                &mut self.hosts.iter().zip(&self.names).map(|(h, n)| HostReport::since_start(n, h)),
+            ),
+            Some((seconds, cells)) => {
+                choose(&mut cells.iter().map(|(id, cell)| {
+                    HostReport::windowed(&self.names[*id as usize], cell, *seconds)
+                }))
             }
         };
-        hosts.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.host.cmp(&b.host)));
         let mut rejects = BTreeMap::new();
         for (reason, n) in &self.rejects {
             *rejects.entry(reason.as_str().into_owned()).or_default() += n;
