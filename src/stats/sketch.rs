@@ -3,8 +3,8 @@
 //!
 //! Most sketches are small — a window slot of one host sees a handful of requests — so the
 //! buckets are kept sparse, as sorted `(key, count)` pairs, and turn into a dense run of counts
-//! only when that is smaller. Dense counts are 32-bit; the rare bucket past 2³² keeps its high
-//! half in a short list of carries. Keys lie in a fixed range (−690 to 1 497), so a sketch
+//! only when that is smaller. Counts are 32-bit: a sparse bucket past 2³² makes the buckets
+//! dense, and a dense one keeps its high half in a short list of carries. Keys lie in a fixed range (−690 to 1 497), so a sketch
 //! never holds more than about 2 200 counts whatever it is fed.
 
 /// Relative accuracy of every estimate.
@@ -36,8 +36,8 @@ fn value_of(key: i16) -> f64 {
 
 #[derive(Debug, Clone)]
 enum Buckets {
-    /// `(key, count)` sorted by key.
-    Sparse(Vec<(i16, u64)>),
+    /// `(key, count)` sorted by key; a count past 32 bits makes the buckets dense.
+    Sparse(Vec<(i16, u32)>),
     /// Boxed: a sketch that is only ever sparse (most window cells) stays small.
     Dense(Box<Dense>),
 }
@@ -53,11 +53,11 @@ struct Dense {
 
 impl Dense {
     /// Counts for the keys of sorted `pairs`.
-    fn of(pairs: &[(i16, u64)]) -> Dense {
+    fn of(pairs: &[(i16, u32)]) -> Dense {
         let first = pairs[0].0;
         let span = (pairs[pairs.len() - 1].0 - first) as usize + 1;
         let mut dense = Dense { first, low: vec![0; span], high: Vec::new() };
-        pairs.iter().for_each(|&(key, n)| dense.add(key, n));
+        pairs.iter().for_each(|&(key, n)| dense.add(key, n.into()));
         dense
     }
 
@@ -139,14 +139,22 @@ impl LatencySketch {
     fn add_key(&mut self, key: i16, n: u64) {
         match &mut self.buckets {
             Buckets::Sparse(pairs) => {
-                match pairs.binary_search_by_key(&key, |(k, _)| *k) {
-                    Ok(i) => pairs[i].1 += n,
-                    Err(i) => pairs.insert(i, (key, n)),
+                let at = pairs.binary_search_by_key(&key, |(k, _)| *k);
+                let sum = n + at.map_or(0, |i| u64::from(pairs[i].1));
+                let Ok(sum) = u32::try_from(sum) else {
+                    let mut dense = Dense::of(pairs);
+                    dense.add(key, n);
+                    self.buckets = Buckets::Dense(Box::new(dense));
+                    return;
+                };
+                match at {
+                    Ok(i) => pairs[i].1 = sum,
+                    Err(i) => pairs.insert(i, (key, sum)),
                 }
                 let span = (pairs[pairs.len() - 1].0 - pairs[0].0) as usize + 1;
-                // A dense count is a quarter of a sparse pair; a few pairs stay sparse however
-                // close, as the next value may be far off.
-                if pairs.len() > MAX_SPARSE || (pairs.len() >= MIN_DENSE && span <= pairs.len() * 4)
+                // A dense count is half a sparse pair; a few pairs stay sparse however close,
+                // as the next value may be far off.
+                if pairs.len() > MAX_SPARSE || (pairs.len() >= MIN_DENSE && span <= pairs.len() * 2)
                 {
                     self.buckets = Buckets::Dense(Box::new(Dense::of(pairs)));
                 }
@@ -164,7 +172,9 @@ impl LatencySketch {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         match &other.buckets {
-            Buckets::Sparse(pairs) => pairs.iter().for_each(|&(key, n)| self.add_key(key, n)),
+            Buckets::Sparse(pairs) => {
+                pairs.iter().for_each(|&(key, n)| self.add_key(key, n.into()));
+            }
             Buckets::Dense { .. } => other.for_each_bucket(|key, n| {
                 if n > 0 {
                     self.add_key(key, n);
@@ -211,7 +221,7 @@ impl LatencySketch {
 
     fn for_each_bucket(&self, mut each: impl FnMut(i16, u64)) {
         match &self.buckets {
-            Buckets::Sparse(pairs) => pairs.iter().for_each(|&(key, n)| each(key, n)),
+            Buckets::Sparse(pairs) => pairs.iter().for_each(|&(key, n)| each(key, n.into())),
             Buckets::Dense(dense) => dense.for_each(each),
         }
     }
@@ -302,23 +312,37 @@ mod tests {
         assert_eq!(sketch.max(), Some(f64::MAX), "the maximum is exact");
     }
 
+    /// A sketch of `u32::MAX` values of 50 ms.
+    fn heavy() -> LatencySketch {
+        let n = u32::MAX;
+        let buckets = Buckets::Sparse(vec![(key_of(50.0), n)]);
+        LatencySketch { count: n.into(), zeros: 0, min: 50.0, max: 50.0, buckets }
+    }
+
+    #[test]
+    fn a_sparse_count_past_32_bits_goes_dense() {
+        let mut sketch = LatencySketch::default();
+        sketch.merge(&heavy());
+        assert!(matches!(&sketch.buckets, Buckets::Sparse(_)));
+        sketch.merge(&heavy());
+        assert!(matches!(&sketch.buckets, Buckets::Dense(d) if d.high.len() == 1));
+        let mut total = 0;
+        sketch.for_each_bucket(|_, n| total += n);
+        assert_eq!((total, sketch.count()), (2 * u64::from(u32::MAX), 2 * u64::from(u32::MAX)));
+    }
+
     #[test]
     fn dense_counts_carry_past_32_bits() {
         let mut sketch = LatencySketch::default();
         (1..=100).for_each(|v| sketch.add(f64::from(v)));
-        let heavy = LatencySketch {
-            count: 5_000_000_000,
-            zeros: 0,
-            min: 50.0,
-            max: 50.0,
-            buckets: Buckets::Sparse(vec![(key_of(50.0), 5_000_000_000)]),
-        };
-        sketch.merge(&heavy);
-        sketch.merge(&heavy);
+        for _ in 0..3 {
+            sketch.merge(&heavy());
+        }
         assert!(matches!(&sketch.buckets, Buckets::Dense(d) if d.high.len() == 1));
         let mut total = 0;
         sketch.for_each_bucket(|_, n| total += n);
-        assert_eq!((total, sketch.count()), (10_000_000_100, 10_000_000_100));
+        let want = 3 * u64::from(u32::MAX) + 100;
+        assert_eq!((total, sketch.count()), (want, want));
         let median = sketch.quantile(0.5).unwrap();
         assert!((median - 50.0).abs() <= 50.0 * RELATIVE_ACCURACY, "{median}");
         assert_eq!(sketch.quantile(1e-12), Some(1.0), "the first rank");

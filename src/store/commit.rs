@@ -99,7 +99,7 @@ impl PendingCommit {
                 let path = self.tmp.join(destination.open_name(self.commit, n));
                 let file = File::create(&path).map_err(io_err("create", &path))?;
                 let writer = ArrowWriter::try_new(
-                    BufWriter::with_capacity(1 << 20, file),
+                    BufWriter::with_capacity(64 * 1024, file),
                     part.schema(),
                     Some(writer_properties()),
                 )
