@@ -1,11 +1,15 @@
 //! Bytes to logical lines: capping long lines and joining CRI `P`…`F` runs. The oracle is the
 //! input split in one piece: reading it as a file that grows in uneven steps, through small
 //! reads, must give the same lines (numbers, lengths, bytes, or the head of an overlong one),
-//! in the same order, and account for every byte read.
+//! in the same order, and account for every byte read. Inputs with a CRI run open across more
+//! than 16 lines are left out of the comparison: a reader looks back a bounded number of lines
+//! for where a run it would cut began (16 when none of them is a CRI line, else 256; see
+//! `source::lines`), and real CRI files have a long line's chunks one after another.
 #![no_main]
 
 use std::io::{self, Read};
 
+use egresslens::parse::{CriTag, frame};
 use egresslens::source::lines::{Chunk, ChunkReader, split_lines};
 use libfuzzer_sys::fuzz_target;
 
@@ -34,6 +38,32 @@ impl Read for Trickle<'_> {
         self.data = &self.data[n..];
         Ok(n)
     }
+}
+
+/// Whether a CRI run (per stream, `P` lines up to an `F` line or the end) spans more than 16
+/// physical lines.
+fn has_long_run(input: &[u8]) -> bool {
+    let mut open: [Option<usize>; 2] = [None, None];
+    let lines: Vec<&[u8]> = input.split(|b| *b == b'\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.first().is_some_and(u8::is_ascii_digit) {
+            continue;
+        }
+        let framed = frame(line);
+        let (Some(tag), Some(stream)) = (framed.cri, framed.stream) else { continue };
+        let slot = &mut open[usize::from(stream == "stdout")];
+        match (tag, *slot) {
+            (CriTag::Partial, None) => *slot = Some(i),
+            (CriTag::Full, Some(start)) => {
+                if i - start + 1 > 16 {
+                    return true;
+                }
+                *slot = None;
+            }
+            _ => {}
+        }
+    }
+    open.iter().flatten().any(|start| lines.len() - start > 16)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -67,5 +97,7 @@ fuzz_target!(|data: &[u8]| {
     let total = reader.finish(&mut each);
     assert_eq!(total, input.len() as u64);
     assert_eq!(last_offset, if input.is_empty() { 0 } else { total });
-    assert_eq!(whole, streamed);
+    if !has_long_run(input) {
+        assert_eq!(whole, streamed);
+    }
 });

@@ -7,7 +7,10 @@
 //! into one line that looks like a single `F` line. A line (or CRI run) longer than the cap is
 //! never held whole: its head is kept for the reject and the rest is counted as it streams
 //! past, while the other stream's lines around it are joined and handed over as usual. A last
-//! line without a newline is still a line.
+//! line without a newline is still a line. Where a chunk may end is found by looking back a
+//! bounded number of lines (`CUT_LOOKBACK_LINES`, or 16 when none of them is a CRI line), so
+//! a run open across more lines than that may be split in two; containerd writes a long
+//! line's chunks one after another, so real files have no such runs.
 
 use std::io::{self, Read};
 
