@@ -40,11 +40,15 @@ ts=2025-08-18T09:36:30.001392687Z
 
 for target in "${targets[@]}"; do
   echo "== $target: ${seconds}s"
+  # The fuzzer's status, whatever the filter of its output finds (a failed build prints none
+  # of those lines).
+  set +e
   cargo +nightly fuzz run --sanitizer none "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=256 \
     -print_final_stats=1 2>&1 |
-    tee "fuzz-$target.log" | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==|INFO: Seed|.*(ERROR|crash|Test unit written))' || true
+    tee "fuzz-$target.log" | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==|INFO: Seed|.*(ERROR|error|crash|Test unit written))'
   status=${PIPESTATUS[0]}
+  set -e
   if [ "$status" != 0 ]; then
     echo "$target failed (exit $status): see fuzz/fuzz-$target.log and fuzz/artifacts/$target/" >&2
     exit "$status"
