@@ -38,7 +38,7 @@ use crate::source::lines::Chunk;
 use crate::source::node::{NODE_CHUNK_BYTES, NodeOptions, NodeReader};
 use crate::store::{
     ACCESS_LOG, Checkpoint, FINDINGS, MESH_HOSTS, PROBES, PendingCommit, REJECTS, Store,
-    StoreError, ZTUNNEL_CONN,
+    StoreError, ZTUNNEL_CONN, split_cursor, stamp_cursor,
 };
 use crate::workloads::Workloads;
 
@@ -183,12 +183,14 @@ struct Work {
     position: Position,
 }
 
-/// One chunk parsed by a worker: its batches, and where its source stands after it.
+/// One chunk parsed by a worker: its batches, and where its source stands after it (with
+/// the stream's encoding, which its checkpoint keeps).
 struct Parsed {
     seq: u64,
     batches: Vec<TableBatch>,
     source: Arc<Source>,
     position: Position,
+    encoding: Option<LogFormat>,
 }
 
 /// Hands a chunk to the workers; false once they are gone.
@@ -205,9 +207,10 @@ fn plan_start(path: &Path, store: &Store) -> Result<Start, CollectError> {
     };
     // Read alone, or with others (`collect_files`): the newest commit that read it says.
     if let Some(id) = &id
-        && let Some(offset) = store.file_offset(id, FILES_SOURCE)?
+        && let Some(last) = store.file_checkpoint(id, FILES_SOURCE)?
     {
-        return Ok(Start { offset, ..Start::default() });
+        let lock = EncodingLock::resumed(last.encoding.as_deref());
+        return Ok(Start { offset: last.offset, lock, ..Start::default() });
     }
     let Some(last) = store.checkpoint_of_path(&path.display().to_string())? else {
         return Ok(Start::default());
@@ -216,7 +219,11 @@ fn plan_start(path: &Path, store: &Store) -> Result<Start, CollectError> {
         return Ok(Start::default());
     }
     match find_rotated(path, &last.source).map_err(read_err)? {
-        Some(rotated) => Ok(Start { rotated: Some((rotated, last.offset)), ..Start::default() }),
+        Some(rotated) => Ok(Start {
+            rotated: Some((rotated, last.offset)),
+            lock: EncodingLock::resumed(last.encoding.as_deref()),
+            ..Start::default()
+        }),
         None => Ok(Start {
             warning: Some(format!(
                 "{} was replaced since the last run and the file it was ({}) is not among its \
@@ -349,8 +356,14 @@ pub fn collect_kube(
 ) -> Result<CollectSummary, CollectError> {
     let source = format!("kube:{}", cluster.as_deref().unwrap_or("default"));
     let stored = store.cursors(&source)?;
-    let cursors: HashMap<String, Cursor> =
-        stored.iter().filter_map(|(id, c)| Some((id.clone(), c.parse().ok()?))).collect();
+    let cursors: HashMap<String, Cursor> = stored
+        .iter()
+        .filter_map(|(id, c)| Some((id.clone(), split_cursor(c).0.parse().ok()?)))
+        .collect();
+    let locks: HashMap<String, EncodingLock> = stored
+        .iter()
+        .map(|(id, c)| (id.clone(), EncodingLock::resumed(split_cursor(c).1)))
+        .collect();
     let mut summary = CollectSummary::default();
     let resolve = pods.iter().any(|p| p.resolve_sources);
     let workloads = resolve.then(|| Arc::new(Workloads::default()));
@@ -358,7 +371,8 @@ pub fn collect_kube(
     let (side_tx, side) = bounded(4);
     let counts = Arc::new(Counts::default());
     let rounds = (rounds, side_tx, counts.clone());
-    let following = Following { pods, cluster, cursors, workloads: workloads.clone(), rounds };
+    let following =
+        Following { pods, cluster, cursors, locks, workloads: workloads.clone(), rounds };
     let read = move |hand: &mut Handoff<'_>, _spare| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -433,6 +447,8 @@ struct Following {
     pods: Vec<KubeOptions>,
     cluster: Option<String>,
     cursors: HashMap<String, Cursor>,
+    /// The encoding each stored stream was locked to.
+    locks: HashMap<String, EncodingLock>,
     workloads: Option<Arc<Workloads>>,
     rounds: (Rounds, crossbeam_channel::Sender<TableBatch>, Arc<Counts>),
 }
@@ -453,7 +469,8 @@ async fn follow_into(
     let client = ::kube::Client::try_from(kube_config).map_err(|e| CollectError::Kube(e.into()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let Following { pods, cluster, cursors, workloads, rounds: (rounds, side, counts) } = following;
+    let Following { pods, cluster, cursors, locks, workloads, rounds: (rounds, side, counts) } =
+        following;
     tokio::spawn(run_rounds(client.clone(), rounds, side, counts, stopped.clone()));
     if let Some(workloads) = workloads {
         let (listed, list_done) = tokio::sync::oneshot::channel();
@@ -510,7 +527,8 @@ async fn follow_into(
                     base: 0,
                     pod: Some((cluster.clone(), instance.clone())),
                 };
-                (Arc::new(source), 1, EncodingLock::default())
+                let lock = locks.get(&source.id).copied().unwrap_or_default();
+                (Arc::new(source), 1, lock)
             });
         control.bytes.fetch_add(lines.bytes.len() as u64, Ordering::Relaxed);
         let count = memchr::memchr_iter(b'\n', &lines.bytes).count() as u64;
@@ -664,7 +682,7 @@ fn parse_chunks(
             // Full means enough are waiting; this one is freed.
             let _ = spare.try_send(buffer);
         }
-        if parsed.send(Parsed { seq, batches, source, position }).is_err() {
+        if parsed.send(Parsed { seq, batches, source, position, encoding }).is_err() {
             return;
         }
     }
@@ -745,7 +763,8 @@ fn commit_in_order(
             for batch in chunk.batches {
                 committer.write(&mut pending, batch)?;
             }
-            reached.advance(chunk.source, chunk.position, &mut committer.summary.cursors_dropped);
+            let dropped = &mut committer.summary.cursors_dropped;
+            reached.advance(chunk.source, chunk.position, chunk.encoding, dropped);
             if since.is_none() && pending.rows() > 0 {
                 since = Some(Instant::now());
             }
@@ -766,8 +785,8 @@ const MAX_CURSORS: usize = 10_000;
 /// What the pending commit reaches.
 #[derive(Debug)]
 enum Reached {
-    /// One file (or stdin) and the offset after its last chunk.
-    File(Option<(Arc<Source>, u64)>),
+    /// One file (or stdin), the offset after its last chunk and its encoding.
+    File(Option<(Arc<Source>, u64, Option<LogFormat>)>),
     /// Every stream of one source (pods) and its cursor: all of them go into each commit.
     Streams {
         source: String,
@@ -786,16 +805,25 @@ impl Reached {
 
     /// Whether a chunk of `source` starts another file than the pending commit's.
     fn changes_file(&self, source: &Arc<Source>) -> bool {
-        matches!(self, Reached::File(Some((current, _))) if !Arc::ptr_eq(current, source))
+        matches!(self, Reached::File(Some((current, ..))) if !Arc::ptr_eq(current, source))
     }
 
-    fn advance(&mut self, source: Arc<Source>, position: Position, dropped: &mut u64) {
+    fn advance(
+        &mut self,
+        source: Arc<Source>,
+        position: Position,
+        encoding: Option<LogFormat>,
+        dropped: &mut u64,
+    ) {
         match (self, position) {
-            (Reached::File(reached), Position::Offset(offset)) => *reached = Some((source, offset)),
+            (Reached::File(reached), Position::Offset(offset)) => {
+                *reached = Some((source, offset, encoding));
+            }
             (Reached::Streams { cursors, heard, chunks, .. }, Position::Stream(cursor)) => {
                 *chunks += 1;
                 heard.insert(source.id.clone(), *chunks);
-                cursors.insert(source.id.clone(), cursor);
+                let stored = stamp_cursor(&cursor, encoding.map(LogFormat::as_str));
+                cursors.insert(source.id.clone(), stored);
                 if cursors.len() > MAX_CURSORS {
                     // Streams resumed from the store and not heard from since count as oldest.
                     let oldest = cursors
@@ -848,8 +876,12 @@ impl Committer<'_> {
     ) -> Result<PendingCommit, StoreError> {
         let written = match reached {
             Reached::File(None) => return Ok(pending),
-            Reached::File(Some((source, offset))) => {
-                let checkpoint = Checkpoint { source: source.id.clone(), offset: *offset };
+            Reached::File(Some((source, offset, encoding))) => {
+                let checkpoint = Checkpoint {
+                    source: source.id.clone(),
+                    offset: *offset,
+                    encoding: encoding.map(|e| e.as_str().to_owned()),
+                };
                 self.store.finish(pending, &checkpoint, source.path.as_deref())?
             }
             Reached::Streams { source, cursors, .. } => {

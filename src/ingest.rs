@@ -128,6 +128,13 @@ impl EncodingLock {
     pub fn encoding(&self) -> Option<LogFormat> {
         self.0
     }
+
+    /// The lock of a stream resumed from a checkpoint that names its encoding: the
+    /// encoding its first entry decided, not the first after the checkpoint (which may be a
+    /// second provider's). An unknown name leaves it undecided.
+    pub fn resumed(encoding: Option<&str>) -> Self {
+        EncodingLock(encoding.and_then(LogFormat::from_name))
+    }
 }
 
 /// Wall-clock time, for lines that carry no time of their own.

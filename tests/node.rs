@@ -331,3 +331,47 @@ fn once_leaves_a_line_still_being_written_for_the_next_run() {
     let stored = query_rows(&store, "SELECT 'all', count(*) FROM access_log")[0].1;
     assert_eq!(stored, 50);
 }
+
+/// A container's stream keeps the access-log encoding of its first entry across a restart
+/// of the collector, even when the first line after its cursor is in the other encoding (a
+/// second provider's): the cursor carries the encoding.
+#[test]
+fn a_resumed_container_keeps_the_encoding_its_first_entry_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, store) = (dir.path().join("pods"), dir.path().join("store"));
+    let log = root.join(POD_A).join("istio-proxy");
+    fs::create_dir_all(&log).unwrap();
+    let cri = |seed| {
+        let config =
+            GenConfig { lines: 20, seed, bad: 0.0, format: GenFormat::Cri, ..GenConfig::default() };
+        let mut bytes = Vec::new();
+        generate(&config, &mut bytes).unwrap();
+        bytes
+    };
+    let text = fs::read_to_string("tests/fixtures/real/envoy-text.log").unwrap();
+    let text_line =
+        format!("2025-11-26T22:00:00.000000001Z stdout F {}\n", text.lines().next().unwrap());
+    let run = || {
+        let output = collect(&root, &store, &["--once"]).wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    fs::write(log.join("0.log"), cri(1)).unwrap();
+    let first = run();
+    assert!(
+        first.contains("egresslens: 20 records, 0 ztunnel connections and 0 rejects"),
+        "{first}"
+    );
+    let mut file = fs::OpenOptions::new().append(true).open(log.join("0.log")).unwrap();
+    file.write_all(text_line.as_bytes()).unwrap();
+    file.write_all(&cri(2)).unwrap();
+    drop(file);
+    let second = run();
+    assert!(
+        second.contains("egresslens: 20 records, 0 ztunnel connections and 1 rejects"),
+        "{second}"
+    );
+    let mixed = query_rows(&store, "SELECT reason, count(*) FROM rejects GROUP BY reason");
+    assert_eq!(mixed, [("mixed_encoding".to_owned(), 1)]);
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
-use egresslens::collect::{CollectConfig, Control, collect};
+use egresslens::collect::{CollectConfig, Control, collect, collect_files};
 use egresslens::query::{self, CANNED};
 use egresslens::source::Input;
 use egresslens::store::Store;
@@ -133,6 +133,46 @@ fn truth_comes_back_through_sql_and_reruns_only_add_what_is_new() {
     let unique =
         "SELECT count(*) - count(DISTINCT request_id) FROM access_log WHERE request_id IS NOT NULL";
     assert_eq!(count(&root, unique), 0, "no request was stored twice");
+}
+
+/// A stream's encoding is its first entry's; a line in the other encoding is a second
+/// provider's and is rejected. A run resuming from a checkpoint keeps the encoding the stream
+/// started with, even when the first line after the checkpoint is the other one: before the
+/// checkpoints carried it, that line locked the stream and every later entry was rejected.
+#[test]
+fn a_resumed_stream_keeps_the_encoding_its_first_entry_decided() {
+    let json = |seed| {
+        let config = GenConfig { lines: 20, seed, bad: 0.0, ..GenConfig::default() };
+        let mut bytes = Vec::new();
+        generate(&config, &mut bytes).unwrap();
+        bytes
+    };
+    let text = fs::read_to_string("tests/fixtures/real/envoy-text.log").unwrap();
+    let text_line = format!("{}\n", text.lines().next().unwrap());
+    for together in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, root) = (dir.path().join("waypoint.log"), dir.path().join("store"));
+        let run = || {
+            let (mut store, _) = Store::open(&root).unwrap();
+            let (config, control) = (CollectConfig::default(), Control::default());
+            if together {
+                collect_files(std::slice::from_ref(&log), &mut store, &config, &control).unwrap()
+            } else {
+                collect(&Input::Path(log.clone()), &mut store, &config, &control).unwrap()
+            }
+        };
+        fs::write(&log, json(1)).unwrap();
+        assert_eq!(run().records, 20);
+        let mut file = fs::OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(text_line.as_bytes()).unwrap();
+        file.write_all(&json(2)).unwrap();
+        drop(file);
+        let resumed = run();
+        assert_eq!((resumed.records, resumed.rejects), (20, 1), "read together: {together}");
+        let reason = "SELECT count(*) FROM rejects WHERE reason = 'mixed_encoding'";
+        assert_eq!(count(&root, reason), 1);
+        assert_eq!(count(&root, "SELECT count(*) FROM access_log"), 40);
+    }
 }
 
 #[test]

@@ -42,6 +42,11 @@ impl LogFormat {
             LogFormat::EnvoyText => "envoy_text",
         }
     }
+
+    /// The format [`LogFormat::as_str`] names.
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        [LogFormat::EnvoyJson, LogFormat::EnvoyText].into_iter().find(|f| f.as_str() == name)
+    }
 }
 
 /// One waypoint access-log entry, borrowed from its line where it can be.

@@ -73,6 +73,8 @@ pub struct Start {
     /// A rotated file and the offset to read it from.
     pub rotated: Option<(PathBuf, u64)>,
     pub offset: u64,
+    /// The encoding the checkpoint's file was locked to, for the file read first.
+    pub lock: EncodingLock,
     pub warning: Option<String>,
 }
 
@@ -186,13 +188,14 @@ impl<'a> Reader<'a> {
     ) -> Result<(), ReadFailure> {
         match input {
             Input::Path(path) => {
+                let mut lock = start.lock;
                 if let Some((rotated, offset)) = &start.rotated {
-                    self.finish_rotated(rotated, path, *offset)?;
+                    self.finish_rotated(rotated, path, *offset, std::mem::take(&mut lock))?;
                 }
                 if self.options.once {
-                    self.read_file_once(path, start.offset)
+                    self.read_file_once(path, start.offset, lock)
                 } else {
-                    self.follow(path, start.offset, warnings)
+                    self.follow(path, start.offset, lock, warnings)
                 }
             }
             Input::Stdin => self.read_stdin(),
@@ -245,8 +248,10 @@ impl<'a> Reader<'a> {
         rotated: &Path,
         path: &Path,
         offset: u64,
+        lock: EncodingLock,
     ) -> Result<(), ReadFailure> {
         let mut open = self.open_file(rotated, offset)?;
+        open.lock = lock;
         let (id, base) = (open.source.id.clone(), open.source.base);
         open.source = Arc::new(Source::file(id, Some(path.display().to_string()), base));
         Ok(self.read_to_end(open)?)
@@ -262,7 +267,13 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn read_file_once(&mut self, path: &Path, offset: u64) -> Result<(), ReadFailure> {
+    /// Reads `path` from `offset` to its end; `lock` is its encoding as far as known.
+    fn read_file_once(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        lock: EncodingLock,
+    ) -> Result<(), ReadFailure> {
         let mut file = File::open(path)?;
         if is_gzip(&mut file)? {
             // Compressed: no seeking, so skip the committed part by reading it.
@@ -274,27 +285,34 @@ impl<'a> Reader<'a> {
                 (reader, offset)
             };
             let id = file_id(&file.metadata()?);
-            let open = self.open(reader, id, Some(path.display().to_string()), base);
+            let mut open = self.open(reader, id, Some(path.display().to_string()), base);
+            open.lock = lock;
             return Ok(self.read_to_end(open)?);
         }
-        let open = self.open_file(path, offset)?;
+        let mut open = self.open_file(path, offset)?;
+        open.lock = lock;
         Ok(self.read_to_end(open)?)
     }
 
     /// `tail -F`: reads what is appended, starts over when the file is truncated, and when
     /// another file takes the path (rotation), finishes the old one and reads the new one from
-    /// its start. A missing path is waited for.
+    /// its start. A missing path is waited for. `lock` is the encoding of the file at
+    /// `offset`, as far as known.
     fn follow(
         &mut self,
         path: &Path,
         mut offset: u64,
+        mut lock: EncodingLock,
         warnings: &mut Vec<String>,
     ) -> Result<(), ReadFailure> {
         let mut current: Option<Open<File>> = None;
         while !self.stopping() {
             let Some(open) = current.as_mut() else {
                 match self.open_file(path, offset) {
-                    Ok(open) => current = Some(open),
+                    Ok(mut open) => {
+                        open.lock = std::mem::take(&mut lock);
+                        current = Some(open);
+                    }
                     Err(ReadFailure::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                         self.sleep();
                     }

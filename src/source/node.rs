@@ -29,6 +29,7 @@ use super::kube::Instance;
 use super::lines::{Chunk, ChunkReader};
 use crate::ingest::EncodingLock;
 use crate::parse::{LogFormat, frame};
+use crate::store::split_cursor;
 
 /// Which container logs a node reader follows.
 #[derive(Debug, Clone)]
@@ -347,7 +348,10 @@ impl NodeReader<'_> {
                     if let Some(follower) = followers.get_mut(&id) {
                         follower.ended |= superseded;
                     } else if followers.len() < MAX_FOLLOWERS {
-                        let cursor = self.cursors.get(&id).and_then(|c| c.parse().ok());
+                        let cursor = self.cursors.get(&id).and_then(|stored| {
+                            let (cursor, encoding) = split_cursor(stored);
+                            Some((cursor.parse().ok()?, EncodingLock::resumed(encoding)))
+                        });
                         let mut follower = Follower::new(dir, &self.cluster, cursor, superseded);
                         follower.once = self.read.once;
                         followers.insert(id, follower);
@@ -430,15 +434,24 @@ struct Follower {
 }
 
 impl Follower {
-    fn new(dir: LogDir, cluster: &Option<String>, cursor: Option<FileCursor>, ended: bool) -> Self {
+    /// A follower of `dir`, from a stored cursor (with its stream's encoding) or from the
+    /// oldest file.
+    fn new(
+        dir: LogDir,
+        cluster: &Option<String>,
+        cursor: Option<(FileCursor, EncodingLock)>,
+        ended: bool,
+    ) -> Self {
         let source = Source {
             id: dir.stream_id(),
             path: Some(dir.current().display().to_string()),
             base: 0,
             pod: Some((cluster.clone(), Arc::new(dir.instance.clone()))),
         };
-        let next = cursor.map_or(Next::Oldest, Next::At);
-        let lock = EncodingLock::default();
+        let (next, lock) = match cursor {
+            Some((cursor, lock)) => (Next::At(cursor), lock),
+            None => (Next::Oldest, EncodingLock::default()),
+        };
         let source = Arc::new(source);
         Follower { dir, source, next, open: None, lock, ended, once: false, done: false }
     }

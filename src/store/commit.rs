@@ -165,6 +165,9 @@ impl Store {
         if let Some(path) = source_path {
             key_values.push((meta::SOURCE_PATH, path.to_owned()));
         }
+        if let Some(encoding) = &checkpoint.encoding {
+            key_values.push((meta::ENCODING, encoding.clone()));
+        }
         let sealed = self.seal(pending, &key_values)?;
         self.publish(sealed)
     }
@@ -363,7 +366,9 @@ mod tests {
         assert_eq!(hour_nine(&pending), Some(0), "idle: its row group is written out");
         // A straggler for hour 9 goes into the same file, in a row group of its own.
         pending.write("t", &batch(9, 1000 + 4 * step, 10)).unwrap();
-        store.finish(pending, &Checkpoint { source: "s".into(), offset: 1 }, None).unwrap();
+        store
+            .finish(pending, &Checkpoint { source: "s".into(), offset: 1, encoding: None }, None)
+            .unwrap();
 
         let mut numbers: Vec<i64> = Vec::new();
         let mut groups = BTreeMap::new();

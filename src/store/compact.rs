@@ -255,14 +255,14 @@ mod tests {
         let before = small_commits(dir.path());
         let total = rows(dir.path());
         let (mut store, _) = Store::open(dir.path()).expect("open");
-        let checkpoint = store.file_offset("memory:gen", "files").expect("read");
+        let checkpoint = store.file_checkpoint("memory:gen", "files").expect("read");
         assert!(checkpoint.is_some());
         let summary = store.compact(i64::MAX).expect("compact");
         let after = files(dir.path());
         assert!(summary.partitions >= 3 && summary.files_replaced > 10, "{summary:?}");
         assert_eq!(after.len(), before.len() - summary.files_replaced + summary.partitions);
         assert_eq!(rows(dir.path()), total);
-        assert_eq!(store.file_offset("memory:gen", "files").expect("read"), checkpoint);
+        assert_eq!(store.file_checkpoint("memory:gen", "files").expect("read"), checkpoint);
         // Nothing small is left to merge but the checkpoint's own files.
         assert_eq!(store.compact(i64::MAX).expect("compact").partitions, 0);
     }

@@ -50,6 +50,10 @@ pub mod meta {
     /// JSON object keyed by stream (`pod:<ns>/<pod>/<container>#<restart>`). The source's
     /// offset is then 0.
     pub const CURSORS: &str = "egresslens.cursors";
+    /// The access-log encoding the source's stream was locked to (`envoy_json`,
+    /// `envoy_text`), once known; streams of many-stream sources carry theirs in their
+    /// cursors (see [`super::stamp_cursor`]).
+    pub const ENCODING: &str = "egresslens.encoding";
     /// On a compacted file (which has no source): the names of the files it replaced.
     pub const COMPACTED_FROM: &str = "egresslens.compacted_from";
 }
@@ -86,6 +90,26 @@ pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error
 pub struct Checkpoint {
     pub source: String,
     pub offset: u64,
+    /// The stream's access-log encoding, once known: a resumed stream keeps the one its first
+    /// entry decided, whatever the first line after the checkpoint is.
+    pub encoding: Option<String>,
+}
+
+/// A stream's cursor as commits store it: the source's own cursor, then, once the stream's
+/// access-log encoding is known, `;` and its name (`1764194400.00ab@5120;envoy_json`).
+pub fn stamp_cursor(cursor: &str, encoding: Option<&str>) -> String {
+    match encoding {
+        Some(encoding) => format!("{cursor};{encoding}"),
+        None => cursor.to_owned(),
+    }
+}
+
+/// A stored cursor's own part and the encoding stamped on it ([`stamp_cursor`]).
+pub fn split_cursor(stored: &str) -> (&str, Option<&str>) {
+    match stored.split_once(';') {
+        Some((cursor, encoding)) => (cursor, Some(encoding)),
+        None => (stored, None),
+    }
 }
 
 /// A committed or staged file's name: `c<commit>-<n>of<k>.parquet`.
@@ -277,9 +301,13 @@ impl Store {
             .map_err(|_| StoreError::Foreign { path: footer.path, why: "unreadable cursors" })
     }
 
-    /// Where the file `id` was left: the offset of the newest commit that read it, alone
-    /// (its checkpoint) or together with others as source `together` (its cursor there).
-    pub fn file_offset(&self, id: &str, together: &str) -> Result<Option<u64>, StoreError> {
+    /// Where the file `id` was left: the checkpoint of the newest commit that read it, alone
+    /// or together with others as source `together` (its cursor there).
+    pub fn file_checkpoint(
+        &self,
+        id: &str,
+        together: &str,
+    ) -> Result<Option<Checkpoint>, StoreError> {
         let cursors = |kv: &BTreeMap<String, String>| {
             let json = kv.get(meta::CURSORS)?;
             serde_json::from_str::<BTreeMap<String, String>>(json).ok()
@@ -290,14 +318,19 @@ impl Store {
             _ => false,
         })?;
         let Some((_, footer)) = newest else { return Ok(None) };
-        let offset = match cursors(&footer.key_values) {
-            Some(cursors) if footer.key_values.get(meta::SOURCE).is_some_and(|s| s == together) => {
-                cursors.get(id).and_then(|c| c.parse().ok())
+        let kv = &footer.key_values;
+        let (offset, encoding) = match cursors(kv) {
+            Some(cursors) if kv.get(meta::SOURCE).is_some_and(|s| s == together) => {
+                let stored = cursors.get(id).map(|c| split_cursor(c));
+                let offset = stored.and_then(|(offset, _)| offset.parse().ok());
+                (offset, stored.and_then(|(_, encoding)| encoding.map(str::to_owned)))
             }
-            _ => footer.key_values.get(meta::OFFSET).and_then(|o| o.parse().ok()),
+            _ => {
+                (kv.get(meta::OFFSET).and_then(|o| o.parse().ok()), kv.get(meta::ENCODING).cloned())
+            }
         };
         match offset {
-            Some(offset) => Ok(Some(offset)),
+            Some(offset) => Ok(Some(Checkpoint { source: id.to_owned(), offset, encoding })),
             None => Err(StoreError::Foreign { path: footer.path, why: "no offset for the file" }),
         }
     }
@@ -315,8 +348,9 @@ impl Store {
         let Some((_, footer)) = self.newest(matches)? else { return Ok(None) };
         let source = footer.key_values.get(meta::SOURCE).cloned();
         let offset = footer.key_values.get(meta::OFFSET).and_then(|o| o.parse().ok());
+        let encoding = footer.key_values.get(meta::ENCODING).cloned();
         match (source, offset) {
-            (Some(source), Some(offset)) => Ok(Some(Checkpoint { source, offset })),
+            (Some(source), Some(offset)) => Ok(Some(Checkpoint { source, offset, encoding })),
             _ => Err(StoreError::Foreign { path: footer.path, why: "no source and offset" }),
         }
     }
