@@ -12,6 +12,7 @@
 
 mod commit;
 mod compact;
+pub mod remote;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
