@@ -21,10 +21,14 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use crate::findings::{FindingKind, FindingReport, sort_report};
 use crate::parse::time::format_rfc3339_ms;
 use crate::schema;
+use crate::store::remote::Remote;
 use crate::store::{ACCESS_LOG, FINDINGS, MESH_HOSTS, PROBES, REJECTS, ZTUNNEL_CONN};
 
 /// Partition columns of every store table, in directory order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
+/// Partition columns of every table on object storage, in key order: each collector writes
+/// below its own `cluster=…/collector=…/` ([`crate::store::remote`]).
+pub const REMOTE_PARTITION_COLUMNS: [&str; 4] = ["cluster", "collector", "date", "hour"];
 
 /// The canned queries of `queries/`, by name.
 pub const CANNED: &[(&str, &str)] = &[
@@ -97,6 +101,19 @@ pub fn canned(name: &str, params: &[(String, String)]) -> Result<String, QueryEr
     Ok(sql)
 }
 
+/// Makes a table's schema.
+type SchemaFn = fn() -> SchemaRef;
+
+/// The store's tables and their schemas.
+const TABLES: [(&str, SchemaFn); 6] = [
+    (ACCESS_LOG, schema::access_log),
+    (REJECTS, schema::rejects),
+    (ZTUNNEL_CONN, schema::ztunnel_conn),
+    (FINDINGS, schema::findings),
+    (PROBES, schema::probes),
+    (MESH_HOSTS, schema::mesh_hosts),
+];
+
 fn with_partitions(table: SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(PARTITION_COLUMNS.map(|name| Field::new(name, DataType::Utf8, false)));
@@ -107,15 +124,8 @@ fn with_partitions(table: SchemaRef) -> SchemaRef {
 /// is an empty table of the right schema, so every query runs on an empty store.
 pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new();
-    let tables = [
-        (ACCESS_LOG, schema::access_log()),
-        (REJECTS, schema::rejects()),
-        (ZTUNNEL_CONN, schema::ztunnel_conn()),
-        (FINDINGS, schema::findings()),
-        (PROBES, schema::probes()),
-        (MESH_HOSTS, schema::mesh_hosts()),
-    ];
-    for (name, table_schema) in tables {
+    for (name, table_schema) in TABLES {
+        let table_schema = table_schema();
         let dir = store.join(name);
         if !dir.is_dir() {
             let empty = MemTable::try_new(with_partitions(table_schema), vec![vec![]])?;
@@ -130,6 +140,31 @@ pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
             );
         let config =
             ListingTableConfig::new(url).with_listing_options(options).with_schema(table_schema);
+        ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    }
+    Ok(ctx)
+}
+
+/// A session over a store on object storage: one table per store table across every
+/// collector's keys, with `cluster` and `collector` partition columns before `date` and
+/// `hour`. A table's own `cluster` column is read from the keys: a collector writes its own
+/// `--cluster` into both.
+pub async fn remote_session(remote: &Remote) -> Result<SessionContext, QueryError> {
+    let ctx = SessionContext::new();
+    let base = ListingTableUrl::parse(format!("{}/", remote.url()))?;
+    ctx.register_object_store(base.object_store().as_ref(), remote.object_store());
+    for (name, table_schema) in TABLES {
+        let table_schema = table_schema();
+        let url = ListingTableUrl::parse(format!("{}/{name}/", remote.url()))?;
+        let file_fields = table_schema.fields().iter().filter(|f| f.name() != "cluster");
+        let file_schema = Arc::new(Schema::new(file_fields.cloned().collect::<Vec<_>>()));
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(
+                REMOTE_PARTITION_COLUMNS.map(|c| (c.to_owned(), DataType::Utf8)).to_vec(),
+            );
+        let config =
+            ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema);
         ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     }
     Ok(ctx)

@@ -10,7 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use egresslens::collect::{CollectConfig, Control, collect};
+use egresslens::query::{self, CANNED};
+use egresslens::source::Input;
+use egresslens::store::Store;
 use egresslens::store::remote::{Placed, Remote, Uploaded, Writer};
+use egresslens::traffic::{GenConfig, generate};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use object_store::aws::AmazonS3Builder;
 use parquet::arrow::ArrowWriter;
@@ -122,4 +127,73 @@ async fn uploads_are_create_only_on_an_s3_protocol_server() {
     remote.delete(&commits[&3]).await.unwrap();
     assert!(remote.commits(&writer).await.unwrap().is_empty());
     assert!(!remote.commits(&other).await.unwrap().is_empty());
+}
+
+/// Rows of a two-column (text, count) query.
+async fn pairs(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<(String, i64)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let mut rows = Vec::new();
+    for batch in query::run(ctx, sql).await.unwrap() {
+        let names =
+            datafusion::arrow::compute::cast(batch.column(0), &arrow_schema::DataType::Utf8);
+        let names = names.unwrap();
+        let counts = batch.column(1).as_primitive::<Int64Type>();
+        for i in 0..names.len() {
+            rows.push((names.as_string::<i32>().value(i).to_owned(), counts.value(i)));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// A store written by `collect` and uploaded file by file reads back through SQL over the
+/// bucket as it does locally, with the writer's `cluster` and `collector` as columns, and
+/// every canned query runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("s3").join(BUCKET)).unwrap();
+    let endpoint = start_s3(&dir.path().join("s3"));
+    let local = dir.path().join("spool");
+    let config = GenConfig { lines: 20_000, seed: 9, bad: 0.02, ..GenConfig::default() };
+    let mut bytes = Vec::new();
+    generate(&config, &mut bytes).unwrap();
+    let input = Input::Memory { name: "gen".into(), bytes: bytes.into() };
+    let (mut store, _) = Store::open(&local).unwrap();
+    let collect_config = CollectConfig { commit_rows: 3_000, ..CollectConfig::default() };
+    let summary = tokio::task::block_in_place(|| {
+        collect(&input, &mut store, &collect_config, &Control::default()).unwrap()
+    });
+    assert!(summary.commits >= 5, "{summary:?}");
+
+    let remote = remote(&endpoint, "egress");
+    let writer = Writer::new("prod-hz", "collector-0").unwrap();
+    let files = store.committed().unwrap();
+    for (placed, path) in &files {
+        assert_eq!(remote.upload(&writer, placed, path).await.unwrap(), Uploaded::Created);
+    }
+    let commits = remote.commits(&writer).await.unwrap();
+    assert_eq!(commits.len(), summary.commits);
+    assert!(commits.values().all(|c| c.is_complete()));
+
+    let here = query::session(&local).await.unwrap();
+    let there = query::remote_session(&remote).await.unwrap();
+    let per_host = "SELECT authority, count(*) FROM access_log GROUP BY authority";
+    assert_eq!(pairs(&there, per_host).await, pairs(&here, per_host).await);
+    let rejects = "SELECT reason, count(*) FROM rejects GROUP BY reason";
+    assert_eq!(pairs(&there, rejects).await, pairs(&here, rejects).await);
+    let writers = "SELECT cluster || '/' || collector, count(*) FROM access_log GROUP BY 1";
+    assert_eq!(
+        pairs(&there, writers).await,
+        [("prod-hz/collector-0".to_owned(), summary.records as i64)]
+    );
+    let pruned =
+        "SELECT 'hour', count(*) FROM access_log WHERE date = '2025-08-18' AND hour = '10'";
+    assert_eq!(pairs(&there, pruned).await, pairs(&here, pruned).await);
+    for (name, _) in CANNED {
+        let params = [("host".to_owned(), "aliyun.com".to_owned())];
+        let sql = query::canned(name, &params).unwrap();
+        query::run(&there, &sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
 }

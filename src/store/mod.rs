@@ -395,6 +395,28 @@ fn partition_value(dir: &Path, column: &str) -> Option<String> {
     Some(name.strip_prefix(column)?.strip_prefix('=')?.to_owned())
 }
 
+impl Store {
+    /// Every committed file, oldest commit first, with where it is placed: what an
+    /// upload to object storage ([`remote::Remote::upload`]) takes.
+    pub fn committed(&self) -> Result<Vec<(remote::Placed, PathBuf)>, StoreError> {
+        let mut files = committed_files(&self.root)?;
+        files.sort_by_key(|(name, _)| *name);
+        Ok(files
+            .into_iter()
+            .filter_map(|(name, path)| {
+                let at = Destination::of_dir(&self.root, path.parent()?)?;
+                let placed = remote::Placed {
+                    table: at.table,
+                    date: at.date,
+                    hour: at.hour,
+                    name: name.render(),
+                };
+                Some((placed, path))
+            })
+            .collect())
+    }
+}
+
 /// Every committed file below the table directories, with its parsed name.
 fn committed_files(root: &Path) -> Result<Vec<(FileName, PathBuf)>, StoreError> {
     let mut out = Vec::new();
