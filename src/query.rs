@@ -133,16 +133,25 @@ pub async fn session(store: &Path) -> Result<SessionContext, QueryError> {
             continue;
         }
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(
-                PARTITION_COLUMNS.map(|c| (c.to_owned(), DataType::Utf8)).to_vec(),
-            );
-        let config =
-            ListingTableConfig::new(url).with_listing_options(options).with_schema(table_schema);
-        ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+        ctx.register_table(name, listing(url, table_schema, &PARTITION_COLUMNS)?)?;
     }
     Ok(ctx)
+}
+
+/// The Parquet files below `url`, read with `file_schema` and Hive `partitions`.
+fn listing(
+    url: ListingTableUrl,
+    file_schema: SchemaRef,
+    partitions: &[&str],
+) -> Result<Arc<ListingTable>, QueryError> {
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            partitions.iter().map(|c| ((*c).to_owned(), DataType::Utf8)).collect(),
+        );
+    let config =
+        ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// A session over a store on object storage: one table per store table across every
@@ -158,14 +167,7 @@ pub async fn remote_session(remote: &Remote) -> Result<SessionContext, QueryErro
         let url = ListingTableUrl::parse(format!("{}/{name}/", remote.url()))?;
         let file_fields = table_schema.fields().iter().filter(|f| f.name() != "cluster");
         let file_schema = Arc::new(Schema::new(file_fields.cloned().collect::<Vec<_>>()));
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(
-                REMOTE_PARTITION_COLUMNS.map(|c| (c.to_owned(), DataType::Utf8)).to_vec(),
-            );
-        let config =
-            ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema);
-        ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+        ctx.register_table(name, listing(url, file_schema, &REMOTE_PARTITION_COLUMNS)?)?;
     }
     Ok(ctx)
 }
