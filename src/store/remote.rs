@@ -64,6 +64,19 @@ pub enum RemoteError {
     Foreign { key: String, why: String },
 }
 
+/// A store URL as errors show it: without the user and password someone put in it.
+fn shown(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            // Both succeed on URLs that have a host, which a URL with credentials has.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => text.to_owned(),
+    }
+}
+
 /// Who writes: the prefix of its keys inside each table (`cluster=…/collector=…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Writer {
@@ -139,7 +152,7 @@ impl Remote {
     /// the URL. `s3_endpoint` is an S3-compatible service's address (MinIO, Alibaba OSS),
     /// path-style, plain HTTP allowed when it says `http://`.
     pub fn open(text: &str, s3_endpoint: Option<&str>) -> Result<Remote, RemoteError> {
-        let bad = |why: &str| RemoteError::Url { url: text.to_owned(), why: why.to_owned() };
+        let bad = |why: &str| RemoteError::Url { url: shown(text), why: why.to_owned() };
         let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("credentials do not go in the URL (use the environment)"));
@@ -176,7 +189,7 @@ impl Remote {
     /// The store at `text` through an object store built by the caller (one configured
     /// otherwise than from the environment).
     pub fn with_store(text: &str, store: Arc<dyn ObjectStore>) -> Result<Remote, RemoteError> {
-        let bad = |why: &str| RemoteError::Url { url: text.to_owned(), why: why.to_owned() };
+        let bad = |why: &str| RemoteError::Url { url: shown(text), why: why.to_owned() };
         let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
         let prefix = Key::parse(url.path().trim_matches('/')).map_err(|e| bad(&e.to_string()))?;
         Ok(Remote { url: text.trim_end_matches('/').to_owned(), store, prefix })
@@ -389,7 +402,9 @@ mod tests {
     fn urls_and_names_are_checked() {
         let err = |url: &str| Remote::open(url, None).expect_err(url).to_string();
         assert!(err("ftp://host/x").contains("unknown scheme"));
-        assert!(err("s3://key:secret@bucket/x").contains("credentials do not go in the URL"));
+        let secret = err("s3://key:secret@bucket/x");
+        assert!(secret.contains("credentials do not go in the URL"), "{secret}");
+        assert!(!secret.contains("secret@") && !secret.contains("key:"), "{secret}");
         assert!(err("not a url").contains("is not a store URL"));
         let endpoint = Remote::open("file:///tmp/x", Some("http://127.0.0.1:9000"));
         assert!(endpoint.expect_err("endpoint").to_string().contains("s3:// URLs only"));
