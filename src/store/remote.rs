@@ -157,6 +157,9 @@ impl Remote {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("credentials do not go in the URL (use the environment)"));
         }
+        if s3_endpoint.is_some() && !matches!(url.scheme(), "s3" | "s3a") {
+            return Err(bad("--s3-endpoint goes with s3:// URLs only"));
+        }
         let built = |e: object_store::Error| bad(&e.to_string());
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" | "s3a" => {
@@ -180,9 +183,6 @@ impl Remote {
             "file" => Arc::new(LocalFileSystem::new()),
             other => return Err(bad(&format!("unknown scheme {other:?} (s3, gs, az or file)"))),
         };
-        if s3_endpoint.is_some() && !matches!(url.scheme(), "s3" | "s3a") {
-            return Err(bad("--s3-endpoint goes with s3:// URLs only"));
-        }
         Remote::with_store(text, store)
     }
 
@@ -220,7 +220,8 @@ impl Remote {
             .join(format!("collector={}", writer.collector).as_str())
     }
 
-    /// Uploads the committed file at `path` to where `placed` goes, unless it is there.
+    /// Uploads the committed file at `path` to where `placed` goes, unless it is there. The
+    /// file is read whole: a commit's files are bounded by its rows.
     pub async fn upload(
         &self,
         writer: &Writer,
