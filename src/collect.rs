@@ -36,6 +36,7 @@ use crate::source::follow::{
 use crate::source::kube::{Cursor, Instance, KubeOptions, follow_pods, reflect_workloads};
 use crate::source::lines::Chunk;
 use crate::source::node::{NODE_CHUNK_BYTES, NodeOptions, NodeReader};
+use crate::store::upload::Spool;
 use crate::store::{
     ACCESS_LOG, Checkpoint, FINDINGS, MESH_HOSTS, PROBES, PendingCommit, REJECTS, Store,
     StoreError, ZTUNNEL_CONN, split_cursor, stamp_cursor,
@@ -114,6 +115,8 @@ pub struct Control {
     pub telemetry: Option<Arc<Telemetry>>,
     /// The live view the status API serves, set once it runs.
     pub live: OnceLock<Arc<Live>>,
+    /// With a store on object storage: the local store is its spool, told of every commit.
+    pub spool: Option<Arc<Spool>>,
 }
 
 /// What a collect run did.
@@ -874,6 +877,7 @@ impl Committer<'_> {
         pending: PendingCommit,
         reached: &Reached,
     ) -> Result<PendingCommit, StoreError> {
+        let placing = self.control.spool.as_deref().map(Spool::placing);
         let written = match reached {
             Reached::File(None) => return Ok(pending),
             Reached::File(Some((source, offset, encoding))) => {
@@ -888,6 +892,11 @@ impl Committer<'_> {
                 self.store.finish_streams(pending, source, cursors)?
             }
         };
+        if let Some(spool) = &self.control.spool
+            && written.files > 0
+        {
+            spool.committed(written, placing, &self.control.stop)?;
+        }
         self.summary.commits += usize::from(written.files > 0);
         if let Some(telemetry) = &self.control.telemetry
             && written.files > 0

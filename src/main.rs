@@ -215,9 +215,13 @@ struct CollectArgs {
     node_logs: Option<PathBuf>,
     #[command(flatten)]
     kube_args: KubeArgs,
-    /// The store directory.
+    /// The store: a directory, or object storage (s3://bucket/prefix, gs://…, az://…,
+    /// file:///…), written through the local --spool directory, below
+    /// cluster=<--cluster>/collector=<--collector-id>/.
     #[arg(long, default_value = "./egresslens-data")]
-    store: PathBuf,
+    store: String,
+    #[command(flatten)]
+    spool: SpoolArgs,
     /// Read to the end and exit (batch import). Without it, the file is followed like
     /// `tail -F` (appends, truncation, rotation) until SIGINT or SIGTERM.
     #[arg(long)]
@@ -250,6 +254,85 @@ struct CollectArgs {
     export: ExportArgs,
     #[command(flatten)]
     listen: ListenArgs,
+}
+
+/// Writing to a store on object storage.
+#[derive(Debug, Args)]
+struct SpoolArgs {
+    /// An S3-compatible service's address for s3:// stores (MinIO, Alibaba OSS:
+    /// https://oss-cn-hangzhou.aliyuncs.com). Credentials come from the environment
+    /// (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, IRSA's web identity, instance metadata).
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// With a store URL: the local directory commits are written to, and wait in until they
+    /// are uploaded (on a volume that outlives the container, where it can).
+    #[arg(long, value_name = "DIR", default_value = "./egresslens-spool")]
+    spool: PathBuf,
+    /// With a store URL: the most the spool holds waiting for upload (512M, 4G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
+    spool_max: u64,
+    /// When the spool is full: block (commits wait; the sources keep their logs meanwhile)
+    /// or drop (the oldest waiting commits are deleted, and their rows counted).
+    #[arg(long, value_enum, default_value = "block")]
+    spool_full: SpoolFullArg,
+    /// This collector's name in the object store's keys (default: $POD_NAME, else the
+    /// host name). Two collectors must never share one within a cluster.
+    #[arg(long, value_name = "ID")]
+    collector_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SpoolFullArg {
+    Block,
+    Drop,
+}
+
+/// `512M`, `4G`, `1048576`: bytes, with an optional binary unit (K, M, G, T).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} does not start with a number"))?;
+    let shift = match unit.trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?}: use K, M, G or T, as in 512M")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Where a `--store` is.
+enum StoreAt {
+    Dir(PathBuf),
+    Url(String),
+}
+
+impl StoreAt {
+    fn of(text: &str) -> StoreAt {
+        if text.contains("://") {
+            StoreAt::Url(text.to_owned())
+        } else {
+            StoreAt::Dir(PathBuf::from(text))
+        }
+    }
+}
+
+/// The id this collector writes its keys under: the flag, else the pod's name (the
+/// Deployment's manifest passes `POD_NAME`), else the host name.
+fn collector_id(flag: Option<&str>) -> Result<String> {
+    if let Some(id) = flag {
+        return Ok(id.to_owned());
+    }
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let host =
+        || std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned());
+    from_env("POD_NAME")
+        .or_else(|| from_env("HOSTNAME"))
+        .or_else(host)
+        .filter(|id| !id.is_empty())
+        .context("no collector id: give --collector-id (or set POD_NAME)")
 }
 
 /// The read-only status API: /healthz, /readyz, /api/v1/snapshot, /api/v1/tail.
@@ -534,9 +617,13 @@ struct QueryArgs {
     /// SQL over the tables access_log and rejects, or @name for a canned query.
     #[arg(required_unless_present = "list")]
     sql: Option<String>,
-    /// The store directory.
+    /// The store: a directory, or object storage (s3://bucket/prefix, gs://…, az://…,
+    /// file:///…), where every collector's keys make one table.
     #[arg(long, default_value = "./egresslens-data")]
-    store: PathBuf,
+    store: String,
+    /// An S3-compatible service's address for s3:// stores, as for collect.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: ResultFormatArg,
     /// List the canned queries and what each answers.
@@ -942,18 +1029,39 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             bail!("say what to collect: --file PATH, --stdin, --kube or --node-logs DIR")
         }
     };
+    let (store_dir, remote) = match StoreAt::of(&args.store) {
+        StoreAt::Dir(dir) => (dir, None),
+        StoreAt::Url(url) => {
+            if args.retain.is_some() {
+                bail!(
+                    "--retain removes local partitions: expire a store URL's objects with the \
+                     bucket's lifecycle rules"
+                );
+            }
+            let Some(cluster) = args.kube_args.cluster.as_deref() else {
+                bail!("a store URL needs --cluster NAME: keys go below cluster=NAME/collector=ID/");
+            };
+            let id = collector_id(args.spool.collector_id.as_deref())?;
+            let writer = egresslens::store::remote::Writer::new(cluster, &id)?;
+            let remote =
+                egresslens::store::remote::Remote::open(&url, args.spool.s3_endpoint.as_deref())?;
+            (args.spool.spool.clone(), Some((remote, writer)))
+        }
+    };
     let config = CollectConfig {
         max_line: args.max_line,
         commit_rows: args.commit_rows,
         commit_every: args.commit_every,
         once: args.once,
         retain: args.retain,
-        compact_every: Some(args.compact_every).filter(|e| !args.once && !e.is_zero()),
+        // Compaction would give uploaded rows new files: a store URL gets none.
+        compact_every: Some(args.compact_every)
+            .filter(|e| !args.once && !e.is_zero() && remote.is_none()),
         internal: args.internal.ranges()?,
         redact: args.redact.unwrap_or_default(),
         ..CollectConfig::default()
     };
-    let (mut store, recovery) = Store::open(&args.store)?;
+    let (mut store, recovery) = Store::open(&store_dir)?;
     if recovery.rolled_forward + recovery.discarded > 0 {
         let _ = writeln!(
             io::stderr(),
@@ -962,9 +1070,14 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             recovery.discarded
         );
     }
+    let upload = match remote {
+        Some((remote, writer)) => Some(Upload::start(remote, writer, &mut store, &args.spool)?),
+        None => None,
+    };
     let exporter = args.export.start(args.kube_args.cluster.clone())?;
     let telemetry = exporter.as_ref().map(egresslens::export::Exporter::telemetry);
-    let control = std::sync::Arc::new(Control { telemetry, ..Control::default() });
+    let spool = upload.as_ref().map(|u| u.spool.clone());
+    let control = std::sync::Arc::new(Control { telemetry, spool, ..Control::default() });
     let _status = args.listen.start(args.once, config.internal, &control)?;
     // The first SIGINT or SIGTERM asks for a clean stop; a second one ends the process.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -1019,8 +1132,99 @@ fn run_collect(args: CollectArgs) -> Result<()> {
     if let Some(exporter) = exporter {
         report_export(&exporter.shutdown(EXPORT_FLUSH));
     }
+    // An upload error is the one to show: the collector stopped because of it.
+    let left = upload.map(|upload| upload.finish(&store_dir)).transpose()?;
     report_collect(&summary?, &name, &args.store);
+    if let Some(left) = left
+        && left.commits > 0
+    {
+        let waiting = format!(
+            "{} commits ({} MB) wait in the spool {} for upload: the next run uploads them",
+            left.commits,
+            left.bytes / 1_000_000,
+            store_dir.display()
+        );
+        if args.once {
+            bail!("{waiting}");
+        }
+        let _ = writeln!(io::stderr(), "egresslens: warning: {waiting}");
+    }
     Ok(())
+}
+
+/// How long uploading goes on at the end of a run while the object store does not answer.
+const UPLOAD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The spool's uploader of a collector writing to object storage.
+struct Upload {
+    url: String,
+    spool: std::sync::Arc<egresslens::store::upload::Spool>,
+    uploader: egresslens::store::upload::Uploader,
+}
+
+impl Upload {
+    /// Starts the spool from the object store when it is empty, then its uploader.
+    fn start(
+        remote: egresslens::store::remote::Remote,
+        writer: egresslens::store::remote::Writer,
+        store: &mut Store,
+        args: &SpoolArgs,
+    ) -> Result<Upload> {
+        use egresslens::store::upload::{Spool, SpoolFull, SpoolLimit, Uploader, restore};
+        let url = remote.url().to_owned();
+        let restored = restore(&remote, &writer, store)?;
+        if let Some((commit, files)) = restored.commit {
+            let _ = writeln!(
+                io::stderr(),
+                "egresslens: the spool was empty: resuming from commit {commit} ({files} files) \
+                 of {url}"
+            );
+        }
+        if !restored.deleted.is_empty() {
+            let _ = writeln!(
+                io::stderr(),
+                "egresslens: deleted the incomplete commits {:?} of this collector from {url}: \
+                 their rows are read again",
+                restored.deleted
+            );
+        }
+        let full = match args.spool_full {
+            SpoolFullArg::Block => SpoolFull::Block,
+            SpoolFullArg::Drop => SpoolFull::Drop,
+        };
+        let limit = SpoolLimit { max_bytes: args.spool_max, full };
+        let spool = std::sync::Arc::new(Spool::new(store.root(), limit));
+        let uploader = Uploader::start(remote, writer, spool.clone())?;
+        Ok(Upload { url, spool, uploader })
+    }
+
+    /// Uploads what is left (while the object store answers) and reports what was done.
+    fn finish(self, spool_dir: &std::path::Path) -> Result<egresslens::store::upload::Left> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = self.uploader.finish(UPLOAD_PATIENCE);
+        let counters = &self.spool.counters;
+        let mut err = io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "egresslens: uploaded {} files ({} MB) from {} to {} ({} there already, {} failed \
+             rounds)",
+            counters.uploaded_files.load(Relaxed),
+            counters.uploaded_bytes.load(Relaxed) / 1_000_000,
+            spool_dir.display(),
+            self.url,
+            counters.already_there.load(Relaxed),
+            counters.failures.load(Relaxed),
+        );
+        let dropped = counters.dropped_commits.load(Relaxed);
+        if dropped > 0 {
+            let _ = writeln!(
+                err,
+                "egresslens: warning: {dropped} commits ({} rows) dropped: the spool was full",
+                counters.dropped_rows.load(Relaxed)
+            );
+        }
+        Ok(left?)
+    }
 }
 
 /// `paths`, refused when two name the same file: its lines would be read twice.
@@ -1362,7 +1566,7 @@ fn kube_source(args: &KubeArgs) -> Result<(kube::Config, Vec<KubeOptions>)> {
     Ok((config, pods))
 }
 
-fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path) {
+fn report_collect(summary: &CollectSummary, name: &str, store: &str) {
     let mut err = io::stderr().lock();
     for warning in &summary.warnings {
         let _ = writeln!(err, "egresslens: warning: {warning}");
@@ -1401,12 +1605,7 @@ fn report_collect(summary: &CollectSummary, name: &str, store: &std::path::Path)
         err,
         "egresslens: {} records, {} ztunnel connections and {} rejects from {} in {} commits \
          to {}{resumed}",
-        summary.records,
-        summary.ztunnel,
-        summary.rejects,
-        name,
-        summary.commits,
-        store.display(),
+        summary.records, summary.ztunnel, summary.rejects, name, summary.commits, store,
     );
 }
 
@@ -1483,8 +1682,17 @@ fn run_query(args: QueryArgs) -> Result<()> {
         ResultFormatArg::Ndjson => ResultFormat::Ndjson,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let remote = match StoreAt::of(&args.store) {
+        StoreAt::Url(url) => {
+            Some(egresslens::store::remote::Remote::open(&url, args.s3_endpoint.as_deref())?)
+        }
+        StoreAt::Dir(_) => None,
+    };
     let batches = runtime.block_on(async {
-        let ctx = query::session(&args.store).await?;
+        let ctx = match &remote {
+            Some(remote) => query::remote_session(remote).await?,
+            None => query::session(std::path::Path::new(&args.store)).await?,
+        };
         query::run(&ctx, &sql).await
     })?;
     query::write_results(&mut out, &batches, format)?;

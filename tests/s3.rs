@@ -6,8 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test right there
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use egresslens::collect::{CollectConfig, Control, collect};
@@ -26,9 +30,17 @@ const ACCESS_KEY: &str = "egresslens-test";
 const SECRET_KEY: &str = "egresslens-test-secret";
 const BUCKET: &str = "mesh-logs";
 
+/// An S3-protocol server of the test's own, with a switch that takes it off the network.
+struct S3 {
+    endpoint: String,
+    /// While set, connections are closed as they come and the open ones are cut: the store
+    /// is unreachable.
+    down: Arc<AtomicBool>,
+}
+
 /// Serves the S3 API over `root` (a bucket is a directory) on an ephemeral port of
-/// 127.0.0.1, on a thread of its own, for as long as the test runs; returns its endpoint.
-fn start_s3(root: &Path) -> String {
+/// 127.0.0.1, on a thread of its own, for as long as the test runs.
+fn start_s3(root: &Path) -> S3 {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
@@ -36,6 +48,8 @@ fn start_s3(root: &Path) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let down = Arc::new(AtomicBool::new(false));
+    let cut = down.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -45,15 +59,32 @@ fn start_s3(root: &Path) -> String {
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+            tokio::spawn({
+                let (open, cut) = (open.clone(), cut.clone());
+                async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if cut.load(Ordering::Relaxed) {
+                            open.lock().unwrap().drain(..).for_each(|c| c.abort());
+                        }
+                    }
+                }
+            });
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
+                if cut.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let connection =
                     server.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                tokio::spawn(connection);
+                let mut open = open.lock().unwrap();
+                open.retain(|c| !c.is_finished());
+                open.push(tokio::spawn(connection).abort_handle());
             }
         });
     });
-    endpoint
+    S3 { endpoint, down }
 }
 
 fn remote(endpoint: &str, prefix: &str) -> Remote {
@@ -89,7 +120,7 @@ fn parquet_file(path: &Path, rows: i64, commit: u64) {
 async fn uploads_are_create_only_on_an_s3_protocol_server() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("s3").join(BUCKET)).unwrap();
-    let endpoint = start_s3(&dir.path().join("s3"));
+    let endpoint = start_s3(&dir.path().join("s3")).endpoint;
     let remote = remote(&endpoint, "egress");
     let writer = Writer::new("prod-hz", "waypoint-6f7c9d-x2x7q").unwrap();
     let other = Writer::new("prod-hz", "waypoint-6f7c9d-k9pzt").unwrap();
@@ -154,7 +185,7 @@ async fn pairs(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<(Str
 async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("s3").join(BUCKET)).unwrap();
-    let endpoint = start_s3(&dir.path().join("s3"));
+    let endpoint = start_s3(&dir.path().join("s3")).endpoint;
     let local = dir.path().join("spool");
     let config = GenConfig { lines: 20_000, seed: 9, bad: 0.02, ..GenConfig::default() };
     let mut bytes = Vec::new();
@@ -196,4 +227,221 @@ async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
         let sql = query::canned(name, &params).unwrap();
         query::run(&there, &sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+/// A collector writing to the bucket as a child process, its credentials in the environment
+/// as a pod gets them, its stderr appended to `<spool>.stderr`.
+fn collector(s3: &S3, id: &str, log: &Path, spool: &Path, spool_max: &str) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spool.with_extension("stderr"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_egresslens"))
+        .args(["collect", "--commit-rows", "400", "--commit-every", "100ms", "--listen", "off"])
+        .args(["--store", &format!("s3://{BUCKET}/egress"), "--s3-endpoint", &s3.endpoint])
+        .args(["--cluster", "prod-hz", "--collector-id", id, "--spool-max", spool_max])
+        .arg("--spool")
+        .arg(spool)
+        .arg("--file")
+        .arg(log)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Appends `parts` parts of generated traffic (each an hour after the last) to `log` in
+/// slices cut anywhere, with pauses. Returns the truth: requests per host, and rejects.
+fn write_traffic(log: &Path, seed: u64, parts: u64) -> (BTreeMap<String, i64>, i64) {
+    use std::io::Write;
+    let mut requests: BTreeMap<String, i64> = BTreeMap::new();
+    let mut rejects = 0i64;
+    for part in 0..parts {
+        let config = GenConfig {
+            lines: 2_000,
+            seed: seed * 100 + part,
+            bad: 0.02,
+            start_ns: 1_755_509_790_000_000_000 + part as i64 * 3_600_000_000_000,
+            ..GenConfig::default()
+        };
+        let mut bytes = Vec::new();
+        let truth = generate(&config, &mut bytes).unwrap();
+        for slice in bytes.chunks(bytes.len() / 16 + 1) {
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+            file.write_all(slice).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (host, h) in &truth.hosts {
+            *requests.entry(host.clone()).or_default() += h.requests as i64;
+        }
+        rejects += truth.rejects.values().sum::<u64>() as i64;
+    }
+    (requests, rejects)
+}
+
+/// The committed files under a spool directory (its `.tmp/` left out), with their sizes.
+fn spool_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.file_name().is_some_and(|n| n != ".tmp") {
+            out.extend(spool_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push((path, entry.metadata().map_or(0, |m| m.len())));
+        }
+    }
+    out
+}
+
+fn stop(mut child: Child) {
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success(), "a collector failed on SIGTERM");
+}
+
+const SPOOL_MAX: u64 = 64 * 1024;
+
+/// Three collectors (three waypoints of one cluster) follow their logs into one bucket at
+/// once. One is SIGKILLed at pseudo-random moments ten times, uploads in flight among them,
+/// and once loses its spool (a rescheduled pod: it starts again from its newest complete
+/// commit in the bucket). For four seconds the bucket is unreachable: the collector with a
+/// small spool stays within it (and is held back), and everything is uploaded once the
+/// bucket is back. Then the bucket holds exactly the generator's truth per host, per
+/// collector and in rejects, no request twice, only complete commits of whole Parquet files,
+/// and each spool only its checkpoint.
+#[test]
+fn three_collectors_share_a_bucket_through_kills_and_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("s3").join(BUCKET)).unwrap();
+    let s3 = start_s3(&dir.path().join("s3"));
+    let ids = ["wp-a", "wp-b", "wp-c"];
+    let logs = ids.map(|id| dir.path().join(format!("{id}.log")));
+    let spools = ids.map(|id| dir.path().join(format!("{id}.spool")));
+    let writers: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| {
+            let log = log.clone();
+            std::thread::spawn(move || write_traffic(&log, i as u64, 6))
+        })
+        .collect();
+    let b = collector(&s3, ids[1], &logs[1], &spools[1], &SPOOL_MAX.to_string());
+    let c = collector(&s3, ids[2], &logs[2], &spools[2], "1G");
+
+    let mut random = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |bound: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % bound
+    };
+    let mut outage = None;
+    for round in 0..10 {
+        if round == 3 {
+            // The bucket goes away while B keeps committing: B's spool is watched.
+            s3.down.store(true, Ordering::Relaxed);
+            let (spool, watching) = (spools[1].clone(), s3.down.clone());
+            outage = Some(std::thread::spawn(move || {
+                let mut peak = 0;
+                while watching.load(Ordering::Relaxed) {
+                    peak = peak.max(spool_files(&spool).iter().map(|(_, n)| n).sum::<u64>());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                peak
+            }));
+        }
+        if round == 8 {
+            // A's pod is rescheduled: its spool is gone.
+            std::fs::remove_dir_all(&spools[0]).unwrap();
+        }
+        let mut a = collector(&s3, ids[0], &logs[0], &spools[0], "1G");
+        std::thread::sleep(Duration::from_millis(300 + next(700)));
+        assert!(a.try_wait().unwrap().is_none(), "collector A ended by itself (round {round})");
+        a.kill().unwrap();
+        a.wait().unwrap();
+        if round == 6 {
+            s3.down.store(false, Ordering::Relaxed);
+        }
+    }
+    let peak = outage.unwrap().join().unwrap();
+    let truths: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let a = collector(&s3, ids[0], &logs[0], &spools[0], "1G");
+
+    let remote = remote(&s3.endpoint, "egress");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rows = |sql: &str| {
+        runtime.block_on(async {
+            let ctx = query::remote_session(&remote).await.unwrap();
+            pairs(&ctx, sql).await
+        })
+    };
+    let mut requests: BTreeMap<String, i64> = BTreeMap::new();
+    for (hosts, _) in &truths {
+        for (host, n) in hosts {
+            *requests.entry(host.clone()).or_default() += n;
+        }
+    }
+    let per_host = "SELECT authority, count(*) FROM access_log GROUP BY authority";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rows(per_host).into_iter().collect::<BTreeMap<_, _>>() != requests
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for child in [a, b, c] {
+        stop(child);
+    }
+    let said = |i: usize| std::fs::read_to_string(spools[i].with_extension("stderr")).unwrap();
+
+    assert_eq!(rows(per_host).into_iter().collect::<BTreeMap<_, _>>(), requests, "{}", said(0));
+    let per_collector = "SELECT collector, count(*) FROM access_log GROUP BY collector";
+    let expected: Vec<(String, i64)> = ids
+        .iter()
+        .zip(&truths)
+        .map(|(id, (hosts, _))| (id.to_string(), hosts.values().sum()))
+        .collect();
+    assert_eq!(rows(per_collector), expected);
+    let rejects = "SELECT collector, count(*) FROM rejects GROUP BY collector";
+    let expected: Vec<(String, i64)> =
+        ids.iter().zip(&truths).map(|(id, (_, rejects))| (id.to_string(), *rejects)).collect();
+    assert_eq!(rows(rejects), expected);
+    let twice = rows(
+        "SELECT request_id, count(*) FROM access_log WHERE request_id IS NOT NULL \
+         GROUP BY request_id HAVING count(*) > 1",
+    );
+    assert!(twice.is_empty(), "stored twice: {:?}", &twice[..twice.len().min(5)]);
+
+    let mut largest_commit_of_b = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let writer = Writer::new("prod-hz", id).unwrap();
+        let commits = runtime.block_on(remote.commits(&writer)).unwrap();
+        for (number, commit) in &commits {
+            assert!(commit.is_complete(), "{id}: commit {number} is partial: {commit:?}");
+            for file in commit.files.values() {
+                let kv = runtime.block_on(remote.key_values(file)).unwrap();
+                assert_eq!(kv["egresslens.commit"], number.to_string());
+            }
+            if i == 1 {
+                largest_commit_of_b =
+                    largest_commit_of_b.max(commit.files.values().map(|f| f.size).sum::<u64>());
+            }
+        }
+        // The spool keeps its newest commit only, as the checkpoint.
+        let left: std::collections::BTreeSet<String> = spool_files(&spools[i])
+            .iter()
+            .map(|(path, _)| path.file_name().unwrap().to_string_lossy()[..14].to_owned())
+            .collect();
+        assert_eq!(left.len(), 1, "{id}: the spool holds {left:?}");
+    }
+    assert!(said(0).contains("the spool was empty: resuming from commit"), "{}", said(0));
+    assert!(said(1).contains("go through again after"), "{}", said(1));
+    // B was held back by its full spool, and stayed within it but for the commit made
+    // last and the checkpoint.
+    assert!(peak >= SPOOL_MAX, "the spool never filled: {peak} bytes");
+    assert!(peak <= SPOOL_MAX + 2 * largest_commit_of_b, "{peak} bytes in the spool");
 }

@@ -55,6 +55,8 @@ pub struct CommitSummary {
     pub commit: u64,
     pub files: usize,
     pub rows: usize,
+    /// The files' size.
+    pub bytes: u64,
 }
 
 /// A commit being written. Nothing of it is visible until [`Store::finish`]; dropped
@@ -233,14 +235,16 @@ impl Store {
             return Ok(CommitSummary::default());
         }
         let files = staged.len();
+        let mut bytes = 0;
         for (path, destination, file) in staged {
+            bytes += fs::metadata(&path).map_err(io_err("inspect", &path))?.len();
             let dir = destination.dir(&self.root);
             create_dirs(&dir)?;
             fs::rename(&path, dir.join(file.render())).map_err(io_err("move into place", &path))?;
             sync_dir(&dir)?;
         }
         self.next_commit += 1;
-        Ok(CommitSummary { commit, files, rows })
+        Ok(CommitSummary { commit, files, rows, bytes })
     }
 
     /// Writes `batches` (each with the table it belongs to) as one atomic commit.

@@ -13,6 +13,7 @@
 mod commit;
 mod compact;
 pub mod remote;
+pub mod upload;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -79,6 +80,8 @@ pub enum StoreError {
     Foreign { path: PathBuf, why: &'static str },
     #[error("the store {} is in use by another egresslens process (collect or compact)", path.display())]
     Locked { path: PathBuf },
+    #[error("uploading the spool to object storage has stopped")]
+    UploaderEnded,
 }
 
 pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {

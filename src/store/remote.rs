@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -29,7 +30,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use url::Url;
 
@@ -77,6 +78,12 @@ fn shown(text: &str) -> String {
     }
 }
 
+/// A request's retries inside the client: few and short, since the uploader tries again
+/// on its own (the client's default keeps at it for three minutes).
+fn retries() -> RetryConfig {
+    RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(15), ..RetryConfig::default() }
+}
+
 /// Who writes: the prefix of its keys inside each table (`cluster=…/collector=…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Writer {
@@ -110,6 +117,7 @@ pub struct Placed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFile {
     pub key: Key,
+    pub placed: Placed,
     pub size: u64,
 }
 
@@ -163,7 +171,7 @@ impl Remote {
         let built = |e: object_store::Error| bad(&e.to_string());
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" | "s3a" => {
-                let mut builder = AmazonS3Builder::from_env().with_url(text);
+                let mut builder = AmazonS3Builder::from_env().with_url(text).with_retry(retries());
                 if let Some(endpoint) = s3_endpoint {
                     builder = builder
                         .with_endpoint(endpoint)
@@ -173,11 +181,13 @@ impl Remote {
                 Arc::new(builder.build().map_err(built)?)
             }
             "gs" => {
-                let builder = GoogleCloudStorageBuilder::from_env().with_url(text);
+                let builder =
+                    GoogleCloudStorageBuilder::from_env().with_url(text).with_retry(retries());
                 Arc::new(builder.build().map_err(built)?)
             }
             "az" | "abfs" | "abfss" => {
-                let builder = MicrosoftAzureBuilder::from_env().with_url(text);
+                let builder =
+                    MicrosoftAzureBuilder::from_env().with_url(text).with_retry(retries());
                 Arc::new(builder.build().map_err(built)?)
             }
             "file" => Arc::new(LocalFileSystem::new()),
@@ -260,12 +270,13 @@ impl Remote {
             let prefix = self.writer_prefix(writer, table);
             let mut listing = self.store.list(Some(&prefix));
             while let Some(meta) = listing.try_next().await.map_err(self.error("list", &prefix))? {
-                let Some(name) = meta.location.filename().and_then(FileName::parse) else {
+                let Some((name, placed)) = placed_below(&meta.location, &prefix, table) else {
                     continue;
                 };
                 let commit = commits.entry(name.commit).or_default();
                 commit.of = name.of;
-                commit.files.insert(name.n, RemoteFile { key: meta.location, size: meta.size });
+                let file = RemoteFile { key: meta.location, placed, size: meta.size };
+                commit.files.insert(name.n, file);
             }
         }
         Ok(commits)
@@ -300,6 +311,12 @@ impl Remote {
             .collect())
     }
 
+    /// A file's whole contents.
+    pub async fn get_whole(&self, file: &RemoteFile) -> Result<Bytes, RemoteError> {
+        let read = self.store.get(&file.key).await.map_err(self.error("read", &file.key))?;
+        read.bytes().await.map_err(self.error("read", &file.key))
+    }
+
     async fn get(
         &self,
         file: &RemoteFile,
@@ -324,6 +341,22 @@ impl Remote {
         let key = key.to_string();
         move |source| RemoteError::Object { action, key, source }
     }
+}
+
+/// The name and place of a committed file's key below a writer's `prefix` in `table`
+/// (`date=…/hour=…/c…-<n>of<k>.parquet`); `None` for anything else there.
+fn placed_below(key: &Key, prefix: &Key, table: &str) -> Option<(FileName, Placed)> {
+    let parts: Vec<_> = key.prefix_match(prefix)?.collect();
+    let [date, hour, name] = parts.as_slice() else { return None };
+    let value =
+        |part: &str, column: &str| Some(part.strip_prefix(column)?.strip_prefix('=')?.to_owned());
+    let placed = Placed {
+        table: table.to_owned(),
+        date: value(date.as_ref(), "date")?,
+        hour: value(hour.as_ref(), "hour")?,
+        name: name.as_ref().to_owned(),
+    };
+    Some((FileName::parse(&placed.name)?, placed))
 }
 
 #[cfg(test)]
@@ -390,6 +423,8 @@ mod tests {
         remote.upload(&writer, &second, &two).await.expect("upload");
         let commits = remote.commits(&writer).await.expect("list");
         assert!(commits[&7].is_complete());
+        assert_eq!(commits[&7].files[&1].placed, first);
+        assert_eq!(commits[&7].files[&2].placed, second);
         let kv = remote.key_values(&commits[&7].files[&2]).await.expect("footer");
         assert_eq!(kv.get("egresslens.commit").map(String::as_str), Some("7"));
         // Another writer's keys are not listed as this one's.
