@@ -17,7 +17,7 @@ use egresslens::collect::{
 use egresslens::ingest::{self, IngestConfig};
 use egresslens::netrange::InternalRanges;
 use egresslens::parse::time::parse_rfc3339_ns;
-use egresslens::query::{self, CANNED, QueryError, ResultFormat};
+use egresslens::query::{self, CANNED, QueryError, ResultFormat, StoreAt};
 use egresslens::report::{OutputFormat, SortKey, sort_hosts, write_findings_table, write_report};
 use egresslens::source::Input;
 use egresslens::source::kube::KubeOptions;
@@ -275,8 +275,9 @@ struct SpoolArgs {
     /// or drop (the oldest waiting commits are deleted, and their rows counted).
     #[arg(long, value_enum, default_value = "block")]
     spool_full: SpoolFullArg,
-    /// This collector's name in the object store's keys (default: $POD_NAME, else the
-    /// host name). Two collectors must never share one within a cluster.
+    /// This collector's name in the object store's keys, which must outlive its pod (the
+    /// Deployment's name; the node's in a DaemonSet). Default outside a pod: the host name.
+    /// Two collectors must never share one within a cluster.
     #[arg(long, value_name = "ID")]
     collector_id: Option<String>,
 }
@@ -303,36 +304,25 @@ fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Where a `--store` is.
-enum StoreAt {
-    Dir(PathBuf),
-    Url(String),
-}
-
-impl StoreAt {
-    fn of(text: &str) -> StoreAt {
-        if text.contains("://") {
-            StoreAt::Url(text.to_owned())
-        } else {
-            StoreAt::Dir(PathBuf::from(text))
-        }
-    }
-}
-
-/// The id this collector writes its keys under: the flag, else the pod's name (the
-/// Deployment's manifest passes `POD_NAME`), else the host name.
+/// The id this collector writes its keys under: the flag, else, outside a pod, the host
+/// name. A pod's name changes when it is rescheduled, and the id names the checkpoint the
+/// collector resumes from, so in a pod it must be given.
 fn collector_id(flag: Option<&str>) -> Result<String> {
     if let Some(id) = flag {
         return Ok(id.to_owned());
     }
-    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let host =
-        || std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned());
-    from_env("POD_NAME")
-        .or_else(|| from_env("HOSTNAME"))
-        .or_else(host)
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        bail!(
+            "in a pod, a store URL needs --collector-id: a name that stays when the pod is \
+             rescheduled (the Deployment's name; the node's, $(NODE_NAME), in a DaemonSet)"
+        );
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|host| host.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
         .filter(|id| !id.is_empty())
-        .context("no collector id: give --collector-id (or set POD_NAME)")
+        .context("no host name to use as the collector id: give --collector-id")
 }
 
 /// The read-only status API: /healthz, /readyz, /api/v1/snapshot, /api/v1/tail.
@@ -365,11 +355,14 @@ struct TopArgs {
     /// The bearer token of an attached collector's status API, in a file.
     #[arg(long, value_name = "FILE", requires = "attach")]
     token_file: Option<PathBuf>,
-    /// Alone: the store whose history to replay. With --attach: the collector's store, for
-    /// SQL (`:`). With FILE or --kube: where the records are kept (default: a directory of
-    /// its own, removed at exit).
-    #[arg(long, value_name = "DIR")]
-    store: Option<PathBuf>,
+    /// Alone: the store whose history to replay (a directory or a store URL). With
+    /// --attach: the collector's store, for SQL (`:`). With FILE or --kube: the directory
+    /// the records are kept in (default: one of its own, removed at exit).
+    #[arg(long, value_name = "DIR|URL")]
+    store: Option<String>,
+    /// An S3-compatible service's address for s3:// stores, as for collect.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
     /// Replay only the store's records of the last AGE (wall clock: 30m, 6h, 2d).
     #[arg(long, value_name = "AGE", value_parser = parse_age, requires = "store")]
     since: Option<std::time::Duration>,
@@ -1029,9 +1022,10 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             bail!("say what to collect: --file PATH, --stdin, --kube or --node-logs DIR")
         }
     };
-    let (store_dir, remote) = match StoreAt::of(&args.store) {
+    let (store_dir, remote) = match StoreAt::parse(&args.store, args.spool.s3_endpoint.as_deref())?
+    {
         StoreAt::Dir(dir) => (dir, None),
-        StoreAt::Url(url) => {
+        StoreAt::Remote(remote) => {
             if args.retain.is_some() {
                 bail!(
                     "--retain removes local partitions: expire a store URL's objects with the \
@@ -1043,8 +1037,6 @@ fn run_collect(args: CollectArgs) -> Result<()> {
             };
             let id = collector_id(args.spool.collector_id.as_deref())?;
             let writer = egresslens::store::remote::Writer::new(cluster, &id)?;
-            let remote =
-                egresslens::store::remote::Remote::open(&url, args.spool.s3_endpoint.as_deref())?;
             (args.spool.spool.clone(), Some((remote, writer)))
         }
     };
@@ -1276,7 +1268,11 @@ fn run_top(args: TopArgs) -> Result<()> {
         }
         (None, Some(source)) => {
             let store = match &args.store {
-                Some(store) => store.clone(),
+                Some(text) if text.contains("://") => bail!(
+                    "with FILE or --kube, --store is the directory the records are kept in, not \
+                     a URL"
+                ),
+                Some(dir) => PathBuf::from(dir),
                 None => {
                     let dir =
                         std::env::temp_dir().join(format!("egresslens-top-{}", std::process::id()));
@@ -1291,7 +1287,7 @@ fn run_top(args: TopArgs) -> Result<()> {
                 if args.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
                     bail!("--speed must be above 0");
                 }
-                let store = store.clone();
+                let store = StoreAt::parse(store, args.s3_endpoint.as_deref())?;
                 Feed::Store(tui::history::History { store, since: args.since, speed: args.speed })
             }
             None => bail!(
@@ -1300,7 +1296,10 @@ fn run_top(args: TopArgs) -> Result<()> {
             ),
         },
     };
-    let sql_store = if args.attach.is_some() { args.store.clone() } else { None };
+    let sql_store = match (&args.attach, &args.store) {
+        (Some(_), Some(store)) => Some(StoreAt::parse(store, args.s3_endpoint.as_deref())?),
+        _ => None,
+    };
     let result = tui::run(feed, TopOptions { sql_store });
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);
@@ -1682,17 +1681,9 @@ fn run_query(args: QueryArgs) -> Result<()> {
         ResultFormatArg::Ndjson => ResultFormat::Ndjson,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let remote = match StoreAt::of(&args.store) {
-        StoreAt::Url(url) => {
-            Some(egresslens::store::remote::Remote::open(&url, args.s3_endpoint.as_deref())?)
-        }
-        StoreAt::Dir(_) => None,
-    };
+    let store = StoreAt::parse(&args.store, args.s3_endpoint.as_deref())?;
     let batches = runtime.block_on(async {
-        let ctx = match &remote {
-            Some(remote) => query::remote_session(remote).await?,
-            None => query::session(std::path::Path::new(&args.store)).await?,
-        };
+        let ctx = store.session().await?;
         query::run(&ctx, &sql).await
     })?;
     query::write_results(&mut out, &batches, format)?;

@@ -3,7 +3,7 @@
 //! `queries/` built into the binary.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -21,7 +21,7 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use crate::findings::{FindingKind, FindingReport, sort_report};
 use crate::parse::time::format_rfc3339_ms;
 use crate::schema;
-use crate::store::remote::Remote;
+use crate::store::remote::{Remote, RemoteError};
 use crate::store::{ACCESS_LOG, FINDINGS, MESH_HOSTS, PROBES, REJECTS, ZTUNNEL_CONN};
 
 /// Partition columns of every store table, in directory order.
@@ -118,6 +118,41 @@ fn with_partitions(table: SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(PARTITION_COLUMNS.map(|name| Field::new(name, DataType::Utf8, false)));
     Arc::new(Schema::new(fields))
+}
+
+/// Where a store is: a directory, or object storage.
+#[derive(Debug, Clone)]
+pub enum StoreAt {
+    Dir(PathBuf),
+    Remote(Remote),
+}
+
+impl StoreAt {
+    /// A store as `--store` names it: a URL (`s3://bucket/prefix`, …) or a directory.
+    pub fn parse(text: &str, s3_endpoint: Option<&str>) -> Result<StoreAt, RemoteError> {
+        if text.contains("://") {
+            Ok(StoreAt::Remote(Remote::open(text, s3_endpoint)?))
+        } else {
+            Ok(StoreAt::Dir(PathBuf::from(text)))
+        }
+    }
+
+    /// A session over the store's tables.
+    pub async fn session(&self) -> Result<SessionContext, QueryError> {
+        match self {
+            StoreAt::Dir(dir) => session(dir).await,
+            StoreAt::Remote(remote) => remote_session(remote).await,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreAt::Dir(dir) => write!(f, "{}", dir.display()),
+            StoreAt::Remote(remote) => f.write_str(remote.url()),
+        }
+    }
 }
 
 /// A session with the store's tables registered. A table whose directory does not exist yet

@@ -438,6 +438,29 @@ fn three_collectors_share_a_bucket_through_kills_and_an_outage() {
             .collect();
         assert_eq!(left.len(), 1, "{id}: the spool holds {left:?}");
     }
+    // The command line reads the bucket the same way, credentials from the environment.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_egresslens"))
+            .args(args)
+            .args(["--store", &format!("s3://{BUCKET}/egress"), "--s3-endpoint", &s3.endpoint])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let total: i64 = requests.values().sum();
+    let counted = cli(&["query", "-o", "csv", "SELECT count(*) AS n FROM access_log"]);
+    assert_eq!(counted, format!("n\n{total}\n"));
+    // `top` without a terminal prints one table of the replayed store.
+    let (busiest, n) = requests.iter().max_by_key(|(_, n)| **n).unwrap();
+    let table = cli(&["top"]);
+    let row = table.lines().find(|l| l.split_whitespace().next() == Some(busiest.as_str()));
+    let row = row.unwrap_or_else(|| panic!("no {busiest} in {table}"));
+    assert!(row.split_whitespace().any(|cell| cell == n.to_string()), "{row}");
+
     assert!(said(0).contains("the spool was empty: resuming from commit"), "{}", said(0));
     assert!(said(1).contains("go through again after"), "{}", said(1));
     // B was held back by its full spool, and stayed within it but for the commit made

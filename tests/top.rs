@@ -255,7 +255,8 @@ fn a_store_replays_to_the_stats_of_its_lines() {
     collect(&input, &mut store, &once, &Control::default()).unwrap();
     drop(store);
 
-    let history = History { store: dir.path().to_path_buf(), since: None, speed: None };
+    let store = egresslens::query::StoreAt::Dir(dir.path().to_path_buf());
+    let history = History { store, since: None, speed: None };
     let live = Live::new(StatsConfig::default());
     let played = history.replay(&live, &std::sync::atomic::AtomicBool::new(false)).unwrap();
     let replayed = live.snapshot(Window::All, SelfCounts::default()).stats;

@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -28,6 +28,7 @@ use crate::collect::{
 };
 use crate::filter::Filter;
 use crate::live::{Listing, Live, SelfCounts, Snapshot, TailRecord};
+use crate::query::StoreAt;
 use crate::redact::Redaction;
 use crate::report::SortKey;
 use crate::rounds::Rounds;
@@ -162,16 +163,16 @@ impl Feed {
         match self {
             Feed::Attach { url, .. } => url.clone(),
             Feed::Pipeline { source, .. } => source.name(),
-            Feed::Store(history) => format!("store {}", history.store.display()),
+            Feed::Store(history) => format!("store {}", history.store),
         }
     }
 
     /// The store SQL can run on, when the feed keeps one.
-    pub fn store(&self) -> Option<&Path> {
+    pub fn store(&self) -> Option<StoreAt> {
         match self {
             Feed::Attach { .. } => None,
-            Feed::Pipeline { store, .. } => Some(store),
-            Feed::Store(history) => Some(&history.store),
+            Feed::Pipeline { store, .. } => Some(StoreAt::Dir(store.clone())),
+            Feed::Store(history) => Some(history.store.clone()),
         }
     }
 

@@ -4,7 +4,6 @@
 //! batch at a time, so a long history costs time, not memory.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use crate::parse::time::format_rfc3339_ms;
 /// Which history, how fast.
 #[derive(Debug, Clone)]
 pub struct History {
-    pub store: PathBuf,
+    pub store: crate::query::StoreAt,
     /// Only records newer than this long before now (wall clock).
     pub since: Option<Duration>,
     /// Replay at this many times the recorded pace; `None`: as fast as it reads.
@@ -67,8 +66,7 @@ impl History {
             .build()
             .map_err(|e| e.to_string())?;
         runtime.block_on(async {
-            let ctx =
-                crate::query::session(&self.store).await.map_err(|e| crate::rounds::chain(&e))?;
+            let ctx = self.store.session().await.map_err(|e| crate::rounds::chain(&e))?;
             let frame = ctx.sql(&self.sql()).await.map_err(|e| crate::rounds::chain(&e))?;
             let mut batches = frame.execute_stream().await.map_err(|e| crate::rounds::chain(&e))?;
             let mut pace = Pace { speed: self.speed, start: None };
@@ -93,7 +91,7 @@ impl History {
             .map_err(|e| e.to_string())?;
         runtime
             .block_on(async {
-                let ctx = crate::query::session(&self.store).await?;
+                let ctx = self.store.session().await?;
                 crate::query::findings(&ctx).await
             })
             .map_err(|e| crate::rounds::chain(&e))

@@ -18,7 +18,6 @@ pub mod history;
 pub mod view;
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
 use self::app::{Action, App, SqlResult};
 use self::feed::{Feed, FeedError};
+use crate::query::StoreAt;
 use crate::report::{OutputFormat, write_report};
 
 /// Redraws at most this often.
@@ -50,7 +50,7 @@ pub enum TopError {
 #[derive(Debug, Clone)]
 pub struct TopOptions {
     /// A store to run SQL on (the collector's, when attached).
-    pub sql_store: Option<PathBuf>,
+    pub sql_store: Option<StoreAt>,
 }
 
 /// Runs `top` over `feed` until `q`. With stdout not a terminal, prints one snapshot table
@@ -58,7 +58,7 @@ pub struct TopOptions {
 pub fn run(feed: Feed, options: TopOptions) -> Result<(), TopError> {
     let name = feed.name();
     let interactive = io::stdout().is_terminal();
-    let sql_store = options.sql_store.clone().or_else(|| feed.store().map(PathBuf::from));
+    let sql_store = options.sql_store.clone().or_else(|| feed.store());
     let running = feed.start(!interactive)?;
     if !interactive {
         let snapshot = running
@@ -93,7 +93,7 @@ fn ui_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
     running: &feed::Running,
-    (sql_store, stop): (Option<PathBuf>, &AtomicBool),
+    (sql_store, stop): (Option<StoreAt>, &AtomicBool),
 ) -> Result<(), TopError> {
     let (sql_tx, sql_rx) = bounded::<SqlResult>(4);
     let mut snapshots = running.snapshots();
@@ -154,7 +154,7 @@ fn drain<T>(rx: &Receiver<T>, mut take: impl FnMut(T)) -> bool {
 
 /// Runs `sql` (or a canned `@name`) over `store` on a thread of its own; the result, or the
 /// engine's error, goes to `done`.
-fn run_sql(store: PathBuf, sql: String, done: crossbeam_channel::Sender<SqlResult>) {
+fn run_sql(store: StoreAt, sql: String, done: crossbeam_channel::Sender<SqlResult>) {
     std::thread::spawn(move || {
         let result = query_table(&store, &sql);
         let result = match result {
@@ -170,7 +170,7 @@ const SQL_MAX_ROWS: usize = 10_000;
 
 type TextTable = (Vec<String>, Vec<Vec<String>>);
 
-fn query_table(store: &std::path::Path, sql: &str) -> Result<TextTable, String> {
+fn query_table(store: &StoreAt, sql: &str) -> Result<TextTable, String> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let sql = match sql.strip_prefix('@') {
         Some(name) => crate::query::canned(name.trim(), &[]).map_err(|e| e.to_string())?,
@@ -181,7 +181,7 @@ fn query_table(store: &std::path::Path, sql: &str) -> Result<TextTable, String> 
         .build()
         .map_err(|e| e.to_string())?;
     let result = runtime.block_on(async {
-        let ctx = crate::query::session(store).await?;
+        let ctx = store.session().await?;
         crate::query::run_with_schema(&ctx, &sql).await
     });
     let (schema, batches) = result.map_err(|e| crate::rounds::chain(&e))?;
