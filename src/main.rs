@@ -617,6 +617,11 @@ struct QueryArgs {
     /// An S3-compatible service's address for s3:// stores, as for collect.
     #[arg(long, value_name = "URL")]
     s3_endpoint: Option<String>,
+    /// Run the query on a Ballista cluster, its scheduler at df://HOST:PORT (50050 by
+    /// default): its executors scan the store (a URL they can read, with their own
+    /// credentials).
+    #[arg(long, value_name = "URL")]
+    ballista: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: ResultFormatArg,
     /// List the canned queries and what each answers.
@@ -1682,8 +1687,21 @@ fn run_query(args: QueryArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let store = StoreAt::parse(&args.store, args.s3_endpoint.as_deref())?;
+    let ballista = match (&args.ballista, &store) {
+        (Some(scheduler), StoreAt::Remote(remote)) => Some((scheduler, remote)),
+        (Some(_), StoreAt::Dir(_)) => bail!(
+            "--ballista needs a store URL its executors can read (s3://…, gs://…, file:///… on \
+             a shared volume), not a directory here"
+        ),
+        (None, _) => None,
+    };
     let batches = runtime.block_on(async {
-        let ctx = store.session().await?;
+        let ctx = match ballista {
+            Some((scheduler, remote)) => {
+                query::ballista_session(scheduler, remote, args.s3_endpoint.as_deref()).await?
+            }
+            None => store.session().await?,
+        };
         query::run(&ctx, &sql).await
     })?;
     query::write_results(&mut out, &batches, format)?;

@@ -197,6 +197,38 @@ pub async fn remote_session(remote: &Remote) -> Result<SessionContext, QueryErro
     let ctx = SessionContext::new();
     let base = ListingTableUrl::parse(format!("{}/", remote.url()))?;
     ctx.register_object_store(base.object_store().as_ref(), remote.object_store());
+    register_remote_tables(&ctx, remote)?;
+    Ok(ctx)
+}
+
+/// A session whose queries run on a Ballista cluster (its scheduler at `df://HOST:PORT`) over
+/// a store on object storage: the SQL is planned here and sent, and the cluster's executors
+/// scan the store with their own credentials. `s3_endpoint` goes to them as `s3.endpoint`;
+/// no credential is sent.
+pub async fn ballista_session(
+    scheduler: &str,
+    remote: &Remote,
+    s3_endpoint: Option<&str>,
+) -> Result<SessionContext, QueryError> {
+    use ballista::prelude::SessionContextExt;
+    let mut config = ballista_core::object_store::session_config_with_s3_support();
+    if let Some(endpoint) = s3_endpoint {
+        let options = config.options_mut();
+        options.set("s3.endpoint", endpoint)?;
+        options.set("s3.allow_http", &endpoint.starts_with("http://").to_string())?;
+    }
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::remote_with_state(scheduler, state).await?;
+    register_remote_tables(&ctx, remote)?;
+    Ok(ctx)
+}
+
+/// Registers one table per store table across every collector's keys of `remote` (see
+/// [`remote_session`]); whoever runs the plan reads the objects.
+pub fn register_remote_tables(ctx: &SessionContext, remote: &Remote) -> Result<(), QueryError> {
     for (name, table_schema) in TABLES {
         let table_schema = table_schema();
         let url = ListingTableUrl::parse(format!("{}/{name}/", remote.url()))?;
@@ -204,7 +236,7 @@ pub async fn remote_session(remote: &Remote) -> Result<SessionContext, QueryErro
         let file_schema = Arc::new(Schema::new(file_fields.cloned().collect::<Vec<_>>()));
         ctx.register_table(name, listing(url, file_schema, &REMOTE_PARTITION_COLUMNS)?)?;
     }
-    Ok(ctx)
+    Ok(())
 }
 
 /// Runs one read-only statement: no DDL, no DML (`COPY … TO` included), no `SET`.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Any Parquet reader can use the store: DuckDB and pyarrow (from PyPI) read a store that
 # `collect` wrote, with its Hive partitions and UTC timestamps, and find the same per-host
-# numbers as `egresslens query`. Run by .ci/run after `cargo test`.
+# numbers as `egresslens query`; DuckDB also over S3 (tests/s3.rs). Run by .ci/run after
+# `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -46,3 +47,12 @@ by_host = {r["authority"]: (r["authority_count"], r["bytes_sent_sum"]) for r in 
 assert all(by_host[o["authority"]] == (o["requests"], o["bytes_sent"]) for o in ours), "pyarrow differs"
 print(f"interop: DuckDB and pyarrow agree on {len(ours)} hosts over {partitions} partitions; ts is {kind}")
 PY
+
+# The same from object storage: DuckDB's httpfs reads the bucket of tests/s3.rs (a real
+# S3-protocol server on 127.0.0.1) as the README shows. httpfs comes from PyPI for DuckDB 1.5,
+# the newest release it is published for.
+python3 -m venv "$work/duckdb-s3"
+"$work/duckdb-s3/bin/pip" install --quiet duckdb==1.5.5 duckdb-extensions==1.5.5 \
+  duckdb-extension-httpfs==1.5.5
+EGRESSLENS_DUCKDB_PYTHON="$work/duckdb-s3/bin/python" \
+  cargo test --locked --quiet --test s3 -- --ignored duckdb_reads_the_bucket

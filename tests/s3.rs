@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
@@ -20,72 +20,15 @@ use egresslens::source::Input;
 use egresslens::store::Store;
 use egresslens::store::remote::{Placed, Remote, Uploaded, Writer};
 use egresslens::traffic::{GenConfig, generate};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use object_store::aws::AmazonS3Builder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-const ACCESS_KEY: &str = "egresslens-test";
-const SECRET_KEY: &str = "egresslens-test-secret";
-const BUCKET: &str = "mesh-logs";
+#[path = "support/s3.rs"]
+mod s3_server;
 
-/// An S3-protocol server of the test's own, with a switch that takes it off the network.
-struct S3 {
-    endpoint: String,
-    /// While set, connections are closed as they come and the open ones are cut: the store
-    /// is unreachable.
-    down: Arc<AtomicBool>,
-}
-
-/// Serves the S3 API over `root` (a bucket is a directory) on an ephemeral port of
-/// 127.0.0.1, on a thread of its own, for as long as the test runs.
-fn start_s3(root: &Path) -> S3 {
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = builder.build();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let down = Arc::new(AtomicBool::new(false));
-    let cut = down.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-            tokio::spawn({
-                let (open, cut) = (open.clone(), cut.clone());
-                async move {
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        if cut.load(Ordering::Relaxed) {
-                            open.lock().unwrap().drain(..).for_each(|c| c.abort());
-                        }
-                    }
-                }
-            });
-            loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                if cut.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let connection =
-                    server.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                let mut open = open.lock().unwrap();
-                open.retain(|c| !c.is_finished());
-                open.push(tokio::spawn(connection).abort_handle());
-            }
-        });
-    });
-    S3 { endpoint, down }
-}
+use s3_server::{ACCESS_KEY, BUCKET, S3, SECRET_KEY, start_s3};
 
 fn remote(endpoint: &str, prefix: &str) -> Remote {
     let store = AmazonS3Builder::new()
@@ -119,7 +62,6 @@ fn parquet_file(path: &Path, rows: i64, commit: u64) {
 #[tokio::test]
 async fn uploads_are_create_only_on_an_s3_protocol_server() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("s3").join(BUCKET)).unwrap();
     let endpoint = start_s3(&dir.path().join("s3")).endpoint;
     let remote = remote(&endpoint, "egress");
     let writer = Writer::new("prod-hz", "waypoint-6f7c9d-x2x7q").unwrap();
@@ -178,15 +120,10 @@ async fn pairs(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<(Str
     rows
 }
 
-/// A store written by `collect` and uploaded file by file reads back through SQL over the
-/// bucket as it does locally, with the writer's `cluster` and `collector` as columns, and
-/// every canned query runs on it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("s3").join(BUCKET)).unwrap();
-    let endpoint = start_s3(&dir.path().join("s3")).endpoint;
-    let local = dir.path().join("spool");
+/// A store that `collect` wrote from 20 000 generated lines into `dir/spool`, uploaded file by
+/// file to the bucket as collector `prod-hz/collector-0`; with its commits.
+async fn uploaded_store(dir: &Path, endpoint: &str) -> (PathBuf, Remote, usize, usize) {
+    let local = dir.join("spool");
     let config = GenConfig { lines: 20_000, seed: 9, bad: 0.02, ..GenConfig::default() };
     let mut bytes = Vec::new();
     generate(&config, &mut bytes).unwrap();
@@ -197,16 +134,26 @@ async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
         collect(&input, &mut store, &collect_config, &Control::default()).unwrap()
     });
     assert!(summary.commits >= 5, "{summary:?}");
-
-    let remote = remote(&endpoint, "egress");
+    let remote = remote(endpoint, "egress");
     let writer = Writer::new("prod-hz", "collector-0").unwrap();
-    let files = store.committed().unwrap();
-    for (placed, path) in &files {
+    for (placed, path) in &store.committed().unwrap() {
         assert_eq!(remote.upload(&writer, placed, path).await.unwrap(), Uploaded::Created);
     }
-    let commits = remote.commits(&writer).await.unwrap();
-    assert_eq!(commits.len(), summary.commits);
-    assert!(commits.values().all(|c| c.is_complete()));
+    (local, remote, summary.commits, summary.records)
+}
+
+/// A store written by `collect` and uploaded file by file reads back through SQL over the
+/// bucket as it does locally, with the writer's `cluster` and `collector` as columns, and
+/// every canned query runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = start_s3(&dir.path().join("s3")).endpoint;
+    let (local, remote, commits, records) = uploaded_store(dir.path(), &endpoint).await;
+    let writer = Writer::new("prod-hz", "collector-0").unwrap();
+    let listed = remote.commits(&writer).await.unwrap();
+    assert_eq!(listed.len(), commits);
+    assert!(listed.values().all(|c| c.is_complete()));
 
     let here = query::session(&local).await.unwrap();
     let there = query::remote_session(&remote).await.unwrap();
@@ -215,10 +162,7 @@ async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
     let rejects = "SELECT reason, count(*) FROM rejects GROUP BY reason";
     assert_eq!(pairs(&there, rejects).await, pairs(&here, rejects).await);
     let writers = "SELECT cluster || '/' || collector, count(*) FROM access_log GROUP BY 1";
-    assert_eq!(
-        pairs(&there, writers).await,
-        [("prod-hz/collector-0".to_owned(), summary.records as i64)]
-    );
+    assert_eq!(pairs(&there, writers).await, [("prod-hz/collector-0".to_owned(), records as i64)]);
     let pruned =
         "SELECT 'hour', count(*) FROM access_log WHERE date = '2025-08-18' AND hour = '10'";
     assert_eq!(pairs(&there, pruned).await, pairs(&here, pruned).await);
@@ -226,6 +170,58 @@ async fn an_uploaded_store_reads_back_through_sql_over_the_bucket() {
         let params = [("host".to_owned(), "aliyun.com".to_owned())];
         let sql = query::canned(name, &params).unwrap();
         query::run(&there, &sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// A result as printed, its rows sorted: engines may return equal rows in another order.
+async fn printed(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+    let batches = query::run(ctx, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap();
+    let mut rows: Vec<String> = table.to_string().lines().map(str::to_owned).collect();
+    rows.sort();
+    rows
+}
+
+/// Ballista in standalone mode (its scheduler and one executor in this process, reading the
+/// bucket through the same S3 client) runs the canned queries over the uploaded store and
+/// finds what `egresslens query` finds in the local one (all but one: see below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ballista_runs_every_canned_query_over_the_bucket_as_egresslens_does_locally() {
+    use ballista::prelude::{SessionConfigExt, SessionContextExt};
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = start_s3(&dir.path().join("s3")).endpoint;
+    let (local, remote, _, _) = uploaded_store(dir.path(), &endpoint).await;
+    let runtime = RuntimeEnvBuilder::new().build_arc().unwrap();
+    let bucket = url::Url::parse(&format!("s3://{BUCKET}")).unwrap();
+    runtime.register_object_store(&bucket, remote.object_store());
+    let state = SessionStateBuilder::new()
+        .with_config(SessionConfig::new_with_ballista())
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    let cluster = SessionContext::standalone_with_state(state).await.unwrap();
+    query::register_remote_tables(&cluster, &remote).unwrap();
+    // The plan here only hands the query over to the scheduler.
+    let plan = cluster.sql("SELECT count(*) FROM access_log").await.unwrap();
+    let plan = plan.create_physical_plan().await.unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string();
+    assert!(shown.starts_with("DistributedQueryExec"), "{shown}");
+    let here = query::session(&local).await.unwrap();
+    // Left out: @findings. Ballista 55.0.0 never answers a correlated NOT EXISTS over a table
+    // with no files (`SELECT count(*) FROM access_log WHERE NOT EXISTS (SELECT 1 FROM
+    // mesh_hosts m WHERE m.host = access_log.authority)`, mesh_hosts empty, as here).
+    for (name, _) in CANNED.iter().filter(|(name, _)| *name != "findings") {
+        let params = [("host".to_owned(), "aliyun.com".to_owned())];
+        let sql = query::canned(name, &params).unwrap();
+        let ours = printed(&here, &sql).await;
+        assert!(ours.len() > 4, "@{name} found nothing to compare: {ours:?}");
+        let theirs = tokio::time::timeout(Duration::from_secs(120), printed(&cluster, &sql));
+        let theirs = theirs.await.unwrap_or_else(|_| panic!("@{name}: no answer in 2 minutes"));
+        assert_eq!(theirs, ours, "@{name}");
     }
 }
 
@@ -317,7 +313,6 @@ const SPOOL_MAX: u64 = 64 * 1024;
 #[test]
 fn three_collectors_share_a_bucket_through_kills_and_an_outage() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("s3").join(BUCKET)).unwrap();
     let s3 = start_s3(&dir.path().join("s3"));
     let ids = ["wp-a", "wp-b", "wp-c"];
     let logs = ids.map(|id| dir.path().join(format!("{id}.log")));
@@ -467,4 +462,51 @@ fn three_collectors_share_a_bucket_through_kills_and_an_outage() {
     // last and the checkpoint.
     assert!(peak >= SPOOL_MAX, "the spool never filled: {peak} bytes");
     assert!(peak <= SPOOL_MAX + 2 * largest_commit_of_b, "{peak} bytes in the spool");
+}
+
+/// DuckDB reads the bucket as the README says (its httpfs extension, an S3 secret for the
+/// endpoint, `read_parquet` with `hive_partitioning`) and finds the per-host and
+/// per-collector counts `egresslens query` finds there. DuckDB is a Python package, so this
+/// runs from tests/interop.sh, which installs it and names its interpreter in
+/// `EGRESSLENS_DUCKDB_PYTHON`: `cargo test --test s3 -- --ignored duckdb`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs DuckDB with httpfs: run by tests/interop.sh"]
+async fn duckdb_reads_the_bucket_as_egresslens_does() {
+    let python = std::env::var("EGRESSLENS_DUCKDB_PYTHON")
+        .expect("EGRESSLENS_DUCKDB_PYTHON names a Python with duckdb and its httpfs extension");
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = start_s3(&dir.path().join("s3")).endpoint;
+    let (_, remote, _, _) = uploaded_store(dir.path(), &endpoint).await;
+    let script = format!(
+        r#"
+import json, duckdb, duckdb_extensions
+con = duckdb.connect()
+duckdb_extensions.import_extension("httpfs", con=con)
+con.sql("LOAD httpfs")
+con.sql("""CREATE SECRET bucket (TYPE s3, KEY_ID '{ACCESS_KEY}', SECRET '{SECRET_KEY}',
+    REGION 'us-east-1', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)""")
+access_log = "read_parquet('s3://{BUCKET}/egress/access_log/*/*/*/*/*.parquet', hive_partitioning = true)"
+rows = con.sql(f"SELECT authority, count(*) FROM {{access_log}} WHERE authority IS NOT NULL GROUP BY 1").fetchall()
+rows += con.sql(f"SELECT cluster || '/' || collector, count(*) FROM {{access_log}} GROUP BY 1").fetchall()
+print(json.dumps([[str(name), n] for name, n in rows]))
+"#,
+        host = endpoint.trim_start_matches("http://"),
+    );
+    let run = || Command::new(&python).args(["-c", &script]).output().unwrap();
+    let out = tokio::task::block_in_place(run);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Vec<(String, i64)> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut theirs: Vec<_> = theirs.into_iter().collect();
+    theirs.sort();
+    let there = query::remote_session(&remote).await.unwrap();
+    let per_host =
+        "SELECT authority, count(*) FROM access_log WHERE authority IS NOT NULL GROUP BY 1";
+    let mut ours = pairs(&there, per_host).await;
+    ours.extend(
+        pairs(&there, "SELECT cluster || '/' || collector, count(*) FROM access_log GROUP BY 1")
+            .await,
+    );
+    ours.sort();
+    assert!(ours.len() > 2, "{ours:?}");
+    assert_eq!(theirs, ours);
 }
