@@ -19,10 +19,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ballista::prelude::{SessionConfigExt, SessionContextExt};
-use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use ballista::prelude::SessionContextExt;
+use datafusion::prelude::SessionContext;
 use egresslens::query;
 use egresslens::store::Store;
 use egresslens::store::remote::{Remote, Writer};
@@ -148,14 +146,7 @@ fn main() {
 /// bucket through `remote`'s client; a session that sends its queries to them.
 async fn ballista_with_two_executors(remote: &Remote) -> SessionContext {
     use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-    let runtime = RuntimeEnvBuilder::new().build_arc().unwrap();
-    let bucket = url::Url::parse(&format!("s3://{BUCKET}")).unwrap();
-    runtime.register_object_store(&bucket, remote.object_store());
-    let state = SessionStateBuilder::new()
-        .with_config(SessionConfig::new_with_ballista())
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .build();
+    let state = s3_server::ballista_state(remote.object_store());
     let addr =
         ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state).await.unwrap();
     let url = format!("http://localhost:{}", addr.port());

@@ -187,22 +187,13 @@ async fn printed(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<St
 /// finds what `egresslens query` finds in the local one (all but one: see below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ballista_runs_every_canned_query_over_the_bucket_as_egresslens_does_locally() {
-    use ballista::prelude::{SessionConfigExt, SessionContextExt};
-    use datafusion::execution::SessionStateBuilder;
-    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-    use datafusion::prelude::{SessionConfig, SessionContext};
+    use ballista::prelude::SessionContextExt;
+    use datafusion::prelude::SessionContext;
 
     let dir = tempfile::tempdir().unwrap();
     let endpoint = start_s3(&dir.path().join("s3")).endpoint;
     let (local, remote, _, _) = uploaded_store(dir.path(), &endpoint).await;
-    let runtime = RuntimeEnvBuilder::new().build_arc().unwrap();
-    let bucket = url::Url::parse(&format!("s3://{BUCKET}")).unwrap();
-    runtime.register_object_store(&bucket, remote.object_store());
-    let state = SessionStateBuilder::new()
-        .with_config(SessionConfig::new_with_ballista())
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .build();
+    let state = s3_server::ballista_state(remote.object_store());
     let cluster = SessionContext::standalone_with_state(state).await.unwrap();
     query::register_remote_tables(&cluster, &remote).unwrap();
     // The plan here only hands the query over to the scheduler.

@@ -72,3 +72,19 @@ pub(crate) fn start_s3(root: &Path) -> S3 {
     });
     S3 { endpoint, down }
 }
+
+/// A session state for Ballista whose scheduler and executors (in this process) read the
+/// bucket through `store`, the S3 client the test or benchmark made.
+pub(crate) fn ballista_state(
+    store: Arc<dyn object_store::ObjectStore>,
+) -> datafusion::execution::SessionState {
+    use ballista::prelude::SessionConfigExt;
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().build_arc().unwrap();
+    let bucket = url::Url::parse(&format!("s3://{BUCKET}")).unwrap();
+    runtime.register_object_store(&bucket, store);
+    datafusion::execution::SessionStateBuilder::new()
+        .with_config(datafusion::prelude::SessionConfig::new_with_ballista())
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build()
+}
