@@ -386,6 +386,8 @@ fn upload_loop(
     let mut retry = RETRY_FIRST;
     // While uploads fail: how many rounds have, and when that was last said.
     let mut failing: Option<(u64, Option<Instant>)> = None;
+    // When the uploader was first seen asked to finish.
+    let mut asked: Option<Instant> = None;
     loop {
         let finishing = spool.state().finishing;
         let started = Instant::now();
@@ -428,7 +430,8 @@ fn upload_loop(
         spool.delete_uploaded(&mut commits, &progress)?;
         let waiting: Vec<u64> = progress.waiting(&commits).map(|(c, _)| *c).collect();
         if let Some(patience) = finishing {
-            let stuck = progress.last.unwrap_or(started).elapsed() >= patience;
+            let asked = *asked.get_or_insert(started);
+            let stuck = progress.last.map_or(asked, |last| last.max(asked)).elapsed() >= patience;
             if waiting.is_empty() || (failed && stuck) {
                 let bytes = progress.backlog(&commits);
                 return Ok(Left { commits: waiting.len(), bytes });
@@ -600,6 +603,21 @@ mod tests {
         (store, log)
     }
 
+    /// An S3 store where nothing listens (port 1 of the loopback), with no retries.
+    fn unreachable() -> Remote {
+        let client = AmazonS3Builder::new()
+            .with_bucket_name("mesh-logs")
+            .with_region("us-east-1")
+            .with_access_key_id("id")
+            .with_secret_access_key("secret")
+            .with_endpoint("http://127.0.0.1:1")
+            .with_allow_http(true)
+            .with_retry(RetryConfig { max_retries: 0, ..RetryConfig::default() })
+            .build()
+            .expect("client");
+        Remote::with_store("s3://mesh-logs/egress", Arc::new(client)).expect("remote")
+    }
+
     fn rows_of(commit: &SpoolCommit) -> u64 {
         commit.files.iter().map(|f| read_footer(&f.path).expect("footer").rows as u64).sum()
     }
@@ -614,23 +632,10 @@ mod tests {
         let newest = *before.keys().next_back().expect("commits");
         let dropped_rows: u64 =
             before.iter().filter(|(c, _)| **c != newest).map(|(_, c)| rows_of(c)).sum();
-        // Nothing listens on port 1 of the loopback.
-        let unreachable = AmazonS3Builder::new()
-            .with_bucket_name("mesh-logs")
-            .with_region("us-east-1")
-            .with_access_key_id("id")
-            .with_secret_access_key("secret")
-            .with_endpoint("http://127.0.0.1:1")
-            .with_allow_http(true)
-            .with_retry(RetryConfig { max_retries: 0, ..RetryConfig::default() })
-            .build()
-            .expect("client");
-        let remote =
-            Remote::with_store("s3://mesh-logs/egress", Arc::new(unreachable)).expect("remote");
         let limit = SpoolLimit { max_bytes: 1, full: SpoolFull::Drop };
         let spool = Arc::new(Spool::new(store.root(), limit));
         let writer = Writer::new("prod", "wp-0").expect("writer");
-        let uploader = Uploader::start(remote, writer, spool.clone()).expect("start");
+        let uploader = Uploader::start(unreachable(), writer, spool.clone()).expect("start");
         let left = uploader.finish(Duration::ZERO).expect("finish");
 
         let counters = &spool.counters;
@@ -640,6 +645,23 @@ mod tests {
         let after = spool_commits(store.root()).expect("list");
         assert_eq!(after.keys().copied().collect::<Vec<_>>(), [newest]);
         assert_eq!(left, Left { commits: 1, bytes: after[&newest].bytes() });
+    }
+
+    /// Asked to finish while the store has never answered, the uploader gives up after its
+    /// patience and says what stays in the spool (with `block`, nothing is dropped).
+    #[test]
+    fn finishing_gives_up_when_the_store_never_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = collected(dir.path());
+        let commits = spool_commits(store.root()).expect("list");
+        let limit = SpoolLimit { max_bytes: 1, full: SpoolFull::Block };
+        let spool = Arc::new(Spool::new(store.root(), limit));
+        let writer = Writer::new("prod", "wp-0").expect("writer");
+        let uploader = Uploader::start(unreachable(), writer, spool.clone()).expect("start");
+        let left = uploader.finish(Duration::from_secs(2)).expect("finish");
+        assert_eq!(left.commits, commits.len());
+        assert_eq!(spool.counters.dropped_commits.load(Ordering::Relaxed), 0);
+        assert!(spool.counters.failures.load(Ordering::Relaxed) >= 1);
     }
 
     /// An empty spool starts from the newest complete commit in the object store: the same
