@@ -402,22 +402,28 @@ impl Store {
     /// Every committed file, oldest commit first, with where it is placed: what an
     /// upload to object storage ([`remote::Remote::upload`]) takes.
     pub fn committed(&self) -> Result<Vec<(remote::Placed, PathBuf)>, StoreError> {
-        let mut files = committed_files(&self.root)?;
-        files.sort_by_key(|(name, _)| *name);
-        Ok(files
-            .into_iter()
-            .filter_map(|(name, path)| {
-                let at = Destination::of_dir(&self.root, path.parent()?)?;
-                let placed = remote::Placed {
-                    table: at.table,
-                    date: at.date,
-                    hour: at.hour,
-                    name: name.render(),
-                };
-                Some((placed, path))
-            })
-            .collect())
+        Ok(placed_files(&self.root)?.into_iter().map(|(_, placed, path)| (placed, path)).collect())
     }
+}
+
+/// Every committed file below `root`'s partitions, oldest commit first, with its name and
+/// place.
+fn placed_files(root: &Path) -> Result<Vec<(FileName, remote::Placed, PathBuf)>, StoreError> {
+    let mut files = committed_files(root)?;
+    files.sort_by_key(|(name, _)| *name);
+    Ok(files
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let at = Destination::of_dir(root, path.parent()?)?;
+            let placed = remote::Placed {
+                table: at.table,
+                date: at.date,
+                hour: at.hour,
+                name: name.render(),
+            };
+            Some((name, placed, path))
+        })
+        .collect())
 }
 
 /// Every committed file below the table directories, with its parsed name.

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use super::commit::Sealed;
 use super::remote::{Placed, Remote, RemoteCommit, RemoteError, Uploaded, Writer};
 use super::{
-    CommitSummary, Destination, FileName, Store, StoreError, TMP_DIR, committed_files, io_err,
+    CommitSummary, Destination, FileName, Store, StoreError, TMP_DIR, io_err, placed_files,
     read_footer, sync_dir,
 };
 
@@ -290,14 +290,8 @@ impl SpoolCommit {
 
 fn spool_commits(root: &Path) -> Result<BTreeMap<u64, SpoolCommit>, StoreError> {
     let mut commits: BTreeMap<u64, SpoolCommit> = BTreeMap::new();
-    let mut files = committed_files(root)?;
-    files.sort_by_key(|(name, _)| *name);
-    for (name, path) in files {
-        let Some(at) = path.parent().and_then(|dir| Destination::of_dir(root, dir)) else {
-            continue;
-        };
+    for (name, placed, path) in placed_files(root)? {
         let size = fs::metadata(&path).map_err(io_err("inspect", &path))?.len();
-        let placed = Placed { table: at.table, date: at.date, hour: at.hour, name: name.render() };
         let commit = commits.entry(name.commit).or_default();
         commit.of = name.of;
         commit.files.push(SpoolFile { placed, path, size });
